@@ -1,0 +1,4 @@
+
+from .cli import entry_point
+
+entry_point()

@@ -1,0 +1,142 @@
+"""``ocipush SOURCE DESTINATION``: argument parsing and error printing, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from . import __version__
+from .errors import OcipushError, UsageError
+from .push import PushOptions, push
+from .reference import Reference
+from .registry.auth import Credentials
+from .report import LineReporter, Reporter
+from .sources import TRANSPORTS
+from .units import parse_size
+
+__all__ = ["main"]
+
+EPILOG = """\
+sources (containers-transports(5) names):
+  oci:PATH[:REF]        an OCI image layout; REF is a ref name, @sha256:… or @N
+
+destination:
+  [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]
+
+exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
+5 authentication failed, 130 interrupted.
+"""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, not {text!r}")
+    return int(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit code is 2 too, but with usage noise
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="ocipush",
+        description="Push a container image from files to a registry, in chunks that fit its body limit.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("source", help="the image to push, e.g. oci:./layout:latest")
+    p.add_argument("destination", help="where to push it, e.g. registry.example.com/team/img:tag")
+    p.add_argument("--tls-verify", "--dest-tls-verify", type=_bool, nargs="?", const=True, default=True,
+                   metavar="BOOL", help="verify TLS (default true); false also allows plain HTTP")
+    p.add_argument("--creds", "--dest-creds", metavar="USER[:PASS]", help="credentials for the registry")
+    p.add_argument("--username", metavar="USER", help="user name, with --password-stdin")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--chunk-size", type=_size, metavar="SIZE",
+                   help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
+    p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
+    p.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest digest to FILE")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
+    p.add_argument("--version", action="version", version=f"ocipush {__version__}")
+    return p
+
+
+def _credentials(args: argparse.Namespace) -> Credentials | None:
+    if args.password_stdin:
+        if not args.username:
+            raise UsageError("--password-stdin needs --username")
+        if args.creds:
+            raise UsageError("give either --creds or --username with --password-stdin")
+        return Credentials(args.username, sys.stdin.readline().rstrip("\r\n"))
+    if args.username:
+        raise UsageError("--username needs --password-stdin (or use --creds USER:PASS)")
+    if not args.creds:
+        return None
+    user, sep, password = args.creds.partition(":")
+    if not user:
+        raise UsageError("--creds: empty user name")
+    if not sep:
+        if not sys.stdin.isatty():
+            raise UsageError("--creds has no password and there is no terminal to ask for one")
+        password = getpass.getpass(f"Password for {user}: ")
+    return Credentials(user, password)
+
+
+def _destination(text: str) -> Reference:
+    transport = text.partition(":")[0]
+    if transport in TRANSPORTS and transport != "docker":
+        raise UsageError(f"destination transport {transport!r} is not supported yet; push to a registry")
+    return Reference.parse(text)
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = PushOptions(
+        chunk_size=args.chunk_size,
+        jobs=args.jobs,
+        tls_verify=args.tls_verify,
+        credentials=_credentials(args),
+    )
+    reporter = Reporter() if args.quiet else LineReporter(sys.stderr)
+    result = push(args.source, _destination(args.destination), options, reporter)
+    if args.digestfile:
+        try:
+            with open(args.digestfile, "w") as f:
+                f.write(str(result.digest))
+        except OSError as e:
+            raise UsageError(f"--digestfile {args.digestfile}: {e.strerror}") from None
+    print(result.reference)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except OcipushError as e:
+        print(f"ocipush: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ocipush: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Media types of manifests, indexes and layers, OCI and Docker schema 2."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DOCKER_CONFIG",
+    "DOCKER_FOREIGN_LAYER",
+    "DOCKER_LAYER",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "INDEX_TYPES",
+    "MANIFEST_TYPES",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_ZSTD",
+    "OCI_MANIFEST",
+    "is_foreign_layer",
+    "is_index",
+    "is_manifest",
+]
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+
+def is_manifest(media_type: str) -> bool:
+    return media_type in MANIFEST_TYPES
+
+
+def is_index(media_type: str) -> bool:
+    return media_type in INDEX_TYPES
+
+
+def is_foreign_layer(media_type: str) -> bool:
+    """Layers that registries do not store: pulled from their ``urls`` instead."""
+    return media_type == DOCKER_FOREIGN_LAYER or ".nondistributable." in media_type

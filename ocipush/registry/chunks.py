@@ -1,0 +1,62 @@
+"""Chunk arithmetic for the chunked upload: pure functions, no I/O.
+
+Rules (distribution-spec 1.1 plus what serverless registries require):
+- a chunk is a ``Content-Range`` of ``start-end``, inclusive, starting at 0, in order;
+- every chunk but the last has exactly the same size (object-store multipart parts must
+  be equal: serverless-registry answers 416 to a part larger than the first);
+- every chunk but the last is at least ``OCI-Chunk-Min-Length``;
+- no chunk is larger than ``OCI-Chunk-Max-Length`` (not in the spec; sent by
+  serverless-registry) nor than the user's ``--chunk-size``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["choose_chunk_size", "chunk_ranges", "content_range", "parse_range"]
+
+
+def choose_chunk_size(requested: int | None, minimum: int | None, maximum: int | None) -> int | None:
+    """The size of every chunk but the last, or None for the whole blob in one request.
+
+    The smaller of the user's size and the registry's maximum; raised to the registry's
+    minimum when below it, unless that would exceed the maximum (a registry that
+    advertises min > max is contradicting itself; its maximum is the hard limit).
+    """
+    limits = [x for x in (requested, maximum) if x]
+    if not limits:
+        return None
+    size = min(limits)
+    if minimum and size < minimum:
+        size = min(minimum, maximum) if maximum else minimum
+    return max(size, 1)
+
+
+def chunk_ranges(size: int, chunk: int | None, start: int = 0) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each chunk from ``start``; ``start`` must lie on a chunk boundary."""
+    if chunk is None:
+        chunk = max(size - start, 1)
+    if start % chunk:
+        raise ValueError(f"offset {start} is not a multiple of the chunk size {chunk}")
+    for offset in range(start, size, chunk):
+        yield offset, min(chunk, size - offset)
+
+
+def content_range(offset: int, length: int) -> str:
+    """The spec's form: inclusive, no ``bytes `` prefix, no ``/total``."""
+    return f"{offset}-{offset + length - 1}"
+
+
+def parse_range(value: str | None) -> int | None:
+    """A registry's ``Range: 0-END`` answer → how many bytes it holds (END + 1).
+
+    None when absent or malformed. ``0-0`` is ambiguous (distribution sends it for an empty
+    upload too) and is read as 0 bytes only by the caller that knows nothing was sent.
+    """
+    if not value:
+        return None
+    value = value.strip().removeprefix("bytes=").removeprefix("bytes ")
+    first, sep, last = value.partition("-")
+    if not sep or not first.isdigit() or not last.isdigit() or int(first) != 0:
+        return None
+    return int(last) + 1

@@ -1,0 +1,136 @@
+"""The HTTP side of one registry: scheme and TLS choice, authentication, error messages.
+
+Every request goes through ``RegistryClient.request``, which turns transport failures and
+unexpected statuses into one-line ``RegistryError``s naming the method, URL and reason.
+URLs in messages lose their query: upload locations and redirects may carry signatures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+import httpx
+
+from .. import __version__
+from ..errors import AuthenticationError, RegistryError
+from .auth import Credentials, RegistryAuth
+
+__all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
+
+USER_AGENT = f"ocipush/{__version__}"
+
+
+@attrs.frozen
+class ClientOptions:
+    tls_verify: bool = True
+    credentials: Credentials | None = None
+    timeout: float = 120.0  # per read/write: chunks of 100 MB on slow links need minutes
+
+
+class RegistryClient:
+    """Talks to one registry host. Thread-safe: uploads share it."""
+
+    def __init__(self, host: str, options: ClientOptions = ClientOptions(), *, loopback: bool = False):
+        self.host = host
+        self.options = options
+        self.loopback = loopback
+        self.base_url = ""
+        # Plain HTTP and unverified TLS only where the user allowed it, or to this machine.
+        self._insecure_ok = loopback or not options.tls_verify
+        self.auth = RegistryAuth(host, options.credentials, allow_http_basic=self._insecure_ok)
+        timeout = httpx.Timeout(options.timeout, connect=30.0)
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+        headers = {"User-Agent": USER_AGENT}
+        self._http = httpx.Client(
+            verify=options.tls_verify, timeout=timeout, limits=limits, headers=headers, auth=self.auth
+        )
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- connection -----------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Find the URL that serves ``/v2/``: HTTPS, then plain HTTP where allowed."""
+        schemes = ["https", "http"] if self._insecure_ok else ["https"]
+        failures = []
+        for scheme in schemes:
+            url = f"{scheme}://{self.host}/v2/"
+            try:
+                response = self._http.get(url)
+            except httpx.HTTPError as e:
+                failures.append(f"{url}: {_reason(e)}")
+                continue
+            if response.status_code in (200, 401):
+                self.base_url = f"{scheme}://{self.host}"
+                return
+            failures.append(f"{url}: {describe_error(response)}")
+        raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    # -- requests -------------------------------------------------------------------
+
+    def request(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        """Send one request; a status outside ``expect`` raises RegistryError."""
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as e:
+            raise RegistryError(f"{method} {redact(url)}: {_reason(e)}") from None
+        if response.status_code in expect:
+            return response
+        codes = _error_codes(response)
+        message = f"{method} {redact(url)}: {describe_error(response)}"
+        if response.status_code == 401:
+            raise AuthenticationError(
+                f"{self.host}: authentication failed ({message})"
+                + ("" if self.options.credentials else "; give credentials with --creds")
+            )
+        raise RegistryError(message, status=response.status_code, codes=codes)
+
+
+def redact(url: str | httpx.URL) -> str:
+    u = httpx.URL(str(url))
+    return str(u.copy_with(query=None, fragment=None)) + ("?…" if u.query else "")
+
+
+def _reason(e: httpx.HTTPError) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0]
+
+
+def _error_codes(response: httpx.Response) -> tuple[str, ...]:
+    try:
+        errors = json.loads(response.content).get("errors") or []
+        return tuple(str(e.get("code")) for e in errors if isinstance(e, dict))
+    except Exception:
+        return ()
+
+
+def describe_error(response: httpx.Response) -> str:
+    """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text."""
+    head = f"{response.status_code} {response.reason_phrase}".strip()
+    body = response.content[:8192].decode("utf-8", "replace")
+    detail = ""
+    try:
+        errors = json.loads(body).get("errors") or []
+        detail = "; ".join(
+            f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors if isinstance(e, dict)
+        )
+    except Exception:
+        title = re.search(r"<title>(.*?)</title>", body, re.I | re.S)
+        text = title[1] if title else re.sub(r"<[^>]+>", " ", body)
+        detail = " ".join(text.split())[:160]
+    if detail and detail.lower() != head.lower() and detail.lower() not in head.lower():
+        return f"{head}: {detail}"
+    return head

@@ -1,0 +1,101 @@
+"""What every source offers, and the walk from a root descriptor to every blob.
+
+A source (one module per transport) only has to find its root descriptor and open a
+blob by descriptor; the walk, the verification and the size limits are shared here.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+import attrs
+
+from ..digest import BlobReader, Digest
+from ..errors import SourceError
+from ..mediatypes import is_foreign_layer, is_index, is_manifest
+from ..models import Descriptor, Index, Manifest, parse_manifest
+
+__all__ = ["ImageNode", "Source", "load_image", "MAX_MANIFEST_SIZE"]
+
+# Registries refuse bigger manifests (distribution's default limit), so we refuse to read them.
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+
+
+class Source(Protocol):
+    """An image on disk. ``name`` is how the user wrote it, for messages."""
+
+    name: str
+
+    def root(self) -> Descriptor:
+        """The descriptor of the selected image manifest or index."""
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        """A fresh, unverified byte stream of the blob; SourceError when it is missing or
+        its stored size differs from the descriptor's."""
+
+    def describe_blob(self, desc: Descriptor) -> str:
+        """Where the blob lives, for messages: a file path or an archive member."""
+
+
+@attrs.frozen
+class ImageNode:
+    """A manifest or index as read from the source: its descriptor, exact bytes, parsed form."""
+
+    descriptor: Descriptor
+    data: bytes
+    parsed: Manifest | Index
+    children: tuple[ImageNode, ...] = ()
+
+    @property
+    def is_index(self) -> bool:
+        return isinstance(self.parsed, Index)
+
+    def walk(self):
+        """Every node, children before their parents (the order a registry accepts them)."""
+        for child in self.children:
+            yield from child.walk()
+        yield self
+
+    def blobs(self) -> list[Descriptor]:
+        """Every distinct blob of every manifest below this node, in first-seen order;
+        foreign layers excluded (registries fetch those from their URLs)."""
+        seen: dict[Digest, Descriptor] = {}
+        for node in self.walk():
+            if isinstance(node.parsed, Manifest):
+                for d in node.parsed.blobs:
+                    if not is_foreign_layer(d.media_type):
+                        seen.setdefault(d.digest, d)
+        return list(seen.values())
+
+
+def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
+    what = source.describe_blob(desc)
+    if desc.size > limit:
+        raise SourceError(f"{what}: {desc.size} bytes is over the {limit}-byte limit for manifests")
+    return BlobReader(lambda: source.open_blob(desc), desc.digest, desc.size, what).read_all()
+
+
+def load_image(source: Source) -> ImageNode:
+    """Read the root and every manifest below it, verified; check every blob is present."""
+    root = _load_node(source, source.root(), depth=0)
+    for blob in root.blobs():
+        source.open_blob(blob).close()  # fail before uploading anything if one is missing
+    return root
+
+
+def _load_node(source: Source, desc: Descriptor, depth: int) -> ImageNode:
+    if depth > 8:  # indexes may nest, but not forever: a cycle would be a malformed layout
+        raise SourceError(f"{source.name}: indexes nested deeper than 8 levels at {desc.digest}")
+    if not (is_index(desc.media_type) or is_manifest(desc.media_type)):
+        raise SourceError(
+            f"{source.describe_blob(desc)}: unsupported manifest media type {desc.media_type!r}"
+        )
+    data = read_verified(source, desc, MAX_MANIFEST_SIZE)
+    try:
+        parsed = parse_manifest(data, desc.media_type)
+    except ValueError as e:
+        raise SourceError(f"{source.describe_blob(desc)}: {e}") from None
+    children: tuple[ImageNode, ...] = ()
+    if isinstance(parsed, Index):
+        children = tuple(_load_node(source, d, depth + 1) for d in parsed.manifests)
+    return ImageNode(desc, data, parsed, children)
