@@ -1,0 +1,79 @@
+"""Fixtures for real services (see tests/services.py).
+
+Missing tools or services that do not start FAIL the tests that need them,
+never skip: CI must not go green without the integration tests having run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import pytest
+
+from tests.services import (
+    MissingTool,
+    ProxyService,
+    RegistryService,
+    ServiceError,
+    start_proxy,
+    start_registry,
+    unique_repo,
+)
+
+
+@contextlib.contextmanager
+def _running(start, *args, **kwargs):
+    try:
+        service = start(*args, **kwargs)
+    except (MissingTool, ServiceError) as error:
+        # pytest.fail() would chain onto `error` and print the message twice.
+        raise pytest.fail.Exception(str(error), pytrace=False) from None
+    with service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> RegistryService:
+    """A plain registry shared by the whole session; use unique repository names."""
+    with _running(start_registry, tmp_path_factory.mktemp("registry")) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def proxy(registry, tmp_path_factory) -> ProxyService:
+    """nginx in front of `registry`: 8m body limit, default OCI-Chunk-* headers."""
+    with _running(start_proxy, tmp_path_factory.mktemp("proxy"), registry) as service:
+        yield service
+
+
+@pytest.fixture
+def make_registry(tmp_path_factory):
+    """make_registry(extra_config=None) -> a registry of its own, stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def make(extra_config=None) -> RegistryService:
+            workdir = tmp_path_factory.mktemp("registry")
+            return stack.enter_context(_running(start_registry, workdir, extra_config))
+
+        yield make
+
+
+@pytest.fixture
+def make_proxy(registry, tmp_path_factory):
+    """make_proxy(upstream=registry, client_max_body_size="8m", headers=DEFAULT_CHUNK_HEADERS)
+    -> an nginx of its own, stopped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def make(upstream=None, **options) -> ProxyService:
+            workdir = tmp_path_factory.mktemp("proxy")
+            return stack.enter_context(_running(start_proxy, workdir, upstream or registry, **options))
+
+        yield make
+
+
+@pytest.fixture
+def repo(request) -> str:
+    """A fresh repository name derived from the test's name (readable in registry logs)."""
+    prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return unique_repo(prefix or "test")
