@@ -1,0 +1,183 @@
+"""End-to-end pushes to the real distribution registry, through a real body-limited
+nginx, pulled back and verified by skopeo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ocipush import mediatypes
+from ocipush.cli import main
+from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout
+from tests.services import skopeo_copy, skopeo_pull
+
+pytestmark = pytest.mark.integration
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
+ACCEPT = ", ".join(sorted(mediatypes.MANIFEST_TYPES | mediatypes.INDEX_TYPES))
+
+
+def registry_manifest(host: str, repo: str, ref: str) -> httpx.Response:
+    return httpx.get(f"http://{host}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+
+
+def assert_pushed(host: str, repo: str, tag: str, digest: str, tmp_path: Path, *, all_platforms=False):
+    """The tag serves the source's exact manifest, and skopeo pulls it back verifying every blob."""
+    response = registry_manifest(host, repo, tag)
+    assert response.status_code == 200, response.text
+    assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
+    dest = tmp_path / "pulled"
+    if all_platforms:
+        result = skopeo_copy(f"docker://{host}/{repo}:{tag}", f"oci:{dest}:pulled", "--all")
+        assert result.returncode == 0, result.stderr
+    else:
+        skopeo_pull(f"{host}/{repo}:{tag}", dest)
+
+
+def ocipush(*args: str, capsys=None) -> int:
+    return main([*args, "--jobs", "2"])
+
+
+def test_skopeo_fails_through_the_limit_and_ocipush_succeeds(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [LayerSpec(20_000_000), 3000], ref="v1")
+    # The limit is real: skopeo sends the 20 MB layer in one PATCH and gets 413.
+    refused = skopeo_copy(f"oci:{info.layout}:v1", f"docker://{proxy.host}/{repo}-skopeo:v1")
+    assert refused.returncode != 0 and "413" in refused.stderr
+
+    mark = proxy.mark()
+    assert ocipush(f"oci:{info.layout}:v1", f"{proxy.host}/{repo}:v1") == 0
+    out = capsys.readouterr().out.strip()
+    assert out == f"{proxy.host}/{repo}@{info.digest}"
+
+    patches = [r for r in proxy.requests(mark) if r.method == "PATCH"]
+    big = [r for r in patches if r.body_length == 8_000_000]
+    assert len(big) == 2 and all(r.status == 202 for r in patches)  # 8 + 8 + ~4 MB
+    assert all(r.body_length <= 8_000_000 for r in patches)
+    assert_pushed(proxy.host, repo, "v1", info.digest, tmp_path)
+
+
+def test_repush_uploads_nothing(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [LayerSpec(9_000_000), 100], ref="v1")
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}:v1") == 0
+    mark = proxy.mark()
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}:v2") == 0
+    methods = [r.method for r in proxy.requests(mark)]
+    assert "PATCH" not in methods and "POST" not in methods
+    assert methods.count("HEAD") == 3  # config + 2 layers
+    assert "skipped" in capsys.readouterr().err
+    assert_pushed(proxy.host, repo, "v2", info.digest, tmp_path)
+
+
+@pytest.mark.parametrize("fixture, ref", [("single", "v1"), ("zstd", "v1"), ("tworefs", "b")])
+def test_fixtures_made_by_real_tools(proxy, repo, tmp_path, fixture, ref):
+    layout = FIXTURES / fixture
+    index = json.loads((layout / "index.json").read_text())
+    digest = next(
+        m["digest"]
+        for m in index["manifests"]
+        if m["annotations"]["org.opencontainers.image.ref.name"] == ref
+    )
+    assert ocipush(f"oci:{layout}:{ref}", f"{proxy.host}/{repo}:{ref}") == 0
+    assert_pushed(proxy.host, repo, ref, digest, tmp_path)
+
+
+def test_multi_platform_index(proxy, repo, tmp_path):
+    info = make_index_layout(tmp_path / "img", [LayerSpec(10_000_000), 500])
+    mark = proxy.mark()
+    assert ocipush(f"oci:{info.layout}:multi", f"{proxy.host}/{repo}:multi") == 0
+    puts = [r for r in proxy.requests(mark) if r.method == "PUT" and "/manifests/" in r.path]
+    # Children by digest first, the index under its tag last.
+    assert [p.path.rsplit("/", 1)[1] for p in puts] == [i.digest for i in info.images] + ["multi"]
+    assert_pushed(proxy.host, repo, "multi", info.digest, tmp_path, all_platforms=True)
+
+
+def test_nested_index_fixture(proxy, repo, tmp_path):
+    layout = FIXTURES / "nested"
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    assert ocipush(f"oci:{layout}", f"{proxy.host}/{repo}:nested") == 0
+    response = registry_manifest(proxy.host, repo, "nested")
+    assert "sha256:" + hashlib.sha256(response.content).hexdigest() == digest
+    # skopeo cannot copy an index of indexes; pull the inner index it names instead.
+    inner = json.loads(response.content)["manifests"][0]["digest"]
+    result = skopeo_copy(f"docker://{proxy.host}/{repo}@{inner}", f"oci:{tmp_path / 'p'}:x", "--all")
+    assert result.returncode == 0, result.stderr
+
+
+def test_push_by_digest(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}@{info.digest}") == 0
+    assert registry_manifest(proxy.host, repo, info.digest).status_code == 200
+
+
+def test_digest_destination_must_match(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    other = "sha256:" + "0" * 64
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}@{other}") == 2
+    assert f"the source image is {info.digest}" in capsys.readouterr().err
+
+
+def test_corrupt_layer_fails_before_commit_and_tags_nothing(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [LayerSpec(12_000_000)], ref="v1")
+    flip_byte(info.layers[0], offset=11_000_000)  # in the last chunk: two chunks get sent first
+    mark = proxy.mark()
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}:v1") == 3
+    err = capsys.readouterr().err
+    assert f"blob {info.layers[0].digest}" in err and "does not match its digest" in err
+    requests = proxy.requests(mark)
+    # No final PUT of the layer, no manifest; the half-done upload is cancelled.
+    assert not [r for r in requests if r.method == "PUT" and info.layers[0].digest in r.query]
+    assert not [r for r in requests if "/manifests/" in r.path]
+    assert [r for r in requests if r.method == "DELETE"]
+    assert registry_manifest(proxy.host, repo, "v1").status_code == 404
+    assert httpx.head(f"http://{proxy.host}/v2/{repo}/blobs/{info.layers[0].digest}").status_code == 404
+
+
+def test_unadvertised_limit_gives_one_line_error_and_no_tag(make_proxy, repo, tmp_path, capsys):
+    bare = make_proxy(headers=None)  # a limit but no OCI-Chunk-* headers: one PATCH per blob
+    info = make_layout(tmp_path / "img", [LayerSpec(10_000_000)])
+    assert ocipush(f"oci:{info.layout}", f"{bare.host}/{repo}:v1") == 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ocipush: PATCH") and "413 Request Entity Too Large" in err
+    assert registry_manifest(bare.host, repo, "v1").status_code == 404
+    # The user's --chunk-size is the way through such a proxy.
+    assert ocipush(f"oci:{info.layout}", f"{bare.host}/{repo}:v1", "--chunk-size", "4MB") == 0
+    assert_pushed(bare.host, repo, "v1", info.digest, tmp_path)
+
+
+def test_cli_as_a_process(proxy, repo, tmp_path):
+    info = make_layout(tmp_path / "img", [2000])
+    digestfile = tmp_path / "digest"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ocipush",
+            f"oci:{info.layout}",
+            f"docker://{proxy.host}/{repo}:t",
+            "--digestfile",
+            str(digestfile),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{proxy.host}/{repo}@{info.digest}\n"
+    assert result.stderr == ""
+    assert digestfile.read_text() == info.digest
+
+
+def test_unreachable_registry(tmp_path, capsys):
+    from tests.services import free_port
+
+    info = make_layout(tmp_path / "img", [100])
+    host = f"127.0.0.1:{free_port()}"
+    assert ocipush(f"oci:{info.layout}", f"{host}/x:y") == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"ocipush: cannot reach registry {host}") and err.count("\n") == 1
