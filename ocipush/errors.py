@@ -47,17 +47,29 @@ class BlobVerificationError(SourceError):
 class RegistryError(OcipushError):
     """The registry answered with an error, or not at all.
 
-    ``status`` is the HTTP status (None when there was no answer) and ``codes`` the OCI
-    error codes of the body (``BLOB_UPLOAD_INVALID``, …), so callers can decide on retries
-    without parsing the message.
+    ``status`` is the HTTP status (None when there was no answer), ``codes`` the OCI error
+    codes of the body (``BLOB_UPLOAD_INVALID``, …) and ``headers`` the answer's headers, so
+    callers decide on retries and resumes without parsing the message.
     """
 
     exit_code = 4
 
-    def __init__(self, message: str, *, status: int | None = None, codes: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        codes: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.codes = codes
+        self.headers = headers or {}
+
+    @property
+    def retry_after(self) -> str | None:
+        return self.headers.get("retry-after")
 
 
 class AuthenticationError(RegistryError):

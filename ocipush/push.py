@@ -16,14 +16,16 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import attrs
 
-from .digest import BlobReader, Digest
-from .errors import RegistryError, UploadError
+from .content import FileContent
+from .digest import Digest
+from .errors import UploadError
 from .models import Descriptor
 from .plan import ManifestPush, PushPlan, make_plan
 from .reference import Reference
 from .registry.auth import Credentials
 from .registry.client import ClientOptions, RegistryClient, redact
-from .registry.upload import BlobUploader, UploadOutcome
+from .registry.retry import RetryPolicy
+from .registry.upload import BlobUploader, HostLimits, UploadOutcome
 from .report import Reporter
 from .sources import Source, load_image, open_source
 
@@ -36,6 +38,7 @@ class PushOptions:
     jobs: int = 3
     tls_verify: bool = True
     credentials: Credentials | None = None
+    retry: RetryPolicy = RetryPolicy()
 
 
 @attrs.frozen
@@ -73,9 +76,13 @@ def push(
     plan = make_plan(image, destination)  # 2. plan
 
     client_options = ClientOptions(tls_verify=options.tls_verify, credentials=options.credentials)
-    with RegistryClient(destination.api_host, client_options, loopback=destination.is_loopback) as client:
+    with RegistryClient(
+        destination.api_host, client_options, loopback=destination.is_loopback, retry=options.retry
+    ) as client:
         client.connect()  # 3. connect
-        uploader = BlobUploader(client, destination.repository, options.chunk_size)
+        client.on_retry = lambda error: reporter.note(f"retrying: {error}")
+        uploader = BlobUploader(client, destination.repository, HostLimits(options.chunk_size))
+        uploader.on_note = reporter.note
         blobs = _upload_blobs(source, plan, uploader, options.jobs, reporter)  # 4. blobs
         for step in plan.manifests:  # 5. manifests
             _push_manifest(client, destination.repository, step)
@@ -91,18 +98,21 @@ def _upload_blobs(
     stop = threading.Event()
 
     def upload(desc: Descriptor) -> BlobResult:
-        def on_bytes(n: int) -> None:
+        def on_position(offset: int) -> None:
             if stop.is_set():
                 raise _Cancelled()
-            reporter.blob_bytes(desc, n)
+            reporter.blob_position(desc, offset)
 
         reporter.blob_started(desc)
-        reader = BlobReader(lambda: source.open_blob(desc), desc.digest, desc.size, source.describe_blob(desc))
-        outcome = uploader.upload(reader, on_bytes)
+        content = FileContent(lambda: source.open_blob(desc), desc.digest, desc.size, source.describe_blob(desc))
+        content.on_position = on_position
+        outcome = uploader.upload(content)
         detail = ""
         if outcome.action == "uploaded" and outcome.requests > 1:
-            detail = f"in {outcome.requests} chunks"
-        reporter.blob_finished(desc, outcome.action, detail)
+            detail = f"in {outcome.requests} requests"
+        if outcome.retries:
+            detail += f" ({outcome.retries} retried)"
+        reporter.blob_finished(desc, outcome.action, detail.strip())
         return BlobResult(desc, outcome)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="upload") as pool:
@@ -129,7 +139,7 @@ def _upload_blobs(
 def _push_manifest(client: RegistryClient, repository: str, step: ManifestPush) -> None:
     desc = step.node.descriptor
     url = client.url(f"/v2/{repository}/manifests/{step.reference}")
-    response = client.request(
+    response = client.idempotent(
         "PUT", url, expect=(201, 200, 202), content=step.node.data, headers={"Content-Type": desc.media_type}
     )
     got = response.headers.get("Docker-Content-Digest")

@@ -19,7 +19,8 @@ class Reporter:
 
     def blob_started(self, desc: Descriptor) -> None: ...
 
-    def blob_bytes(self, desc: Descriptor, n: int) -> None: ...
+    def blob_position(self, desc: Descriptor, offset: int) -> None:
+        """Bytes of the blob sent so far (it may go back when a chunk is resent)."""
 
     def blob_finished(self, desc: Descriptor, action: str, detail: str = "") -> None: ...
 

@@ -137,16 +137,28 @@ def test_corrupt_layer_fails_before_commit_and_tags_nothing(proxy, repo, tmp_pat
     assert httpx.head(f"http://{proxy.host}/v2/{repo}/blobs/{info.layers[0].digest}").status_code == 404
 
 
-def test_unadvertised_limit_gives_one_line_error_and_no_tag(make_proxy, repo, tmp_path, capsys):
-    bare = make_proxy(headers=None)  # a limit but no OCI-Chunk-* headers: one PATCH per blob
-    info = make_layout(tmp_path / "img", [LayerSpec(10_000_000)])
-    assert ocipush(f"oci:{info.layout}", f"{bare.host}/{repo}:v1") == 4
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("ocipush: PATCH") and "413 Request Entity Too Large" in err
-    assert registry_manifest(bare.host, repo, "v1").status_code == 404
-    # The user's --chunk-size is the way through such a proxy.
-    assert ocipush(f"oci:{info.layout}", f"{bare.host}/{repo}:v1", "--chunk-size", "4MB") == 0
+def test_unadvertised_limit_halves_the_chunk_size(make_proxy, repo, tmp_path, capsys):
+    bare = make_proxy(headers=None)  # an 8m limit but no OCI-Chunk-* headers: one PATCH per blob first
+    info = make_layout(tmp_path / "img", [LayerSpec(10_000_000), LayerSpec(9_000_000)])
+    mark = bare.mark()
+    assert ocipush(f"oci:{info.layout}", f"{bare.host}/{repo}:v1") == 0
+    err = capsys.readouterr().err
+    assert err.count("(413)") == 1, err  # said once, kept for the rest of the push
+    patches = [r for r in bare.requests(mark) if r.method == "PATCH"]
+    refused = [r for r in patches if r.status == 413]
+    assert 1 <= len(refused) <= 2  # both big layers may have started before the first 413
+    assert all(r.body_length <= 5_100_000 for r in patches if r.status == 202), patches  # half a layer
     assert_pushed(bare.host, repo, "v1", info.digest, tmp_path)
+
+
+def test_limit_below_the_registry_minimum_fails_clearly_and_tags_nothing(make_proxy, repo, tmp_path, capsys):
+    # The registry asks for chunks of at least 6 MB but a proxy refuses bodies over 4 MB.
+    tight = make_proxy(client_max_body_size="4m", headers={"OCI-Chunk-Min-Length": "6000000"})
+    info = make_layout(tmp_path / "img", [LayerSpec(13_000_000)])
+    assert ocipush(f"oci:{info.layout}", f"{tight.host}/{repo}:v1") == 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ocipush: ") and "413" in err and "cannot be smaller" in err
+    assert registry_manifest(tight.host, repo, "v1").status_code == 404
 
 
 def test_cli_as_a_process(proxy, repo, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -17,6 +18,7 @@ import httpx
 from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
+from .retry import RetryPolicy, is_transient
 
 __all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
 
@@ -33,10 +35,19 @@ class ClientOptions:
 class RegistryClient:
     """Talks to one registry host. Thread-safe: uploads share it."""
 
-    def __init__(self, host: str, options: ClientOptions = ClientOptions(), *, loopback: bool = False):
+    def __init__(
+        self,
+        host: str,
+        options: ClientOptions = ClientOptions(),
+        *,
+        loopback: bool = False,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
         self.host = host
         self.options = options
         self.loopback = loopback
+        self.retry = retry
+        self.on_retry: Callable[[RegistryError], None] = lambda error: None
         self.base_url = ""
         # Plain HTTP and unverified TLS only where the user allowed it, or to this machine.
         self._insecure_ok = loopback or not options.tls_verify
@@ -96,7 +107,21 @@ class RegistryClient:
                 f"{self.host}: authentication failed ({message})"
                 + ("" if self.options.credentials else "; give credentials with --creds")
             )
-        raise RegistryError(message, status=response.status_code, codes=codes)
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        raise RegistryError(message, status=response.status_code, codes=codes, headers=headers)
+
+    def idempotent(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        """``request`` for requests that may simply be sent again: retried when transient."""
+        attempt = 0
+        while True:
+            try:
+                return self.request(method, url, expect=expect, **kwargs)
+            except RegistryError as e:
+                attempt += 1
+                if not is_transient(e) or attempt > self.retry.attempts:
+                    raise
+                self.on_retry(e)
+                self.retry.sleep(attempt, e)
 
 
 def redact(url: str | httpx.URL) -> str:

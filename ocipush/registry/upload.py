@@ -1,5 +1,5 @@
 """Uploading one blob: check, initiate, stream, commit — the chunked protocol of the
-OCI distribution spec 1.1, as serverless registries need it.
+OCI distribution spec 1.1, as serverless registries need it — under one retry loop.
 
 - check:    ``HEAD /v2/<repo>/blobs/<digest>``; 200 means there is nothing to do.
 - initiate: ``POST /v2/<repo>/blobs/uploads/`` → 202, a ``Location`` and the optional
@@ -10,13 +10,22 @@ OCI distribution spec 1.1, as serverless registries need it.
 - commit:   ``PUT <location>&digest=…`` with an empty body (serverless-registry fails
             with 500 when the final PUT carries data) → 201 and ``Docker-Content-Digest``.
 
+When a chunk fails, we ask the registry where the upload stands (``GET <location>`` →
+``204`` and ``Range``) and go on from there: the chunk again, or the next one when it did
+arrive.  When the upload is gone (404, ``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF
+registry invalidates an upload whose PATCH answer was lost; serverless-registry answers
+500 to a stale one) or stands where the equal-chunk rule cannot continue, the blob starts
+again with a new POST.  A ``413`` means an unadvertised body limit: the chunk size is
+halved for the rest of the push to this registry and the blob starts again.
+
 The bytes come from a ``BlobContent`` that can give any chunk again; it is verified after
 the last chunk and before the commit, so a corrupt source is never committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 from urllib.parse import quote
 
@@ -24,23 +33,35 @@ import attrs
 import httpx
 
 from ..digest import Digest
-from ..errors import UploadError
-from .chunks import choose_chunk_size, chunk_ranges, content_range, parse_range
+from ..errors import RegistryError, UploadError
+from .chunks import choose_chunk_size, content_range, parse_range
 from .client import RegistryClient, redact
+from .retry import is_transient
 
-__all__ = ["BlobContent", "BlobUploader", "UploadOutcome"]
+__all__ = ["BlobContent", "BlobUploader", "ChunkBody", "HostLimits", "UploadOutcome"]
 
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
+_GONE_CODES = {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}
+
+
+class ChunkBody(Protocol, Iterable[bytes]):
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int: ...
 
 
 class BlobContent(Protocol):
-    digest: Digest
-    size: int
+    """What the uploader needs of a blob. ``digest`` may be None until ``finish()``
+    (a stream being compressed); ``chunks`` may be called again to start over."""
 
-    def chunk(self, offset: int, length: int, on_bytes: Callable[[int], None] | None = None) -> Iterable[bytes]: ...
+    digest: Digest | None
 
-    def finish(self) -> None: ...
+    def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[ChunkBody]: ...
+
+    def finish(self) -> Digest: ...
 
     def close(self) -> None: ...
 
@@ -48,8 +69,34 @@ class BlobContent(Protocol):
 @attrs.frozen
 class UploadOutcome:
     action: str  # "skipped" (the registry had it) or "uploaded"
-    requests: int = 0  # PATCH requests sent
+    digest: Digest
+    requests: int = 0  # PATCH requests sent, resends included
     chunk_size: int | None = None
+    retries: int = 0
+
+
+class HostLimits:
+    """What we learnt about the registry's body limit, shared by all uploads of a push."""
+
+    def __init__(self, requested: int | None):
+        self.requested = requested  # the user's --chunk-size
+        self._learnt: int | None = None  # after a 413: the largest size that may pass
+        self._lock = threading.Lock()
+
+    def chunk_size(self, minimum: int | None, maximum: int | None) -> int | None:
+        with self._lock:
+            caps = [c for c in (self.requested, self._learnt) if c]
+        return choose_chunk_size(min(caps) if caps else None, minimum, maximum)
+
+    def too_large(self, size: int, minimum: int | None) -> int:
+        """A body of ``size`` got 413: remember half of it (not below the registry's
+        minimum); raise when we cannot go smaller."""
+        floor = minimum or 1
+        if size <= floor:
+            raise UploadError(f"the registry refuses bodies of {size} bytes (413), and chunks cannot be smaller")
+        with self._lock:
+            self._learnt = min(self._learnt or size, max(size // 2, floor))
+            return self._learnt
 
 
 @attrs.define
@@ -59,75 +106,159 @@ class _Session:
     maximum: int | None
 
 
-class BlobUploader:
-    """Uploads blobs to one repository through a shared client."""
+class _Restart(Exception):
+    """This upload cannot go on; start the blob again with a new POST."""
 
-    def __init__(self, client: RegistryClient, repository: str, chunk_size: int | None = None):
+    def __init__(self, reason: RegistryError):
+        self.reason = reason
+
+
+class BlobUploader:
+    """Uploads blobs to one repository through a shared client; thread-safe."""
+
+    def __init__(self, client: RegistryClient, repository: str, limits: HostLimits):
         self.client = client
         self.repository = repository
-        self.chunk_size = chunk_size  # the user's --chunk-size: an upper bound
+        self.limits = limits
+        self.on_note: Callable[[str], None] = lambda message: None
 
-    def upload(self, blob: BlobContent, on_bytes: Callable[[int], None] | None = None) -> UploadOutcome:
-        if self.exists(blob.digest):
-            return UploadOutcome("skipped")
-        session = self._initiate()
+    def upload(self, blob: BlobContent) -> UploadOutcome:
+        if blob.digest is not None and self.exists(blob.digest):
+            return UploadOutcome("skipped", blob.digest)
+        stats = _Stats()
         try:
-            chunk = choose_chunk_size(self.chunk_size, session.minimum, session.maximum)
-            patches = self._stream(session, blob, chunk, on_bytes)
-            blob.finish()
-            self._commit(session, blob.digest)
-        except BaseException:
-            self._cancel(session)
-            raise
+            while True:
+                session = self._initiate()
+                try:
+                    chunk = self.limits.chunk_size(session.minimum, session.maximum)
+                    self._stream(session, blob, chunk, stats)
+                    digest = blob.finish()
+                    self._commit(session, digest)
+                    return UploadOutcome("uploaded", digest, stats.requests, chunk, stats.retries)
+                except _Restart as restart:
+                    self._cancel(session)
+                    if restart.reason.status == 413:
+                        continue  # the chunk size shrank; HostLimits.too_large ends this
+                    stats.restarts += 1
+                    if stats.restarts > self.client.retry.attempts:
+                        raise restart.reason from None
+                    self.client.retry.sleep(stats.restarts, restart.reason)
+                except BaseException:
+                    self._cancel(session)
+                    raise
         finally:
             blob.close()
-        return UploadOutcome("uploaded", patches, chunk)
 
     # -- the steps ------------------------------------------------------------------
 
     def exists(self, digest: Digest) -> bool:
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
-        response = self.client.request("HEAD", url, expect=(200, 404), follow_redirects=True)
+        response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
         return response.status_code == 200
 
     def _initiate(self) -> _Session:
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
-        response = self.client.request("POST", url, expect=(202,), headers={"Content-Length": "0"})
+        response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
         return _Session(
             location=_location(response),
             minimum=_int_header(response, MIN_HEADER),
             maximum=_int_header(response, MAX_HEADER),
         )
 
-    def _stream(self, session: _Session, blob: BlobContent, chunk: int | None, on_bytes) -> int:
-        patches = 0
-        for offset, length in chunk_ranges(blob.size, chunk):
+    def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
+        for chunk in blob.chunks(chunk_size):
+            attempt = 0
+            while not self._send_chunk(session, chunk, stats):
+                attempt += 1
+                stats.retries += 1
+                if attempt > self.client.retry.attempts:
+                    raise stats.last_error
+                self.client.retry.sleep(attempt, stats.last_error)
+                if self._resync(session, chunk):
+                    break  # the registry has the chunk after all
+
+    def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> bool:
+        """True when the registry confirmed the chunk; False for a transient failure."""
+        stats.requests += 1
+        try:
             response = self.client.request(
                 "PATCH",
                 session.location,
                 expect=(202,),
                 headers={
                     "Content-Type": "application/octet-stream",
-                    "Content-Range": content_range(offset, length),
-                    "Content-Length": str(length),
+                    "Content-Range": content_range(chunk.offset, chunk.length),
+                    "Content-Length": str(chunk.length),
                 },
-                content=blob.chunk(offset, length, on_bytes),
+                content=chunk,
             )
-            patches += 1
-            held = parse_range(response.headers.get("Range"))
-            if held is not None and held != offset + length:
-                raise UploadError(
-                    f"PATCH {redact(session.location)}: registry holds {held} bytes of "
-                    f"{blob.digest} after a chunk ending at {offset + length}",
-                    status=response.status_code,
-                )
-            session.location = _location(response)
-        return patches
+        except RegistryError as e:
+            if e.status == 413:
+                smaller = self.limits.too_large(chunk.length, session.minimum)
+                self.on_note(f"{self.client.host} refused a {chunk.length}-byte request body (413); "
+                             f"using chunks of {smaller} bytes from now on")
+                raise _Restart(e) from None
+            if e.status == 404 or _GONE_CODES & set(e.codes):
+                raise _Restart(e) from None
+            if e.status == 416:
+                # Out of order for the registry: its Range and Location say where it stands.
+                stats.last_error = e
+                return self._position(session, chunk, e.headers.get("range"), e.headers.get("location"))
+            if not is_transient(e):
+                raise
+            stats.last_error = e
+            return False
+        held = _held(response.headers.get("Range"), chunk.offset)
+        if held is not None and held != chunk.end:
+            raise UploadError(
+                f"PATCH {redact(session.location)}: registry holds {held} bytes after a chunk "
+                f"ending at {chunk.end}",
+                status=response.status_code,
+            )
+        session.location = _location(response)
+        return True
+
+    def _resync(self, session: _Session, chunk: ChunkBody) -> bool:
+        """After a failed chunk: ask where the upload stands. True if it holds the chunk."""
+        try:
+            response = self.client.idempotent("GET", session.location, expect=(204,))
+        except RegistryError as e:
+            if e.status == 404 or _GONE_CODES & set(e.codes):
+                raise _Restart(e) from None
+            raise
+        return self._position(session, chunk, response.headers.get("Range"), response.headers.get("Location"))
+
+    def _position(self, session: _Session, chunk: ChunkBody, range_: str | None, location: str | None) -> bool:
+        if location:
+            session.location = str(httpx.URL(session.location).join(location))
+        held = _held(range_, chunk.offset)
+        if held == chunk.end:
+            return True
+        if held == chunk.offset:
+            return False  # send it again
+        # Anywhere else would break the equal-chunk rule (or the registry lost data).
+        raise _Restart(UploadError(
+            f"{redact(session.location)}: the registry holds {held} bytes, expected {chunk.offset} or {chunk.end}",
+        ))
 
     def _commit(self, session: _Session, digest: Digest) -> None:
         sep = "&" if "?" in session.location else "?"
         url = f"{session.location}{sep}digest={quote(str(digest), safe=':')}"
-        response = self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"})
+        attempt = 0
+        while True:
+            try:
+                response = self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"})
+                break
+            except RegistryError as e:
+                if _GONE_CODES & set(e.codes) or e.status == 404 or "DIGEST_INVALID" in e.codes:
+                    # Maybe an earlier PUT whose answer we lost did commit it.
+                    if self.exists(digest):
+                        return
+                    raise _Restart(e) from None
+                attempt += 1
+                if not is_transient(e) or attempt > self.client.retry.attempts:
+                    raise
+                self.client.retry.sleep(attempt, e)
         got = response.headers.get("Docker-Content-Digest")
         if got and got != str(digest):
             raise UploadError(f"PUT {redact(url)}: registry stored {got}, expected {digest}")
@@ -138,6 +269,22 @@ class BlobUploader:
             self.client.request("DELETE", session.location, expect=(202, 204, 404))
         except Exception:
             pass
+
+
+@attrs.define
+class _Stats:
+    requests: int = 0
+    retries: int = 0
+    restarts: int = 0
+    last_error: RegistryError | None = None
+
+
+def _held(value: str | None, expected_offset: int) -> int | None:
+    """Bytes the registry holds per its ``Range``. ``0-0`` is ambiguous (distribution says
+    it for an empty upload too): read as 0 when we have not sent anything before."""
+    if value and value.strip() == "0-0" and expected_offset == 0:
+        return 0
+    return parse_range(value)
 
 
 def _location(response: httpx.Response) -> str:

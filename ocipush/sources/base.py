@@ -10,7 +10,8 @@ from typing import BinaryIO, Protocol
 
 import attrs
 
-from ..digest import BlobReader, Digest
+from ..content import FileContent
+from ..digest import Digest
 from ..errors import SourceError
 from ..mediatypes import is_foreign_layer, is_index, is_manifest
 from ..models import Descriptor, Index, Manifest, parse_manifest
@@ -72,7 +73,7 @@ def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
     what = source.describe_blob(desc)
     if desc.size > limit:
         raise SourceError(f"{what}: {desc.size} bytes is over the {limit}-byte limit for manifests")
-    return BlobReader(lambda: source.open_blob(desc), desc.digest, desc.size, what).read_all()
+    return FileContent(lambda: source.open_blob(desc), desc.digest, desc.size, what).read_all()
 
 
 def load_image(source: Source) -> ImageNode:
