@@ -208,7 +208,7 @@ class BlobUploader:
                 raise
             stats.last_error = e
             return False
-        held = _held(response.headers.get("Range"), chunk.offset)
+        held = parse_range(response.headers.get("Range"))  # after data arrived, 0-0 is 1 byte
         if held is not None and held != chunk.end:
             raise UploadError(
                 f"PATCH {redact(session.location)}: registry holds {held} bytes after a chunk "

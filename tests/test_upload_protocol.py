@@ -1,0 +1,194 @@
+"""Protocol corner cases against the strict in-process fake registry: chunk rules,
+state in Location, 416 with Range, lost answers, odd headers and error bodies."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from ocipush.errors import AuthenticationError, RegistryError, UploadError
+from ocipush.push import PushOptions, push
+from ocipush.registry.auth import Credentials
+from ocipush.registry.retry import RetryPolicy
+from tests.fakeregistry import Drop, FakeRegistry, Reply, html, nth, oci_error
+from tests.imagegen import LayerSpec, make_index_layout, make_layout
+
+FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05)
+
+
+def options(**kw) -> PushOptions:
+    return PushOptions(retry=FAST, jobs=kw.pop("jobs", 2), **kw)
+
+
+def stored(fake: FakeRegistry, repo: str, info) -> None:
+    """Every blob arrived intact and the tag names the manifest."""
+    for layer in [info.config, *info.layers]:
+        data = fake.blobs[repo][layer.digest]
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.digest
+    assert fake.tags[repo][info.ref] == info.digest
+
+
+def patches(fake: FakeRegistry) -> list:
+    return [r for r in fake.log if r.method == "PATCH"]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(300_000), LayerSpec(1000, "text")], ref="v1")
+
+
+@pytest.mark.parametrize("style", ["relative", "absolute", "state", "rotating"])
+def test_follows_every_location(image, style):
+    with FakeRegistry(location_style=style, min_chunk=50_000, max_chunk=100_000, serverless_final_put=True) as fake:
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options())
+        stored(fake, "r", image)
+        sizes = [r.body_length for r in patches(fake) if r.body_length > 1000]
+        assert sizes[:-1] == [100_000] * (len(sizes) - 1)  # equal chunks, only the last smaller
+        puts = [r for r in fake.log if r.method == "PUT" and "/blobs/" in r.path]
+        assert all(r.body_length == 0 for r in puts)  # the final PUT carries no data
+
+
+def test_user_chunk_size_below_registry_minimum_is_raised(image):
+    with FakeRegistry(min_chunk=120_000) as fake:
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(chunk_size=10_000))
+        big = [r.body_length for r in patches(fake) if r.body_length > 1000]
+        assert big == [120_000, 120_000, big[-1]] and big[-1] < 120_000
+
+
+def test_no_limits_one_patch_per_blob(image):
+    with FakeRegistry() as fake:
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options())
+        assert len(patches(fake)) == 3  # config + 2 layers, one request each
+
+
+def test_416_resyncs_from_range_and_location(image):
+    with FakeRegistry(location_style="state", max_chunk=100_000) as fake:
+        # The registry claims the 2nd chunk is out of order; its Range says what it holds.
+        fake.inject(nth("PATCH", 2, "/r/"), Reply(416, {"Range": "0-99999"}))
+        # Without a Location in that answer, our next request uses a stale _state → the
+        # fake refuses it; we must resync with GET and go on.
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+
+
+def test_lost_patch_answer_resumes_without_resending(image):
+    with FakeRegistry(location_style="relative", max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 2), Drop(after_handling=True))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+        statuses = [r.status for r in fake.log if r.method == "GET" and "/uploads/" in r.path]
+        assert statuses == [204]  # asked where the upload stood, then went on
+        ranges = [r.headers.get("content-range") for r in patches(fake)]
+        assert len(ranges) == len(set(ranges))  # no chunk sent twice
+
+
+def test_lost_patch_answer_with_state_restarts_the_blob(image):
+    # The lost answer carried the next _state: the old one is refused, the blob starts over.
+    with FakeRegistry(location_style="state", max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 2), Drop(after_handling=True))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+        assert [r.method for r in fake.log].count("POST") == 4  # 3 blobs + 1 restart
+
+
+def test_chunk_resent_after_5xx_with_retry_after(image):
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 3), html(503, {"Retry-After": "0"}))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+
+
+def test_upload_gone_restarts_the_blob(image):
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 2), oci_error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown"))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+        assert any(r.method == "DELETE" for r in fake.log)  # the abandoned upload is cancelled
+
+
+def test_lost_commit_answer_is_checked_with_head(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "PUT" and "digest" in r.query, Drop(after_handling=True))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+
+
+def test_persistent_5xx_gives_up_with_the_registry_message(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "PATCH", oci_error(500, "UNKNOWN", "disk on fire"), times=100)
+        with pytest.raises(RegistryError, match=r"PATCH http://.*: 500 Internal Server Error: UNKNOWN: disk on fire"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert not fake.tags.get("r")
+        first = patches(fake)[0].path
+        assert len([r for r in patches(fake) if r.path == first]) == 1 + FAST.attempts  # first try + 3
+
+
+def test_range_disagreeing_with_what_was_sent_is_an_error(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "PATCH", Reply(202, {"Location": "/v2/r/blobs/uploads/x", "Range": "0-9"}))
+        with pytest.raises(UploadError, match="registry holds 10 bytes after a chunk ending at"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert not fake.tags.get("r")
+
+
+def test_missing_location_is_named(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "POST", Reply(202), times=10)
+        with pytest.raises(UploadError, match=r"POST .*: 202 without a Location header"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+
+
+def test_bad_chunk_header_is_named(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "POST", Reply(202, {"Location": "/x", "OCI-Chunk-Max-Length": "100MB"}), times=10)
+        with pytest.raises(UploadError, match=r"header OCI-Chunk-Max-Length: '100MB' is not a positive number"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+
+
+def test_commit_digest_mismatch_is_refused(image):
+    with FakeRegistry() as fake:
+        wrong = "sha256:" + "0" * 64
+        fake.inject(lambda r: r.method == "PUT" and "digest" in r.query,
+                    Reply(201, {"Docker-Content-Digest": wrong, "Location": "/x"}), times=10)
+        with pytest.raises(UploadError, match=f"registry stored {wrong}"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert not fake.tags.get("r")
+
+
+def test_html_error_page_becomes_one_line(image):
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "POST", html(403), times=10)
+        with pytest.raises(RegistryError) as e:
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert "\n" not in str(e.value) and "403 Forbidden" in str(e.value)
+
+
+def test_basic_auth_on_loopback(image):
+    with FakeRegistry(require_basic=("alice", "pw")) as fake:
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(credentials=Credentials("alice", "pw")))
+        stored(fake, "r", image)
+        with pytest.raises(AuthenticationError, match=rf"{fake.host}: authentication failed"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v2", options(credentials=Credentials("alice", "nope")))
+        assert "v2" not in fake.tags["r"]
+
+
+def test_index_children_pushed_before_the_index(tmp_path):
+    info = make_index_layout(tmp_path, [2000])
+    with FakeRegistry() as fake:  # the fake refuses an index whose children are missing
+        push(f"oci:{info.layout}", f"{fake.host}/r:multi", options())
+        assert fake.tags["r"]["multi"] == info.digest
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.integers(0, 200_000), limit=st.integers(1000, 70_000), minimum=st.one_of(st.none(), st.integers(1, 30_000)),
+       style=st.sampled_from(["relative", "state", "rotating"]))
+def test_any_blob_any_limits(tmp_path_factory, size, limit, minimum, style):
+    assume(minimum is None or minimum <= limit)  # a registry asking min > max cannot be served
+    info = make_layout(tmp_path_factory.mktemp("h"), [LayerSpec(size, files=1)], ref="t", seed=size)
+    with FakeRegistry(location_style=style, max_chunk=limit, min_chunk=minimum, serverless_final_put=True) as fake:
+        push(f"oci:{info.layout}", f"{fake.host}/r:t", options(jobs=1))
+        stored(fake, "r", info)
+        assert all(r.body_length <= limit for r in patches(fake))
