@@ -16,16 +16,24 @@ from ..errors import SourceError
 from ..mediatypes import is_foreign_layer, is_index, is_manifest
 from ..models import Descriptor, Index, Manifest, parse_manifest
 
-__all__ = ["ImageNode", "Source", "load_image", "MAX_MANIFEST_SIZE"]
+__all__ = ["ImageNode", "MAX_INDEX_DEPTH", "MAX_MANIFEST_SIZE", "Source", "load_image", "read_manifest", "read_verified"]
 
 # Registries refuse bigger manifests (distribution's default limit), so we refuse to read them.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+# Indexes may nest (an index of indexes), but a deeper tree is a malformed source.
+MAX_INDEX_DEPTH = 8
 
 
 class Source(Protocol):
-    """An image on disk. ``name`` is how the user wrote it, for messages."""
+    """An image on disk. ``name`` is how the user wrote it, for messages; ``notes`` are
+    what the user should hear about the read (platforms an archive lacks, …).
+
+    ``close()`` deletes temporary files (a decompressed archive, a ``docker save``); use
+    the source as a context manager. Sources may subclass this for those defaults.
+    """
 
     name: str
+    notes: list[str]
 
     def root(self) -> Descriptor:
         """The descriptor of the selected image manifest or index."""
@@ -36,6 +44,15 @@ class Source(Protocol):
 
     def describe_blob(self, desc: Descriptor) -> str:
         """Where the blob lives, for messages: a file path or an archive member."""
+
+    def close(self) -> None:
+        """Release temporary files; streams opened before may not be read after."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 @attrs.frozen
@@ -84,18 +101,23 @@ def load_image(source: Source) -> ImageNode:
     return root
 
 
-def _load_node(source: Source, desc: Descriptor, depth: int) -> ImageNode:
-    if depth > 8:  # indexes may nest, but not forever: a cycle would be a malformed layout
-        raise SourceError(f"{source.name}: indexes nested deeper than 8 levels at {desc.digest}")
+def read_manifest(source: Source, desc: Descriptor, depth: int) -> tuple[bytes, Manifest | Index]:
+    """A manifest or index at nesting ``depth``: its exact bytes, verified, and parsed."""
+    if depth > MAX_INDEX_DEPTH:  # indexes may nest, but not forever
+        raise SourceError(f"{source.name}: indexes nested deeper than {MAX_INDEX_DEPTH} levels at {desc.digest}")
     if not (is_index(desc.media_type) or is_manifest(desc.media_type)):
         raise SourceError(
             f"{source.describe_blob(desc)}: unsupported manifest media type {desc.media_type!r}"
         )
     data = read_verified(source, desc, MAX_MANIFEST_SIZE)
     try:
-        parsed = parse_manifest(data, desc.media_type)
+        return data, parse_manifest(data, desc.media_type)
     except ValueError as e:
         raise SourceError(f"{source.describe_blob(desc)}: {e}") from None
+
+
+def _load_node(source: Source, desc: Descriptor, depth: int) -> ImageNode:
+    data, parsed = read_manifest(source, desc, depth)
     children: tuple[ImageNode, ...] = ()
     if isinstance(parsed, Index):
         children = tuple(_load_node(source, d, depth + 1) for d in parsed.manifests)

@@ -1,51 +1,71 @@
-"""``oci:PATH[:REF]`` — an OCI image layout directory.
+"""``oci:PATH[:REF]`` — an OCI image layout, in a directory or (``oci-archive:``) in a tar.
 
 REF is an ``org.opencontainers.image.ref.name`` annotation (``io.containerd.image.name``
 is accepted too, as containerd and docker 25+ write it), ``@sha256:…`` for an entry by
 digest, or ``@N`` for the N-th entry of ``index.json``.
+
+The layout is read through a FileStore, so the same code serves a directory and the
+members of an archive.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import BinaryIO
 
 from ..digest import Digest
 from ..errors import SourceError
 from ..models import Descriptor, Index, converter
-from .base import MAX_MANIFEST_SIZE
+from .base import MAX_MANIFEST_SIZE, Source
+from .store import FileStore, blob_name, open_sized, read_json
 
-__all__ = ["OCILayout"]
+__all__ = ["OCILayout", "read_index"]
 
 _CONTAINERD_NAME = "io.containerd.image.name"
 
 
-class OCILayout:
-    def __init__(self, path: str | os.PathLike, ref: str | None = None, *, name: str | None = None):
-        self.path = Path(path)
+def read_index(store: FileStore) -> Index:
+    """The layout's ``index.json``; FileNotFoundError when there is none."""
+    doc = read_json(store, "index.json", MAX_MANIFEST_SIZE)
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        raise SourceError(f"{store.describe('index.json')}: not an image index (no manifests list)")
+    try:
+        return converter.structure({"mediaType": "", **doc}, Index)
+    except Exception as e:
+        raise SourceError(f"{store.describe('index.json')}: malformed entry: {e}") from None
+
+
+class OCILayout(Source):
+    def __init__(self, store: FileStore, ref: str | None = None, *, name: str):
+        self.store = store
         self.ref = ref or None
-        self.name = name or f"oci:{self.path}" + (f":{ref}" if ref else "")
-        self._root_dir = self.path.resolve()
+        self.name = name
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        self.store.close()
 
     # -- selection ------------------------------------------------------------------
 
     def root(self) -> Descriptor:
         self._check_layout_file()
-        entries = self._index().manifests
+        try:
+            entries = read_index(self.store).manifests
+        except FileNotFoundError:
+            raise self._missing("index.json") from None
+        index_json = self.store.describe("index.json")
         if not entries:
-            raise SourceError(f"{self.path / 'index.json'}: lists no images")
+            raise SourceError(f"{index_json}: lists no images")
         if self.ref is None:
             if len(entries) == 1:
                 return entries[0]
             raise SourceError(
-                f"{self.path / 'index.json'} lists {len(entries)} images; "
-                f"choose one as oci:{self.path}:REF, REF one of: {self._choices(entries)}"
+                f"{index_json} lists {len(entries)} images; "
+                f"choose one as {self.name}:REF, REF one of: {self._choices(entries)}"
             )
         return self._select(entries, self.ref)
 
     def _select(self, entries: list[Descriptor], ref: str) -> Descriptor:
+        index_json = self.store.describe("index.json")
         if ref.startswith("@"):
             key = ref[1:]
             if key.isdigit():
@@ -65,14 +85,12 @@ class OCILayout:
             if len(by_name) > 1:
                 # Several platforms under one name: an ambiguity the user must resolve.
                 raise SourceError(
-                    f"{self.path / 'index.json'}: {len(by_name)} entries are named {ref!r}; "
+                    f"{index_json}: {len(by_name)} entries are named {ref!r}; "
                     f"choose one by digest: {', '.join('@' + str(d.digest) for d in by_name)}"
                 )
             if by_name:
                 return by_name[0]
-        raise SourceError(
-            f"{self.path / 'index.json'} has no image {ref!r}; choose one of: {self._choices(entries)}"
-        )
+        raise SourceError(f"{index_json} has no image {ref!r}; choose one of: {self._choices(entries)}")
 
     @staticmethod
     def _choices(entries: list[Descriptor]) -> str:
@@ -80,62 +98,22 @@ class OCILayout:
 
     # -- files ----------------------------------------------------------------------
 
-    def _read_json(self, name: str, limit: int = MAX_MANIFEST_SIZE):
-        file = self.path / name
-        try:
-            if file.stat().st_size > limit:
-                raise SourceError(f"{file}: larger than {limit} bytes")
-            with file.open("rb") as f:
-                return json.loads(f.read())
-        except FileNotFoundError:
-            if not self.path.is_dir():
-                raise SourceError(f"{self.path}: no such directory") from None
-            raise SourceError(f"{file}: missing: {self.path} is not an OCI image layout") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SourceError(f"{file}: invalid JSON: {e}") from None
-        except OSError as e:
-            raise SourceError(f"{file}: {e.strerror}") from None
+    def _missing(self, name: str) -> SourceError:
+        return SourceError(f"{self.store.describe(name)}: missing: {self.store.label} is not an OCI image layout")
 
     def _check_layout_file(self) -> None:
-        doc = self._read_json("oci-layout")
+        try:
+            doc = read_json(self.store, "oci-layout", MAX_MANIFEST_SIZE)
+        except FileNotFoundError:
+            raise self._missing("oci-layout") from None
         version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
         if not isinstance(version, str) or not version.startswith("1."):
             raise SourceError(
-                f"{self.path / 'oci-layout'}: unsupported imageLayoutVersion {version!r} (need 1.x)"
+                f"{self.store.describe('oci-layout')}: unsupported imageLayoutVersion {version!r} (need 1.x)"
             )
-
-    def _index(self) -> Index:
-        doc = self._read_json("index.json")
-        if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
-            raise SourceError(f"{self.path / 'index.json'}: not an image index (no manifests list)")
-        try:
-            return converter.structure({"mediaType": "", **doc}, Index)
-        except Exception as e:
-            raise SourceError(f"{self.path / 'index.json'}: malformed entry: {e}") from None
-
-    def blob_path(self, desc: Descriptor) -> Path:
-        return self.path / "blobs" / desc.digest.algorithm / desc.digest.hex
 
     def describe_blob(self, desc: Descriptor) -> str:
-        return f"blob {desc.digest} ({self.blob_path(desc)})"
+        return f"blob {desc.digest} ({self.store.describe(blob_name(desc.digest))})"
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
-        path = self.blob_path(desc)
-        # A symlink is fine if it stays inside the layout (some tools dedupe that way);
-        # one pointing outside could make us upload any file on the machine.
-        real = path.resolve()
-        if not real.is_relative_to(self._root_dir):
-            raise SourceError(f"{self.describe_blob(desc)}: link points outside the layout")
-        try:
-            f = real.open("rb")
-        except FileNotFoundError:
-            raise SourceError(f"{self.describe_blob(desc)}: missing from the layout") from None
-        except OSError as e:
-            raise SourceError(f"{self.describe_blob(desc)}: {e.strerror}") from None
-        size = os.fstat(f.fileno()).st_size
-        if size != desc.size:
-            f.close()
-            raise SourceError(
-                f"{self.describe_blob(desc)}: {size} bytes on disk, descriptor says {desc.size}"
-            )
-        return f
+        return open_sized(self.store, blob_name(desc.digest), desc.size, self.describe_blob(desc))

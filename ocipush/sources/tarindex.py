@@ -1,0 +1,266 @@
+"""Read a tar archive in place: index its members once, then open each as a slice of the file.
+
+Image archives (``docker save``, ``podman save``, skopeo, buildkit) are plain tars of
+blobs that can weigh many GB; extracting them would double the disk use and the time.
+One pass over the headers gives every member's offset and size — tarfile seeks over
+member data when the file is seekable, so the scan reads one header per member
+whatever the sizes — and each blob is then read as a slice of the archive, on a file
+handle of its own so that parallel uploads never share a file position.
+
+Links are resolved inside the archive as a file system would, because legacy
+``docker save`` stores a repeated layer as a symlink ``<id>/layer.tar ->
+../<id>/layer.tar``: symlinks relative to their own directory, hard links relative to
+the archive root, ``..`` taken after the link it follows, at most 40 links per lookup
+(Linux's limit) so that loops end. A link that is absolute or climbs above the
+archive root is refused, never followed.
+
+A compressed archive (``docker save | gzip``: gzip, zstd, xz or bzip2, told by its
+magic bytes) cannot be sliced. It is decompressed once into a temporary file in
+``$TMPDIR``, deleted by ``close()``: one uncompressed copy of the archive on disk, the
+accepted price. Plain tars, the common case, are never copied.
+"""
+
+from __future__ import annotations
+
+import bz2
+import errno
+import gzip
+import io
+import lzma
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import IO, ClassVar
+
+import zstandard
+
+from ..compression import detect
+from ..errors import SourceError
+
+__all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression"]
+
+_MAX_LINKS = 40  # Linux's MAXSYMLINKS: deeper chains are loops in practice
+_COPY_BLOCK = 1 << 20
+_MAGIC_LEN = 6  # the longest magic compression.detect knows: xz's
+
+
+def _open_zstd(path):
+    # Concatenated frames are valid zstd (pzstd writes them), as gzip members are.
+    return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+
+
+_DECOMPRESSORS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open, "zstd": _open_zstd}
+
+
+def sniff_compression(stream: IO[bytes]) -> str | None:
+    """``"gzip"``, ``"zstd"``, ``"xz"``, ``"bzip2"`` or None (a plain tar, say), from the
+    magic bytes at the stream's position, which it is left at. Never from names: a
+    ``layer.tar`` may be gzip and ``blobs/sha256/…`` says nothing."""
+    start = stream.tell()
+    head = stream.read(_MAGIC_LEN)
+    stream.seek(start)
+    return detect(head)
+
+
+def open_tar(path: str | os.PathLike, label: str | None = None, *, temp: IO[bytes] | None = None) -> TarIndex:
+    """Index the archive at ``path``, decompressing it into a temporary file first if it
+    is compressed. ``label`` names it in messages (default: the path). ``temp``, when
+    given, is a temporary file holding the archive: the index owns it from now on."""
+    label = label or str(path)
+    try:
+        try:
+            with open(path, "rb") as f:
+                compression = sniff_compression(f)
+        except FileNotFoundError:
+            raise SourceError(f"{label}: no such file") from None
+        except IsADirectoryError:
+            raise SourceError(f"{label}: a directory, not an archive") from None
+        except OSError as e:
+            raise SourceError(f"{label}: {e.strerror}") from None
+        if compression is not None:
+            plain = _decompress(path, compression, label)
+            if temp is not None:
+                temp.close()
+            temp, path = plain, plain.name
+        return TarIndex(Path(path), label, temp)
+    except BaseException:
+        if temp is not None:
+            temp.close()
+        raise
+
+
+def _decompress(path, compression: str, label: str) -> IO[bytes]:
+    temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+    try:
+        with _DECOMPRESSORS[compression](path) as stream:
+            shutil.copyfileobj(stream, temp, _COPY_BLOCK)
+        temp.flush()
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
+        temp.close()
+        if isinstance(e, OSError) and e.errno:  # the disk failed, not the data
+            raise SourceError(f"{label}: decompressing into {tempfile.gettempdir()}: {e.strerror}") from None
+        raise SourceError(f"{label}: corrupt {compression} data: {e}") from None
+    except BaseException:
+        temp.close()
+        raise
+    return temp
+
+
+class TarIndex:
+    """The members of a plain tar file, by normalised name (``./a//b`` is ``a/b``).
+
+    A FileStore: ``open(name)`` gives a TarSlice, FileNotFoundError for a missing member.
+    """
+
+    kind: ClassVar[str] = "archive"
+
+    def __init__(self, path: Path, label: str, temp: IO[bytes] | None = None):
+        self.path = path
+        self.label = label
+        self._temp = temp
+        self._members: dict[str, tarfile.TarInfo] = {}
+        self._dirs: set[str] = set()  # explicit directories and every member's parents
+        for info in _scan(path, label):
+            name = normalise_name(info.name)
+            self._members[name] = info  # a later member of the same name wins, as on extraction
+            parts = name.split("/")
+            self._dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            if info.isdir():
+                self._dirs.add(name)
+        if not self._members:
+            raise SourceError(f"{label}: empty archive")
+
+    def describe(self, name: str) -> str:
+        return f"{self.label} member {name}"
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` leads to a regular file (through links)."""
+        try:
+            self._resolve(name)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def open(self, name: str) -> TarSlice:
+        info = self._resolve(name)
+        return TarSlice(open(self.path, "rb", buffering=0), info.offset_data, info.size)
+
+    def close(self) -> None:
+        if self._temp is not None:
+            self._temp.close()  # a NamedTemporaryFile: deleted on close
+
+    def _resolve(self, name: str) -> tarfile.TarInfo:
+        todo = name.split("/")
+        done: list[str] = []
+        links = 0
+        while todo:
+            part = todo.pop(0)
+            if part in ("", ".", "..") and done and "/".join(done) not in self._dirs:
+                # "file/." or "file/..": the kernel says ENOTDIR, and so do we
+                raise FileNotFoundError(errno.ENOTDIR, "not a directory", name)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not done:
+                    raise SourceError(f"{self.describe(name)}: leads outside the archive")
+                done.pop()
+                continue
+            path = "/".join([*done, part])
+            info = self._members.get(path)
+            if info is not None and (info.issym() or info.islnk()):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise SourceError(f"{self.describe(name)}: more than {_MAX_LINKS} links deep (a link loop?)")
+                if info.linkname.startswith("/"):
+                    raise SourceError(
+                        f"{self.describe(path)}: absolute link to {info.linkname!r}; links must stay inside the archive"
+                    )
+                if info.islnk():
+                    done = []  # a hard link names its target from the archive root
+                todo[:0] = info.linkname.split("/")
+                continue
+            if todo and path not in self._dirs:
+                raise FileNotFoundError(errno.ENOENT, "no such member", name)
+            done.append(part)
+        info = self._members.get("/".join(done))
+        if info is None and "/".join(done) not in self._dirs:
+            raise FileNotFoundError(errno.ENOENT, "no such member", name)
+        if info is None or not info.isreg() or info.issparse():
+            # Sparse members store holes elsewhere: a slice of the file would be wrong.
+            raise SourceError(f"{self.describe(name)}: not a regular file")
+        return info
+
+
+def normalise_name(name: str) -> str:
+    """A member name as the index keys it: ``./a//b`` is ``a/b``."""
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _scan(path: Path, label: str) -> list[tarfile.TarInfo]:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return []
+        try:
+            tar = tarfile.TarFile(fileobj=f)  # plain tar only: compression is handled before
+        except tarfile.ReadError as e:
+            raise SourceError(f"{label}: not a tar archive ({e})") from None
+        try:
+            members = tar.getmembers()
+        except tarfile.ReadError as e:
+            raise SourceError(f"{label}: truncated or corrupt tar archive ({e})") from None
+        # tarfile takes the first header it cannot parse for the end of the archive;
+        # a real end is zero blocks (or nothing), anything else was cut off or damaged.
+        f.seek(tar.offset)
+        if f.read(tarfile.BLOCKSIZE).strip(b"\0"):
+            raise SourceError(
+                f"{label}: truncated or corrupt tar archive after member {members[-1].name!r}"
+            )
+        return members
+
+
+class TarSlice(io.RawIOBase):
+    """Bytes [start, start + size) of ``file``, read-only and seekable; closes ``file``.
+
+    Each slice must have a file handle of its own: reads seek it.
+    """
+
+    def __init__(self, file: IO[bytes], start: int, size: int):
+        super().__init__()
+        self._file = file
+        self._start = start
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self._size - self._pos))
+        if n == 0:
+            return 0
+        self._file.seek(self._start + self._pos)
+        got = self._file.readinto(memoryview(buffer)[:n])
+        self._pos += got
+        return got
+
+    def readall(self) -> bytes:
+        return self.read(max(0, self._size - self._pos))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
