@@ -15,7 +15,7 @@ import attrs
 from .digest import Digest
 from .errors import UsageError
 
-__all__ = ["Reference", "DOCKER_HUB", "DEFAULT_TAG"]
+__all__ = ["Reference", "DOCKER_HUB", "DEFAULT_TAG", "is_loopback_host"]
 
 DOCKER_HUB = "docker.io"
 DEFAULT_TAG = "latest"
@@ -97,13 +97,7 @@ class Reference:
     @property
     def is_loopback(self) -> bool:
         host = self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
-        host = host.strip("[]")
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(host)
 
     @property
     def name(self) -> str:
@@ -116,3 +110,14 @@ class Reference:
         if self.digest:
             return f"{self.name}@{self.digest}"
         return f"{self.name}:{self.tag}"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (``[::1]`` brackets allowed), without a port."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -3,14 +3,16 @@
 # Idempotent: does nothing, and needs no network, when all are present.
 set -eu
 
-# Each tool's Debian package has the tool's name.
-TOOLS="docker-registry nginx skopeo umoci zstd curl"
+# TOOL, or TOOL=PACKAGE where the Debian package has another name. openssl makes the
+# auth and TLS tests' CAs, certificates and token signatures; htpasswd their bcrypt logins.
+TOOLS="docker-registry nginx skopeo umoci zstd curl openssl htpasswd=apache2-utils"
 
 missing=""
-for tool in $TOOLS; do
+for entry in $TOOLS; do
+    tool=${entry%%=*}
     # nginx is in /usr/sbin, which is not on a normal user's PATH.
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
-        missing="$missing $tool"
+        missing="$missing ${entry#*=}"
     fi
 done
 

@@ -1,5 +1,8 @@
 """The HTTP side of one registry: scheme and TLS choice, authentication, error messages.
 
+TLS settings come from ``tls.registry_tls`` (cert dirs, registries.conf), credentials
+from the user or ``credentials.AuthFiles``; ``auth.RegistryAuth`` answers challenges.
+
 Every request goes through ``RegistryClient.request``, which turns transport failures and
 unexpected statuses into one-line ``RegistryError``s naming the method, URL and reason.
 URLs in messages lose their query: upload locations and redirects may carry signatures.
@@ -7,9 +10,11 @@ URLs in messages lose their query: upload locations and redirects may carry sign
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,17 +23,22 @@ import httpx
 from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
+from .credentials import AuthFiles
 from .retry import RetryPolicy, is_transient
+from .tls import registry_tls
 
 __all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
 
 USER_AGENT = f"ocipush/{__version__}"
+_optional_path = attrs.converters.optional(Path)
 
 
 @attrs.frozen
 class ClientOptions:
-    tls_verify: bool = True
-    credentials: Credentials | None = None
+    tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
+    credentials: Credentials | None = None  # the user's own; None: looked up in the auth files
+    authfile: Path | None = attrs.field(default=None, converter=_optional_path)  # the only auth file, when given
+    cert_dir: Path | None = attrs.field(default=None, converter=_optional_path)  # instead of certs.d/HOST
     timeout: float = 120.0  # per read/write: chunks of 100 MB on slow links need minutes
 
 
@@ -49,15 +59,23 @@ class RegistryClient:
         self.retry = retry
         self.on_retry: Callable[[RegistryError], None] = lambda error: None
         self.base_url = ""
-        # Plain HTTP and unverified TLS only where the user allowed it, or to this machine.
-        self._insecure_ok = loopback or not options.tls_verify
-        self.auth = RegistryAuth(host, options.credentials, allow_http_basic=self._insecure_ok)
+        self.tls = registry_tls(host, verify=options.tls_verify, cert_dir=options.cert_dir)
+        # Plain HTTP only to this machine, or to a registry the user made insecure.
+        self._schemes = ("https", "http") if loopback or self.tls.insecure else ("https",)
+        self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure)
         timeout = httpx.Timeout(options.timeout, connect=30.0)
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         headers = {"User-Agent": USER_AGENT}
         self._http = httpx.Client(
-            verify=options.tls_verify, timeout=timeout, limits=limits, headers=headers, auth=self.auth
+            verify=self.tls.context, timeout=timeout, limits=limits, headers=headers, auth=self.auth
         )
+
+    def _credentials_lookup(self) -> Callable[[str], Credentials | None]:
+        """repository → credentials: the user's own for every repository, else the auth files'."""
+        given = self.options.credentials
+        if given is not None:
+            return lambda repository: given
+        return functools.partial(AuthFiles.discover(self.options.authfile).find, self.host)
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -72,20 +90,25 @@ class RegistryClient:
 
     def connect(self) -> None:
         """Find the URL that serves ``/v2/``: HTTPS, then plain HTTP where allowed."""
-        schemes = ["https", "http"] if self._insecure_ok else ["https"]
         failures = []
-        for scheme in schemes:
+        for scheme in self._schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
                 response = self._http.get(url)
             except httpx.HTTPError as e:
-                failures.append(f"{url}: {_reason(e)}")
+                failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
                 continue
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
                 return
             failures.append(f"{url}: {describe_error(response)}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
+
+    def _tls_hint(self, error: httpx.HTTPError) -> str:
+        if "CERTIFICATE_VERIFY_FAILED" not in str(error):
+            return ""
+        return (f" (give its CA with --cert-dir DIR or in ~/.config/containers/certs.d/{self.host}/ca.crt, "
+                "or use --tls-verify=false)")
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"

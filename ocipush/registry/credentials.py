@@ -1,0 +1,168 @@
+"""Where a podman or docker user's registry login already is: auth files and credential helpers.
+
+Files, in podman's order and then docker's; the first file with an entry for the
+registry wins:
+
+1. ``--authfile``, else ``$REGISTRY_AUTH_FILE`` — when the user names a file, it is the
+   only one (as in podman: a named file must exist);
+2. ``$XDG_RUNTIME_DIR/containers/auth.json`` (``/run/containers/UID/auth.json`` without
+   it), then ``$XDG_CONFIG_HOME/containers/auth.json`` (``~/.config``);
+3. ``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``.
+
+In one file: ``credHelpers[host]`` runs that helper; else the ``auths`` entry for the
+longest prefix of ``host/repository`` (podman's namespaced keys), keys compared without
+``http(s)://`` and with Docker Hub's aliases as one; else ``credsStore`` runs the default
+helper.  An entry carries ``auth`` (base64 of ``user:password``), or ``username`` and
+``password``, and may carry ``identitytoken`` (an OAuth2 refresh token).
+
+Errors name the file and key, never the value: a malformed entry is still a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from ..errors import AuthenticationError, UsageError
+from .auth import Credentials
+
+__all__ = ["AuthFiles", "normalize_key"]
+
+# Every name Docker Hub goes by in auth files; docker writes the v1 URL.
+_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_HUB_HELPER_SERVER = "https://index.docker.io/v1/"
+_HELPER_TIMEOUT = 60.0  # a helper may ask the user to unlock a keychain
+
+
+def normalize_key(key: str) -> str:
+    """An ``auths``/``credHelpers`` key as ``host[/namespace…]``: a URL key counts by its
+    host only (docker once wrote ``https://host/v1/``), Docker Hub is ``docker.io``."""
+    stripped = key.removeprefix("https://").removeprefix("http://")
+    if stripped != key:
+        stripped = stripped.split("/", 1)[0]
+    host, sep, path = stripped.rstrip("/").partition("/")
+    return ("docker.io" if host in _HUB_ALIASES else host) + sep + path
+
+
+@attrs.frozen
+class AuthFiles:
+    """The auth files to consult, in order; missing ones are skipped when read."""
+
+    paths: tuple[Path, ...]
+
+    @classmethod
+    def discover(cls, authfile: Path | None = None) -> AuthFiles:
+        env = os.environ
+        named, option = (authfile, "--authfile") if authfile else (env.get("REGISTRY_AUTH_FILE"), "REGISTRY_AUTH_FILE")
+        if named:
+            if not Path(named).is_file():
+                raise UsageError(f"{option} {named}: no such file")
+            return cls((Path(named),))
+        home = Path(env.get("HOME") or Path.home())
+        runtime = Path(env["XDG_RUNTIME_DIR"]) if env.get("XDG_RUNTIME_DIR") else Path(f"/run/containers/{os.getuid()}")
+        config = Path(env.get("XDG_CONFIG_HOME") or home / ".config")
+        docker = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else home / ".docker"
+        return cls((runtime / "containers/auth.json", config / "containers/auth.json", docker / "config.json"))
+
+    def find(self, registry: str, repository: str) -> Credentials | None:
+        """The credentials for pushing to ``registry/repository``, or None."""
+        for path in self.paths:
+            found = _find_in_file(path, normalize_key(registry), repository)
+            if found is not None:
+                return found
+        return None
+
+
+def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise AuthenticationError(f"cannot read auth file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(doc, dict):
+        raise AuthenticationError(f"auth file {path}: not a JSON object")
+    helpers = {normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
+    if host in helpers:
+        return _run_helper(helpers[host], host, f"{path} (credHelpers)")
+    entries = _auth_entries(doc.get("auths") or {})
+    name = f"{host}/{repository}"
+    while True:  # the longest prefix first: host/a/b, host/a, host
+        key = entries.get(name)
+        if key is not None:
+            found = _decode_entry(doc["auths"][key], f"{path} (auths[{key!r}])", str(path))
+            if found is not None:
+                return found
+        if "/" not in name:
+            break
+        name = name.rsplit("/", 1)[0]
+    if doc.get("credsStore"):
+        return _run_helper(doc["credsStore"], host, f"{path} (credsStore)")
+    return None
+
+
+def _auth_entries(auths: Mapping[str, object]) -> dict[str, str]:
+    """Normalized key → the key as written; a key written in normal form beats its aliases."""
+    entries: dict[str, str] = {}
+    for key in sorted(auths, key=lambda k: normalize_key(k) != k):
+        entries.setdefault(normalize_key(key), key)
+    return entries
+
+
+def _decode_entry(entry: object, where: str, source: str) -> Credentials | None:
+    """None for an entry without a secret: docker writes ``{}`` for logins kept in a helper."""
+    if not isinstance(entry, dict):
+        raise AuthenticationError(f"{where}: not a JSON object")
+    identity = entry.get("identitytoken") or ""
+    if entry.get("auth"):
+        value = entry["auth"]
+        try:
+            # Some writers drop the base64 padding.
+            raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, TypeError):
+            raise AuthenticationError(f"{where}: \"auth\" is not base64 of user:password") from None
+        username, sep, password = raw.partition(":")
+        if not sep:
+            raise AuthenticationError(f"{where}: \"auth\" is not base64 of user:password")
+    else:
+        username, password = entry.get("username") or "", entry.get("password") or ""
+    if not password and not identity:
+        return None
+    return Credentials(username, password, identity_token=identity, source=source)
+
+
+def _run_helper(name: str, host: str, where: str) -> Credentials | None:
+    """``docker-credential-NAME get`` with the server on stdin, as docker runs it."""
+    program = f"docker-credential-{name}"
+    server = _HUB_HELPER_SERVER if host == "docker.io" else host
+    try:
+        result = subprocess.run(
+            [program, "get"], input=server, capture_output=True, text=True, timeout=_HELPER_TIMEOUT
+        )
+    except FileNotFoundError:
+        raise AuthenticationError(f"{where} names the credential helper {program}, which is not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise AuthenticationError(f"{program} get {server}: no answer in {_HELPER_TIMEOUT:g} s") from None
+    if result.returncode != 0:
+        # The helper protocol's "not found" is a message on stdout (docker-credential-helpers).
+        message = (result.stdout.strip() or result.stderr.strip() or f"exit code {result.returncode}").splitlines()[0]
+        if "credentials not found" in message.lower():
+            return None
+        raise AuthenticationError(f"{program} get {server} failed: {message[:200]}")
+    try:
+        doc = json.loads(result.stdout)
+        username, secret = doc.get("Username") or "", doc.get("Secret") or ""
+    except (ValueError, AttributeError):
+        raise AuthenticationError(f"{program} get {server}: its answer is not the helper protocol's JSON") from None
+    if not secret:
+        return None
+    if username == "<token>":  # the helper protocol's way of saying "an identity token"
+        return Credentials("", identity_token=secret, source=program)
+    return Credentials(username, secret, source=program)

@@ -1,0 +1,176 @@
+"""Finding a user's login where podman and docker keep it: auth files in their order,
+key forms, entry forms, credential helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocipush.errors import AuthenticationError, UsageError
+from ocipush.registry.auth import Credentials
+from ocipush.registry.credentials import AuthFiles, normalize_key
+from tests.userconfig import auth_entry, user_config  # noqa: F401  (a fixture)
+
+HOST = "registry.example.com:5000"
+
+
+def find(registry: str = HOST, repository: str = "team/app", authfile=None) -> Credentials | None:
+    return AuthFiles.discover(authfile).find(registry, repository)
+
+
+def logins(config, path, **users: str):
+    """An auth file with one entry per key: key=user (password "pw-<user>")."""
+    config.write_json(path, {"auths": {k.replace("__", "/"): auth_entry(u, f"pw-{u}") for k, u in users.items()}})
+
+
+def test_podman_files_then_docker(user_config):
+    for path, user in [(user_config.runtime_auth, "run"), (user_config.config_auth, "conf"),
+                       (user_config.docker_config, "docker")]:
+        user_config.write_json(path, {"auths": {HOST: auth_entry(user, f"pw-{user}")}})
+    assert find() == Credentials("run", "pw-run", source=str(user_config.runtime_auth))
+    user_config.runtime_auth.unlink()
+    assert find().username == "conf"
+    user_config.config_auth.unlink()
+    assert find().username == "docker"
+
+
+def test_docker_config_env_replaces_home_docker(user_config, tmp_path, monkeypatch):
+    user_config.write_json(user_config.docker_config, {"auths": {HOST: auth_entry("home", "x")}})
+    user_config.write_json(tmp_path / "dc/config.json", {"auths": {HOST: auth_entry("env", "x")}})
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "dc"))
+    assert find().username == "env"
+
+
+def test_named_auth_file_is_the_only_one(user_config, tmp_path, monkeypatch):
+    user_config.write_json(user_config.runtime_auth, {"auths": {HOST: auth_entry("default", "x")}})
+    named = user_config.write_json(tmp_path / "named.json", {"auths": {"other.example.com": auth_entry("o", "x")}})
+    assert find(authfile=named) is None
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(named))
+    assert find() is None
+    user_config.write_json(named, {"auths": {HOST: auth_entry("named", "x")}})
+    assert find().username == "named"
+
+
+@pytest.mark.parametrize("how", ["--authfile", "REGISTRY_AUTH_FILE"])
+def test_a_named_auth_file_must_exist(user_config, tmp_path, monkeypatch, how):
+    missing = tmp_path / "nope.json"
+    if how == "REGISTRY_AUTH_FILE":
+        monkeypatch.setenv(how, str(missing))
+    with pytest.raises(UsageError, match=f"{how} {missing}: no such file"):
+        AuthFiles.discover(missing if how == "--authfile" else None)
+
+
+@pytest.mark.parametrize("key", [HOST, f"https://{HOST}", f"http://{HOST}/v1/", f"https://{HOST}/", f"{HOST}/"])
+def test_key_with_or_without_scheme(user_config, key):
+    user_config.write_json(user_config.config_auth, {"auths": {key: auth_entry("u", "p")}})
+    assert find().username == "u"
+
+
+@pytest.mark.parametrize("key", ["docker.io", "index.docker.io", "https://index.docker.io/v1/", "registry-1.docker.io"])
+@pytest.mark.parametrize("registry", ["docker.io", "registry-1.docker.io"])
+def test_docker_hub_aliases(user_config, key, registry):
+    user_config.write_json(user_config.docker_config, {"auths": {key: auth_entry("hubuser", "p")}})
+    assert find(registry, "library/ubuntu").username == "hubuser"
+
+
+def test_namespaced_keys_longest_prefix_wins(user_config):
+    logins(user_config, user_config.config_auth, **{
+        "quay.io": "host", "quay.io__team": "team", "quay.io__team__app": "app", "quay.io__tea": "tea"})
+    assert find("quay.io", "team/app").username == "app"
+    assert find("quay.io", "team/app/sub").username == "app"
+    assert find("quay.io", "team/other").username == "team"
+    assert find("quay.io", "teamx/app").username == "host"  # prefixes end at a "/"
+
+
+def test_a_key_written_normally_beats_its_alias(user_config):
+    user_config.write_json(user_config.docker_config, {"auths": {
+        "https://index.docker.io/v1/": auth_entry("url", "p"), "docker.io": auth_entry("plain", "p")}})
+    assert find("docker.io", "library/x").username == "plain"
+
+
+def test_entry_forms(user_config):
+    user_config.write_json(user_config.config_auth, {"auths": {
+        "a.example.com": {"username": "ann", "password": "pw"},
+        "b.example.com": auth_entry("00000000-0000-0000-0000-000000000000", "", identitytoken="refresh-me"),
+        "c.example.com": {"auth": auth_entry("cy", "pw:with:colons")["auth"].rstrip("=")},  # padding dropped
+    }})
+    assert find("a.example.com") == Credentials("ann", "pw", source=str(user_config.config_auth))
+    b = find("b.example.com")
+    assert b.identity_token == "refresh-me" and b.password == ""
+    assert find("c.example.com").password == "pw:with:colons"
+
+
+def test_an_entry_without_a_secret_is_no_login(user_config):
+    # docker writes {} under auths for logins kept in a credential store.
+    user_config.write_json(user_config.runtime_auth, {"auths": {HOST: {}}})
+    user_config.write_json(user_config.docker_config, {"auths": {HOST: auth_entry("docker", "x")}})
+    assert find().username == "docker"
+
+
+def test_bad_auth_value_names_file_and_key_not_the_value(user_config):
+    user_config.write_json(user_config.config_auth, {"auths": {HOST: {"auth": "c2VjcmV0LXdpdGhvdXQtY29sb24="}}})
+    with pytest.raises(AuthenticationError) as e:
+        find()
+    message = str(e.value)
+    assert str(user_config.config_auth) in message and HOST in message and "c2VjcmV0" not in message
+
+
+def test_malformed_file_is_named(user_config):
+    user_config.config_auth.parent.mkdir(parents=True)
+    user_config.config_auth.write_text("{not json")
+    with pytest.raises(AuthenticationError, match=f"cannot read auth file {user_config.config_auth}"):
+        find()
+
+
+def test_cred_helper_for_the_host(user_config):
+    log = user_config.install_helper("test", {HOST: ("helper-user", "helper-secret")})
+    user_config.write_json(user_config.docker_config, {
+        "credHelpers": {HOST: "test"}, "auths": {HOST: auth_entry("file", "x")}})
+    assert find() == Credentials("helper-user", "helper-secret", source="docker-credential-test")
+    assert log.read_text() == f"get {HOST}\n"
+
+
+def test_cred_helper_identity_token(user_config):
+    user_config.install_helper("test", {HOST: ("<token>", "refresh-token-1")})
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "test"}})
+    found = find()
+    assert found.identity_token == "refresh-token-1" and found.username == "" and found.password == ""
+
+
+def test_creds_store_after_auths_and_hub_server_name(user_config):
+    log = user_config.install_helper("store", {"https://index.docker.io/v1/": ("hub", "s")})
+    user_config.write_json(user_config.docker_config, {
+        "credsStore": "store", "auths": {"https://index.docker.io/v1/": {}, HOST: auth_entry("file", "x")}})
+    assert find().username == "file"  # an auths entry with a secret
+    assert find("registry-1.docker.io", "library/x").username == "hub"
+    assert log.read_text() == "get https://index.docker.io/v1/\n"
+
+
+def test_helper_without_the_login_falls_through(user_config):
+    user_config.install_helper("test", {})
+    user_config.write_json(user_config.runtime_auth, {"credHelpers": {HOST: "test"}})
+    user_config.write_json(user_config.docker_config, {"auths": {HOST: auth_entry("docker", "x")}})
+    assert find().username == "docker"
+
+
+def test_helper_failures_are_one_line(user_config):
+    user_config.install_helper("test", {HOST: ("u", "FAIL")})
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "test", "x.example.com": "absent"}})
+    with pytest.raises(AuthenticationError, match=f"docker-credential-test get {HOST} failed: .*keychain is locked"):
+        find()
+    with pytest.raises(AuthenticationError, match="docker-credential-absent, which is not on PATH"):
+        find("x.example.com")
+
+
+@pytest.mark.parametrize("key, expected", [
+    ("https://index.docker.io/v1/", "docker.io"), ("http://h:1/v2/", "h:1"), ("quay.io/a/b/", "quay.io/a/b"),
+    ("index.docker.io/library", "docker.io/library"),
+])
+def test_normalize_key(key, expected):
+    assert normalize_key(key) == expected
+
+
+def test_credentials_never_show_their_secrets():
+    creds = Credentials("alice", "s3cret-pa55", identity_token="tok-s3cret", source="/x/auth.json")
+    for text in (repr(creds), str(creds), creds.describe(), Credentials("bob", "s3cret-pa55").describe()):
+        assert "s3cret" not in text
+    assert Credentials("bob", "p", source="--creds").describe() == "user 'bob' (from --creds)"
