@@ -5,19 +5,31 @@ its chunks are slices read from the source when sent, so nothing is buffered, an
 chunk that must be resent is simply read again.  Each byte is hashed once, the first time
 it is read in order, so resending never corrupts the digest; ``finish()`` after the last
 chunk checks count and digest, and an uploader commits only after it.
+
+``StreamContent`` is a layer (re)compressed while it uploads: read → verify the source
+digest → decompress → verify the diff_id → compress → hash and count the output.  Its
+digest and size are known only at the end, which the chunked protocol allows (the digest
+goes on the final PUT).  A chunk's length must be known before its PATCH, so each chunk
+is spilled as it is produced — in memory up to 8 MiB, then to an anonymous temporary
+file — and sent from there; a failed request resends the spilled chunk.  When the whole
+upload must start again, the stream is produced again: it is deterministic.  Memory per
+upload stays at the spill limit plus the codecs' buffers, whatever the layer size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import attrs
 
+from . import compression
 from .digest import Digest
-from .errors import BlobVerificationError
+from .errors import BlobVerificationError, SourceError
 
-__all__ = ["Chunk", "FileContent", "Position"]
+__all__ = ["Chunk", "FileContent", "Position", "StreamContent"]
 
 Position = Callable[[int], None]  # told the blob offset reached after each block sent
 BLOCK = 1 << 20  # one read, one socket write: the memory an upload holds
@@ -100,3 +112,125 @@ class FileContent:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+SPOOL_MEMORY = 8 << 20  # a spilled chunk stays in memory up to this, then goes to disk
+STREAM_CHUNK = 64 << 20  # chunk size for streams when neither user nor registry sets one
+
+
+class StreamContent:
+    """A layer recompressed on the fly (see the module docstring)."""
+
+    def __init__(
+        self,
+        opener: Callable[[], BinaryIO],
+        source_digest: Digest,
+        source_size: int,
+        what: str,
+        *,
+        diff_id: Digest | None,
+        target: str | None,
+        level: int | None = None,
+    ):
+        self.digest: Digest | None = None  # known after the last chunk
+        self.size: int | None = None
+        self.diff_id = diff_id
+        self.what = what
+        self.on_position: Position | None = None
+        self._opener = opener
+        self._source_digest = source_digest
+        self._source_size = source_size
+        self._target = target
+        self._level = level
+        self._spill: BinaryIO | None = None
+
+    def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[Chunk]:
+        """Produce the stream from the beginning (again), cut into equal chunks; chunks
+        before ``start`` are produced and dropped (the stream is deterministic)."""
+        step = chunk_size or STREAM_CHUNK
+        digest, size = hashlib.sha256(), 0
+        self.digest = self.size = None
+        spill, filled = self._new_spill(), 0
+        for block in self._output():
+            digest.update(block)
+            view = memoryview(block)
+            while view:
+                take = view[: step - filled]
+                spill.write(take)
+                filled += len(take)
+                view = view[len(take) :]
+                if filled == step:
+                    if size >= start:
+                        yield self._spilled_chunk(spill, size, step)
+                    size += step
+                    spill, filled = self._new_spill(), 0
+        if filled and size >= start:
+            yield self._spilled_chunk(spill, size, filled)
+        size += filled
+        self.close()
+        self.digest, self.size = Digest("sha256", digest.hexdigest()), size
+
+    def _new_spill(self) -> BinaryIO:
+        self.close()
+        self._spill = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # type: ignore[assignment]
+        return self._spill  # type: ignore[return-value]
+
+    def _spilled_chunk(self, spill: BinaryIO, offset: int, length: int) -> Chunk:
+        def read(start: int, n: int) -> Iterator[bytes]:
+            spill.seek(start - offset)
+            pos = start
+            while pos < start + n:
+                block = spill.read(min(BLOCK, start + n - pos))
+                pos += len(block)
+                if self.on_position:
+                    self.on_position(pos)
+                yield block
+
+        return Chunk(offset, length, read)
+
+    def _output(self) -> Iterator[bytes]:
+        """Source blocks → verified → decompressed → verified → compressed."""
+        with self._opener() as raw:
+            head = raw.read(BLOCK)
+            found = compression.detect(head)
+            if found not in (None, "gzip", "zstd"):
+                raise SourceError(f"{self.what}: {found}-compressed layers are not supported")
+            decode, encode = compression.decoder(found), compression.encoder(self._target, self._level)
+            src_hash, tar_hash, read = self._source_digest.hasher(), hashlib.sha256(), 0
+            block = head
+            while block:
+                src_hash.update(block)
+                read += len(block)
+                try:
+                    plain = decode.feed(block)
+                except Exception as e:  # zlib.error, ZstdError: corrupt data
+                    raise BlobVerificationError(f"{self.what}: cannot decompress {found}: {e}") from None
+                tar_hash.update(plain)
+                if out := encode.feed(plain):
+                    yield out
+                block = raw.read(BLOCK)
+            try:
+                tail = decode.flush()
+            except Exception as e:
+                raise BlobVerificationError(f"{self.what}: cannot decompress {found}: {e}") from None
+            tar_hash.update(tail)
+            yield encode.feed(tail) + encode.flush()
+        if read != self._source_size or src_hash.hexdigest() != self._source_digest.hex:
+            raise BlobVerificationError(
+                f"{self.what}: content does not match its digest {self._source_digest} and size {self._source_size}"
+            )
+        if self.diff_id is not None and tar_hash.hexdigest() != self.diff_id.hex:
+            raise BlobVerificationError(
+                f"{self.what}: uncompressed content hashes to sha256:{tar_hash.hexdigest()}, "
+                f"but the config's diff_id is {self.diff_id}"
+            )
+
+    def finish(self) -> Digest:
+        if self.digest is None:
+            raise BlobVerificationError(f"{self.what}: the stream was not read to its end")
+        return self.digest
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None

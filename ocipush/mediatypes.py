@@ -19,6 +19,8 @@ __all__ = [
     "is_foreign_layer",
     "is_index",
     "is_manifest",
+    "layer_compression",
+    "layer_type",
 ]
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -33,6 +35,7 @@ DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+jso
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"  # rare, but docker knows it
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -49,3 +52,30 @@ def is_index(media_type: str) -> bool:
 def is_foreign_layer(media_type: str) -> bool:
     """Layers that registries do not store: pulled from their ``urls`` instead."""
     return media_type == DOCKER_FOREIGN_LAYER or ".nondistributable." in media_type
+
+
+# Filesystem layers (tar, compressed or not) → their compression. Anything else — in-toto
+# attestations, artifacts, foreign and non-distributable layers — is never touched.
+_FS_LAYERS = {
+    OCI_LAYER: None,
+    OCI_LAYER_GZIP: "gzip",
+    OCI_LAYER_ZSTD: "zstd",
+    DOCKER_LAYER_TAR: None,
+    DOCKER_LAYER: "gzip",
+}
+
+
+def layer_compression(media_type: str) -> tuple[bool, str | None]:
+    """(is a filesystem layer we may recompress, its compression)."""
+    if media_type in _FS_LAYERS:
+        return True, _FS_LAYERS[media_type]
+    return False, None
+
+
+def layer_type(compression: str | None, docker: bool) -> str:
+    """The media type of a filesystem layer compressed with ``compression``."""
+    if docker:
+        if compression == "zstd":
+            raise ValueError("Docker schema 2 has no zstd layers")
+        return DOCKER_LAYER if compression == "gzip" else DOCKER_LAYER_TAR
+    return {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}[compression]

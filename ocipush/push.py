@@ -1,58 +1,81 @@
 """The one orchestrator: read the source, plan, upload the blobs, push the manifests.
 
 Stages, in order:
-1. read     — walk the source from its root, verifying every manifest it reads;
-2. plan     — distinct blobs, manifests children-first, the tag last (``plan.make_plan``);
-3. connect  — find the registry's scheme, meet its auth challenge;
-4. blobs    — ``--jobs`` uploads at once, each digest once; the first failure stops the rest;
-5. manifests — only after every blob is confirmed; the root (and its tag) last.
+1. read      — walk the source from its root, verifying every manifest it reads, and the
+               image configs (their diff_ids check recompressed layers);
+2. plan      — distinct blobs, what to compress, manifests children-first (``plan``);
+3. connect   — find the registry's scheme, meet its auth challenge;
+4. blobs     — ``--jobs`` uploads at once, each digest once, compressed on the way where
+               the plan says; the first failure stops the rest;
+5. manifests — rewritten for new layer digests (``rewrite``), pushed only after every
+               blob is confirmed; the root (and its tag) last.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import attrs
 
-from .content import FileContent
+from . import mediatypes
+from .cache import BlobCache
+from .compression import check_level
+from .content import FileContent, StreamContent
 from .digest import Digest
-from .errors import UploadError
-from .models import Descriptor
-from .plan import ManifestPush, PushPlan, make_plan
+from .errors import SourceError, UploadError
+from .models import Descriptor, Manifest
+from .plan import BlobJob, Compression, PushPlan, make_plan
 from .reference import Reference
 from .registry.auth import Credentials
 from .registry.client import ClientOptions, RegistryClient, redact
 from .registry.retry import RetryPolicy
-from .registry.upload import BlobUploader, HostLimits, UploadOutcome
+from .registry.upload import BlobUploader, HostLimits
 from .report import Reporter
+from .rewrite import Rewritten, rewrite
 from .sources import Source, load_image, open_source
+from .sources.base import read_verified
 
 __all__ = ["BlobResult", "PushOptions", "PushResult", "push"]
+
+_MAX_CONFIG_SIZE = 16 * 1024 * 1024
+_IMAGE_CONFIGS = {mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG}
 
 
 @attrs.frozen
 class PushOptions:
     chunk_size: int | None = None  # upper bound for request bodies; None: the registry's limit
     jobs: int = 3
-    tls_verify: bool = True
-    credentials: Credentials | None = None
+    tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
+    credentials: Credentials | None = None  # None: looked up in the auth files
+    authfile: Path | None = None  # the only auth file to read, when given
+    cert_dir: Path | None = None  # CAs and client certificates, instead of certs.d/HOST
     retry: RetryPolicy = RetryPolicy()
+    timeout: float = 120.0  # seconds a request may wait on the registry between bytes
+    compression: Compression = Compression()
+    cache: BlobCache | None = None  # None: no blob cache
+    dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
 
 
 @attrs.frozen
 class BlobResult:
-    descriptor: Descriptor
-    outcome: UploadOutcome
+    source: Descriptor  # as in the source
+    pushed: Descriptor  # as on the registry (differs when compressed on the way)
+    action: str  # uploaded, skipped, mounted
+    requests: int = 0
+    retries: int = 0
 
 
 @attrs.frozen
 class PushResult:
     reference: Reference  # the destination by digest: what was pushed, exactly
-    digest: Digest
+    digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
+    dry_run: bool = False
 
 
 class _Cancelled(Exception):
@@ -67,15 +90,27 @@ def push(
 ) -> PushResult:
     started = time.monotonic()
     reporter = reporter or Reporter()
-    if isinstance(source, str):
-        source = open_source(source)
     if isinstance(destination, str):
         destination = Reference.parse(destination)
+    if isinstance(source, str):
+        with open_source(source) as opened:
+            return _push(opened, destination, options, reporter, started)
+    return _push(source, destination, options, reporter, started)
 
+
+def _push(source: Source, destination: Reference, options: PushOptions, reporter: Reporter, started: float) -> PushResult:
     image = load_image(source)  # 1. read
-    plan = make_plan(image, destination)  # 2. plan
+    for note in source.notes:
+        reporter.note(note)
+    plan = make_plan(image, destination, options.compression, _diff_ids(source, image))  # 2. plan
 
-    client_options = ClientOptions(tls_verify=options.tls_verify, credentials=options.credentials)
+    client_options = ClientOptions(
+        tls_verify=options.tls_verify,
+        credentials=options.credentials,
+        authfile=options.authfile,
+        cert_dir=options.cert_dir,
+        timeout=options.timeout,
+    )
     with RegistryClient(
         destination.api_host, client_options, loopback=destination.is_loopback, retry=options.retry
     ) as client:
@@ -83,65 +118,159 @@ def push(
         client.on_retry = lambda error: reporter.note(f"retrying: {error}")
         uploader = BlobUploader(client, destination.repository, HostLimits(options.chunk_size))
         uploader.on_note = reporter.note
-        blobs = _upload_blobs(source, plan, uploader, options.jobs, reporter)  # 4. blobs
-        for step in plan.manifests:  # 5. manifests
-            _push_manifest(client, destination.repository, step)
-            reporter.manifest_pushed(step.node.descriptor, step.reference)
+        if options.dry_run:
+            return _dry_run(plan, uploader, options, started)
+        blobs = _Blobs(source, plan, uploader, options, reporter).run()  # 4. blobs
+        new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
+        manifests = rewrite(image, new)  # 5. manifests
+        root = manifests[-1]
+        for m in manifests:
+            ref = destination.tag or str(root.descriptor.digest) if m is root else str(m.descriptor.digest)
+            _push_manifest(client, destination.repository, ref, m)
+            reporter.manifest_pushed(m.descriptor, ref)
 
-    digest = plan.root.digest
+    digest = root.descriptor.digest
     return PushResult(destination.with_digest(digest), digest, blobs, time.monotonic() - started)
 
 
-def _upload_blobs(
-    source: Source, plan: PushPlan, uploader: BlobUploader, jobs: int, reporter: Reporter
-) -> tuple[BlobResult, ...]:
-    stop = threading.Event()
+def _dry_run(plan: PushPlan, uploader: BlobUploader, options: PushOptions, started: float) -> PushResult:
+    """What stage 4 would do, found with HEAD requests alone."""
+    blobs = []
+    for job in plan.jobs:
+        desc, action = job.source, "would upload"
+        if job.transforms:
+            level = check_level(job.target, options.compression.level)
+            cached = options.cache.lookup(desc.digest, job.target, level) if options.cache else None
+            found = cached is not None and uploader.exists(cached.digest)
+            action = "would skip" if found else f"would compress to {job.target} and upload"
+        elif uploader.exists(desc.digest):
+            action = "would skip"
+        blobs.append(BlobResult(desc, desc, action))
+    digest = None if any(j.transforms for j in plan.jobs) else plan.image.descriptor.digest
+    reference = plan.destination.with_digest(digest) if digest else plan.destination
+    return PushResult(reference, digest, tuple(blobs), time.monotonic() - started, dry_run=True)
 
-    def upload(desc: Descriptor) -> BlobResult:
-        def on_position(offset: int) -> None:
-            if stop.is_set():
-                raise _Cancelled()
-            reporter.blob_position(desc, offset)
 
-        reporter.blob_started(desc)
-        content = FileContent(lambda: source.open_blob(desc), desc.digest, desc.size, source.describe_blob(desc))
-        content.on_position = on_position
-        outcome = uploader.upload(content)
-        detail = ""
-        if outcome.action == "uploaded" and outcome.requests > 1:
-            detail = f"in {outcome.requests} requests"
-        if outcome.retries:
-            detail += f" ({outcome.retries} retried)"
-        reporter.blob_finished(desc, outcome.action, detail.strip())
-        return BlobResult(desc, outcome)
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="upload") as pool:
-        futures = [pool.submit(upload, desc) for desc in plan.blobs]
+def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
+    """Each image config's rootfs.diff_ids: what every layer must decompress to."""
+    found: dict[Digest, list[Digest]] = {}
+    for node in image.walk():
+        if not isinstance(node.parsed, Manifest) or node.parsed.config.media_type not in _IMAGE_CONFIGS:
+            continue
+        config = node.parsed.config
+        if config.digest in found:
+            continue
+        data = read_verified(source, config, _MAX_CONFIG_SIZE)
         try:
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        except BaseException:  # Ctrl-C: let running uploads cancel themselves
-            stop.set()
-            for f in futures:
-                f.cancel()
-            raise
-        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception()]
-        if failed:
-            stop.set()
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            # The first real error, not a _Cancelled raised in a sibling because of it.
+            ids = json.loads(data)["rootfs"]["diff_ids"]
+            found[config.digest] = [Digest.parse(d) for d in ids]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SourceError(f"{source.describe_blob(config)}: no valid rootfs.diff_ids ({e})") from None
+    return found
+
+
+class _Blobs:
+    """Stage 4: every job of the plan, ``--jobs`` at a time; the first failure stops all."""
+
+    def __init__(self, source: Source, plan: PushPlan, uploader: BlobUploader, options: PushOptions, reporter: Reporter):
+        self.source = source
+        self.plan = plan
+        self.uploader = uploader
+        self.options = options
+        self.reporter = reporter
+        self.stop = threading.Event()
+
+    def run(self) -> tuple[BlobResult, ...]:
+        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="upload") as pool:
+            futures = [pool.submit(self._one, job) for job in self.plan.jobs]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # Ctrl-C: let running uploads cancel themselves
+                self._stop(futures)
+                raise
             errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-            raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
-    return tuple(f.result() for f in futures)
+            if errors:
+                self._stop(futures)
+                wait(futures)
+                errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+                # The first real error, not a _Cancelled raised in a sibling because of it.
+                raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+        return tuple(f.result() for f in futures)
+
+    def _stop(self, futures) -> None:
+        self.stop.set()
+        for f in futures:
+            f.cancel()
+
+    def _one(self, job: BlobJob) -> BlobResult:
+        desc = job.source
+        self.reporter.blob_state(desc, "checking")
+        result = self._transform(job) if job.transforms else self._as_is(job)
+        detail = f"in {result.requests} requests" if result.action == "uploaded" and result.requests > 1 else ""
+        if job.transforms:
+            detail = f"as {job.target} {result.pushed.digest.short} {detail}".rstrip()
+        if result.retries:
+            detail += f" ({result.retries} retried)"
+        self.reporter.blob_finished(desc, result.action, detail.strip())
+        return result
+
+    def _position(self, desc: Descriptor, state: str):
+        started = False
+
+        def on_position(offset: int) -> None:
+            nonlocal started
+            if self.stop.is_set():
+                raise _Cancelled()
+            if not started:
+                started = True
+                self.reporter.blob_state(desc, state)
+            self.reporter.blob_position(desc, offset)
+
+        return on_position
+
+    def _as_is(self, job: BlobJob) -> BlobResult:
+        desc = job.source
+        content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc))
+        content.on_position = self._position(desc, "uploading")
+        outcome = self.uploader.upload(content)
+        return BlobResult(desc, desc, outcome.action, outcome.requests, outcome.retries)
+
+    def _transform(self, job: BlobJob) -> BlobResult:
+        desc, target = job.source, job.target
+        assert target is not None
+        level = check_level(target, self.options.compression.level)
+        new_type = mediatypes.layer_type(target, docker=False)
+        cache = self.options.cache
+        here = f"{self.plan.destination.registry}/{self.plan.destination.repository}"
+        cached = cache.lookup(desc.digest, target, level) if cache else None
+        if cached:
+            pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size)
+            if self.uploader.exists(cached.digest):
+                return BlobResult(desc, pushed, "skipped")
+            for location in cached.locations:
+                registry, _, repository = location.partition("/")
+                if registry == self.plan.destination.registry and location != here:
+                    if self.uploader.mount(cached.digest, repository):
+                        cache.store(desc.digest, target, level, cached.digest, cached.size, here)
+                        return BlobResult(desc, pushed, "mounted")
+        content = StreamContent(
+            lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
+            diff_id=job.diff_id, target=target, level=level,
+        )
+        content.on_position = self._position(desc, "compressing")
+        outcome = self.uploader.upload(content)
+        assert content.size is not None
+        if cache:
+            cache.store(desc.digest, target, level, outcome.digest, content.size, here)
+        pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size)
+        return BlobResult(desc, pushed, outcome.action, outcome.requests, outcome.retries)
 
 
-def _push_manifest(client: RegistryClient, repository: str, step: ManifestPush) -> None:
-    desc = step.node.descriptor
-    url = client.url(f"/v2/{repository}/manifests/{step.reference}")
+def _push_manifest(client: RegistryClient, repository: str, reference: str, m: Rewritten) -> None:
+    url = client.url(f"/v2/{repository}/manifests/{reference}")
     response = client.idempotent(
-        "PUT", url, expect=(201, 200, 202), content=step.node.data, headers={"Content-Type": desc.media_type}
+        "PUT", url, expect=(201, 200, 202), content=m.data, headers={"Content-Type": m.descriptor.media_type}
     )
     got = response.headers.get("Docker-Content-Digest")
-    if got and got != str(desc.digest):
-        raise UploadError(f"PUT {redact(url)}: registry computed {got} for manifest {desc.digest}")
+    if got and got != str(m.descriptor.digest):
+        raise UploadError(f"PUT {redact(url)}: registry computed {got} for manifest {m.descriptor.digest}")

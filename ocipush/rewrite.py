@@ -1,0 +1,124 @@
+"""Rewrite manifests and indexes after layers were recompressed: pure, no I/O.
+
+A manifest none of whose blobs changed keeps its exact bytes (and digest).  Otherwise:
+- each changed layer gets its new media type, digest and size; other fields stay;
+- a Docker schema 2 manifest whose layers became zstd becomes an OCI manifest (schema 2
+  has no zstd layer type), its config media type following;
+- a ``subject`` naming a rewritten manifest is pointed at the new one;
+- an index gets its children's new digests, sizes and media types (a Docker manifest
+  list whose children became OCI becomes an OCI index), and the annotation
+  ``vnd.docker.reference.digest`` (buildkit's link from an attestation to its image) is
+  updated the same way.
+
+Attestations keep their content: the in-toto statement inside still names the digest
+that was built; the index links it to the image as pushed (see docs/compression.md).
+Rewritten documents are serialised compactly, so the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from . import mediatypes
+from .digest import Digest
+from .models import Descriptor
+from .sources.base import ImageNode
+
+__all__ = ["Rewritten", "rewrite"]
+
+_ATTESTATION_LINK = "vnd.docker.reference.digest"
+# New layers are described with OCI types; a schema 2 manifest keeps its own where it has one.
+_DOCKER_EQUIVALENT = {
+    mediatypes.OCI_LAYER_GZIP: mediatypes.DOCKER_LAYER,
+    mediatypes.OCI_LAYER: mediatypes.DOCKER_LAYER_TAR,
+}
+
+
+@attrs.frozen
+class Rewritten:
+    descriptor: Descriptor  # as it will be pushed
+    data: bytes
+    original: ImageNode
+
+
+def rewrite(image: ImageNode, blobs: dict[Digest, Descriptor]) -> list[Rewritten]:
+    """Every manifest of ``image``, children first, with ``blobs`` (old digest → new
+    descriptor) applied. The last entry is the root."""
+    done: dict[Digest, Rewritten] = {}
+    for node in image.walk():
+        if node.descriptor.digest not in done:
+            done[node.descriptor.digest] = _rewrite_node(node, blobs, done)
+    return list(done.values())
+
+
+def _rewrite_node(node: ImageNode, blobs: dict[Digest, Descriptor], done: dict[Digest, Rewritten]) -> Rewritten:
+    doc: dict[str, Any] = json.loads(node.data)
+    media_type = node.descriptor.media_type
+    changed = False
+    if node.is_index:
+        entries = doc.get("manifests", [])
+        for entry in entries:
+            child = done.get(Digest.parse(entry["digest"]))
+            if child and child.descriptor.digest != child.original.descriptor.digest:
+                _apply(entry, child.descriptor)
+                changed = True
+            link = (entry.get("annotations") or {}).get(_ATTESTATION_LINK)
+            target = done.get(Digest.parse(link)) if link else None
+            if target and target.descriptor.digest != target.original.descriptor.digest:
+                entry["annotations"][_ATTESTATION_LINK] = str(target.descriptor.digest)
+                changed = True
+        if changed and media_type == mediatypes.DOCKER_MANIFEST_LIST and any(
+            e.get("mediaType") == mediatypes.OCI_MANIFEST for e in entries
+        ):
+            media_type = _set_type(doc, mediatypes.OCI_INDEX)
+    else:
+        docker = media_type == mediatypes.DOCKER_MANIFEST
+        for layer in doc.get("layers", []):
+            new = blobs.get(Digest.parse(layer["digest"]))
+            if new and new.digest != Digest.parse(layer["digest"]):
+                if docker and new.media_type in _DOCKER_EQUIVALENT:
+                    new = attrs.evolve(new, media_type=_DOCKER_EQUIVALENT[new.media_type])
+                _apply(layer, new)
+                changed = True
+        if changed and media_type == mediatypes.DOCKER_MANIFEST and any(
+            layer.get("mediaType") == mediatypes.OCI_LAYER_ZSTD for layer in doc["layers"]
+        ):
+            media_type = _to_oci_manifest(doc)
+    subject = doc.get("subject")
+    if subject:
+        target = done.get(Digest.parse(subject["digest"]))
+        if target and target.descriptor.digest != target.original.descriptor.digest:
+            _apply(subject, target.descriptor)
+            changed = True
+    if not changed:
+        return Rewritten(node.descriptor, node.data, node)
+    data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    descriptor = attrs.evolve(node.descriptor, media_type=media_type, digest=Digest.of(data), size=len(data))
+    return Rewritten(descriptor, data, node)
+
+
+def _apply(entry: dict[str, Any], new: Descriptor) -> None:
+    entry["mediaType"] = new.media_type
+    entry["digest"] = str(new.digest)
+    entry["size"] = new.size
+
+
+def _set_type(doc: dict[str, Any], media_type: str) -> str:
+    if "mediaType" in doc:
+        doc["mediaType"] = media_type
+    return media_type
+
+
+def _to_oci_manifest(doc: dict[str, Any]) -> str:
+    doc["mediaType"] = mediatypes.OCI_MANIFEST
+    if doc["config"].get("mediaType") == mediatypes.DOCKER_CONFIG:
+        doc["config"]["mediaType"] = mediatypes.OCI_CONFIG
+    for layer in doc["layers"]:
+        if layer.get("mediaType") == mediatypes.DOCKER_LAYER:
+            layer["mediaType"] = mediatypes.OCI_LAYER_GZIP
+        elif layer.get("mediaType") == mediatypes.DOCKER_LAYER_TAR:
+            layer["mediaType"] = mediatypes.OCI_LAYER
+    return mediatypes.OCI_MANIFEST
