@@ -7,11 +7,15 @@ import getpass
 import sys
 
 from . import __version__
+from .cache import BlobCache
+from .compression import FORMATS
 from .errors import OcipushError, UsageError
+from .plan import Compression
+from .registry.retry import RetryPolicy
 from .push import PushOptions, push
 from .reference import Reference
 from .registry.auth import Credentials
-from .report import LineReporter, Reporter
+from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
 from .sources import TRANSPORTS
 from .units import parse_size
 
@@ -19,7 +23,12 @@ __all__ = ["main"]
 
 EPILOG = """\
 sources (containers-transports(5) names):
-  oci:PATH[:REF]        an OCI image layout; REF is a ref name, @sha256:… or @N
+  oci:PATH[:REF]                  an OCI image layout; REF: a ref name, @sha256:… or @N
+  oci-archive:PATH[:REF]          a tar of an OCI layout (skopeo, podman, buildkit type=oci)
+  docker-archive:PATH[:TAG|@N]    docker save / podman save / buildkit type=docker output,
+                                  any generation; the tar may be gzip-, xz- or zstd-compressed
+  docker-daemon:IMAGE             runs `docker save IMAGE` and reads the result
+  containers-storage:IMAGE        runs `podman save IMAGE` and reads the result
 
 destination:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]
@@ -45,6 +54,26 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) > 100:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, not {text!r}")
+    return int(text)
+
+
+def _duration(text: str) -> float:
+    """``2s``, ``500ms``, ``1m`` or plain seconds, as podman's --retry-delay."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "": 1.0}
+    number = text.rstrip("ms")
+    unit = text[len(number):]
+    try:
+        value = float(number) * units[unit]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 2s or 500ms, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, not {text!r}")
+    return value
+
+
 def _jobs(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, not {text!r}")
@@ -65,16 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="the image to push, e.g. oci:./layout:latest")
     p.add_argument("destination", help="where to push it, e.g. registry.example.com/team/img:tag")
-    p.add_argument("--tls-verify", "--dest-tls-verify", type=_bool, nargs="?", const=True, default=True,
-                   metavar="BOOL", help="verify TLS (default true); false also allows plain HTTP")
+    p.add_argument("--tls-verify", "--dest-tls-verify", type=_bool, nargs="?", const=True, default=None,
+                   metavar="BOOL", help="verify TLS (default: true, unless registries.conf marks the registry "
+                   "insecure); false also allows plain HTTP")
+    p.add_argument("--cert-dir", "--dest-cert-dir", metavar="DIR",
+                   help="CAs (*.crt) and client certificate (*.cert + *.key) (default: certs.d/HOST:PORT)")
     p.add_argument("--creds", "--dest-creds", metavar="USER[:PASS]", help="credentials for the registry")
+    p.add_argument("--authfile", "--dest-authfile", metavar="FILE",
+                   help="auth file to take credentials from (default: podman's, then docker's)")
     p.add_argument("--username", metavar="USER", help="user name, with --password-stdin")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--chunk-size", type=_size, metavar="SIZE",
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
+    p.add_argument("--compression-format", "--dest-compress-format", choices=FORMATS, metavar="FORMAT",
+                   help="compress every layer not already in FORMAT (gzip or zstd) while uploading")
+    p.add_argument("--compression-level", "--dest-compress-level", type=int, metavar="N",
+                   help="compression level (gzip 1-9, default 6; zstd 1-22, default 3)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the recompression cache ($XDG_CACHE_HOME/ocipush)")
+    p.add_argument("--retry", type=_count, default=3, metavar="N",
+                   help="retries of a failed request (default 3)")
+    p.add_argument("--retry-delay", type=_duration, default=1.0, metavar="DURATION",
+                   help="first wait before a retry, doubled each time (default 1s)")
     p.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest digest to FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
+    p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the reference")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read the source and ask the registry what it has; print the plan, change nothing")
     p.add_argument("--version", action="version", version=f"ocipush {__version__}")
     return p
 
@@ -85,7 +132,7 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
             raise UsageError("--password-stdin needs --username")
         if args.creds:
             raise UsageError("give either --creds or --username with --password-stdin")
-        return Credentials(args.username, sys.stdin.readline().rstrip("\r\n"))
+        return Credentials(args.username, sys.stdin.readline().rstrip("\r\n"), source="--password-stdin")
     if args.username:
         raise UsageError("--username needs --password-stdin (or use --creds USER:PASS)")
     if not args.creds:
@@ -97,7 +144,7 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
         if not sys.stdin.isatty():
             raise UsageError("--creds has no password and there is no terminal to ask for one")
         password = getpass.getpass(f"Password for {user}: ")
-    return Credentials(user, password)
+    return Credentials(user, password, source="--creds")
 
 
 def _destination(text: str) -> Reference:
@@ -112,18 +159,37 @@ def run(argv: list[str] | None = None) -> int:
     options = PushOptions(
         chunk_size=args.chunk_size,
         jobs=args.jobs,
+        compression=Compression(args.compression_format, args.compression_level),
+        cache=None if args.no_cache else BlobCache(),
+        retry=RetryPolicy(attempts=args.retry, delay=args.retry_delay),
         tls_verify=args.tls_verify,
         credentials=_credentials(args),
+        authfile=args.authfile,
+        cert_dir=args.cert_dir,
+        dry_run=args.dry_run,
     )
-    reporter = Reporter() if args.quiet else LineReporter(sys.stderr)
-    result = push(args.source, _destination(args.destination), options, reporter)
-    if args.digestfile:
+    if args.quiet or args.json:
+        reporter = Reporter()
+    elif sys.stderr.isatty():
+        reporter = ProgressReporter(sys.stderr)
+    else:
+        reporter = LineReporter(sys.stderr)
+    try:
+        result = push(args.source, _destination(args.destination), options, reporter)
+    finally:
+        reporter.close()
+    if args.digestfile and result.digest and not result.dry_run:
         try:
             with open(args.digestfile, "w") as f:
                 f.write(str(result.digest))
         except OSError as e:
             raise UsageError(f"--digestfile {args.digestfile}: {e.strerror}") from None
-    print(result.reference)
+    if args.json:
+        print(summary_json(result))
+    elif result.dry_run:
+        print(plan_text(result))
+    else:
+        print(result.reference)
     return 0
 
 

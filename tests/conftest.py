@@ -77,3 +77,12 @@ def repo(request) -> str:
     """A fresh repository name derived from the test's name (readable in registry logs)."""
     prefix = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     return unique_repo(prefix or "test")
+
+
+@pytest.fixture
+def faulty_proxy(registry):
+    """A FaultProxy (tests/faultproxy.py) in front of `registry`; faults are the test's to install."""
+    from tests.faultproxy import FaultProxy
+
+    with FaultProxy(registry.host) as proxy:
+        yield proxy

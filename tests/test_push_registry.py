@@ -193,3 +193,54 @@ def test_unreachable_registry(tmp_path, capsys):
     assert ocipush(f"oci:{info.layout}", f"{host}/x:y") == 4
     err = capsys.readouterr().err
     assert err.startswith(f"ocipush: cannot reach registry {host}") and err.count("\n") == 1
+
+
+def test_dry_run_changes_nothing(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [LayerSpec(300_000), 1000], ref="v1")
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}:v1", "--chunk-size", "100kB") == 0
+    other = make_layout(tmp_path / "img", [LayerSpec(200_000)], ref="v2", seed=5)
+    capsys.readouterr()
+    mark = proxy.mark()
+    assert ocipush(f"oci:{info.layout}:v2", f"{proxy.host}/{repo}:v2", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"blob {other.layers[0].digest[:19]}" in out and "would upload" in out
+    assert "would send 2 of 2 blobs" in out  # a new config and layer
+    assert {r.method for r in proxy.requests(mark)} <= {"", "GET", "HEAD"}
+    assert registry_manifest(proxy.host, repo, "v2").status_code == 404
+    assert ocipush(f"oci:{info.layout}:v1", f"{proxy.host}/{repo}:v1", "--dry-run", "--compression-format", "zstd",
+                   "--no-cache") == 0
+    assert "would compress to zstd and upload" in capsys.readouterr().out
+
+
+def test_json_summary(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [LayerSpec(300_000), 1000], ref="v1")
+    assert ocipush(f"oci:{info.layout}", f"{proxy.host}/{repo}:v1", "--json", "--chunk-size", "100kB") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["digest"] == info.digest and doc["reference"] == f"{proxy.host}/{repo}@{info.digest}"
+    layer = next(b for b in doc["blobs"] if b["digest"] == info.layers[0].digest)
+    # The proxy asks for chunks of at least 1 MiB: 100kB is raised to that, one request.
+    assert layer["action"] == "uploaded" and layer["requests"] == 1 and layer["pushed_digest"] == info.layers[0].digest
+
+
+def test_progress_bars_on_a_terminal(proxy, repo, tmp_path):
+    """On a TTY a live display draws bars; piped, plain lines. Run under a real pty."""
+    import os
+    import pty
+
+    info = make_layout(tmp_path / "img", [LayerSpec(2_000_000)], ref="v1")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: ocipush with its stderr on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "ocipush", f"oci:{info.layout}", f"{proxy.host}/{repo}:v1"])
+    output = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        output += data
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "\x1b[" in text and "uploaded" in text and "MB" in text  # drawn with escapes

@@ -88,15 +88,17 @@ class HostLimits:
             caps = [c for c in (self.requested, self._learnt) if c]
         return choose_chunk_size(min(caps) if caps else None, minimum, maximum)
 
-    def too_large(self, size: int, minimum: int | None) -> int:
+    def too_large(self, size: int, minimum: int | None) -> tuple[int, bool]:
         """A body of ``size`` got 413: remember half of it (not below the registry's
-        minimum); raise when we cannot go smaller."""
+        minimum); raise when we cannot go smaller. Returns the size to use from now on,
+        and whether this is the first 413 of the push (the one worth telling the user)."""
         floor = minimum or 1
         if size <= floor:
             raise UploadError(f"the registry refuses bodies of {size} bytes (413), and chunks cannot be smaller")
         with self._lock:
+            first = self._learnt is None
             self._learnt = min(self._learnt or size, max(size // 2, floor))
-            return self._learnt
+            return self._learnt, first
 
 
 @attrs.define
@@ -156,6 +158,20 @@ class BlobUploader:
         response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
         return response.status_code == 200
 
+    def mount(self, digest: Digest, from_repository: str) -> bool:
+        """Ask the registry to link a blob it holds in another repository: 201 means done.
+        A 202 is the registry declining (it opened an upload instead, which we cancel)."""
+        url = self.client.url(
+            f"/v2/{self.repository}/blobs/uploads/?mount={quote(str(digest), safe=':')}&from={quote(from_repository, safe='/')}"
+        )
+        try:
+            response = self.client.idempotent("POST", url, expect=(201, 202), headers={"Content-Length": "0"})
+        except RegistryError:
+            return False  # a refused mount is never fatal: the upload follows
+        if response.status_code == 202 and response.headers.get("Location"):
+            self._cancel(_Session(_location(response), None, None))
+        return response.status_code == 201
+
     def _initiate(self) -> _Session:
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
@@ -194,9 +210,10 @@ class BlobUploader:
             )
         except RegistryError as e:
             if e.status == 413:
-                smaller = self.limits.too_large(chunk.length, session.minimum)
-                self.on_note(f"{self.client.host} refused a {chunk.length}-byte request body (413); "
-                             f"using chunks of {smaller} bytes from now on")
+                smaller, first = self.limits.too_large(chunk.length, session.minimum)
+                if first:
+                    self.on_note(f"{self.client.host} refused a {chunk.length}-byte request body (413); "
+                                 f"using chunks of at most {smaller} bytes from now on")
                 raise _Restart(e) from None
             if e.status == 404 or _GONE_CODES & set(e.codes):
                 raise _Restart(e) from None

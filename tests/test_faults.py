@@ -1,0 +1,79 @@
+"""Pushes that survive faults: a real registry behind a proxy that cuts bodies, loses
+answers, stalls, refuses bodies and answers 429/5xx. Every push must end verified by skopeo,
+as-is and recompressed to zstd."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from ocipush.cache import BlobCache
+from ocipush.plan import Compression
+from ocipush.push import PushOptions, push
+from ocipush.registry.retry import RetryPolicy
+from tests.faultproxy import html_error_page
+from tests.imagegen import LayerSpec, make_layout
+from tests.services import skopeo_pull
+from tests.test_push_registry import registry_manifest
+
+pytestmark = pytest.mark.integration
+FAST = RetryPolicy(attempts=4, delay=0.05, max_delay=0.5)
+MODES = {"as-is": Compression(), "zstd": Compression("zstd")}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    # 6 MB of text and 5 MB random: several 2 MB chunks in either mode.
+    return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(6_000_000, "text"), LayerSpec(5_000_000)], ref="v1")
+
+
+def push_through(proxy, image, repo, mode, tmp_path, **kw):
+    options = PushOptions(chunk_size=2_000_000, jobs=2, retry=FAST, compression=MODES[mode],
+                          cache=BlobCache(tmp_path / "cache"), **kw)
+    result = push(f"oci:{image.layout}", f"{proxy.host}/{repo}:v1", options)
+    proxy.clear()  # verify through a healthy proxy
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    response = registry_manifest(proxy.host, repo, "v1")
+    assert "sha256:" + hashlib.sha256(response.content).hexdigest() == str(result.digest)
+    skopeo_pull(f"{proxy.host}/{repo}:v1", tmp_path / "pulled")
+    return result
+
+
+FAULTS = {
+    "cut PATCH body": lambda p: p.cut_body(500_000, method="PATCH", nth=2),
+    "lost PATCH answer": lambda p: p.drop_response(method="PATCH", nth=3),
+    "lost commit answer": lambda p: p.drop_response(method="PUT", path=r"digest=", nth=1),
+    "429 on POST": lambda p: p.respond(429, {"Retry-After": "0"}, method="POST", nth=2),
+    "502 HTML on PATCH": lambda p: p.respond(502, {}, html_error_page(502), "text/html", method="PATCH", nth=2),
+    "503 on HEAD x3": lambda p: p.respond(503, {"Retry-After": "0"}, method="HEAD", times=3),
+    "500 on manifest": lambda p: p.respond(500, method="PUT", path=r"/manifests/", nth=1),
+    "stall on PATCH": lambda p: p.stall(3.0, method="PATCH", nth=2),
+    "unadvertised 413": lambda p: p.limit_body(1_500_000),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fault", FAULTS)
+def test_push_survives(faulty_proxy, image, repo, tmp_path, fault, mode):
+    FAULTS[fault](faulty_proxy)
+    timeout = {"timeout": 1.0} if fault == "stall on PATCH" else {}
+    mark = faulty_proxy.mark()
+    push_through(faulty_proxy, image, repo, mode, tmp_path, **timeout)
+    assert any(r.fault for r in faulty_proxy.requests(mark)), "the fault never fired"
+
+
+def test_soak_random_faults(faulty_proxy, image, repo, tmp_path):
+    """Several pushes with random faults, bounded in count and time; each verified."""
+    rng = random.Random(7)
+    faults = 0
+    for run in range(4):
+        faulty_proxy.clear()
+        faulty_proxy.random_faults(seed=rng.randrange(10**6), rate=0.15,
+                                   kinds=("cut_body", "drop_response", "respond"), max_faults=4)
+        mode = "zstd" if run % 2 else "as-is"
+        mark = faulty_proxy.mark()
+        push_through(faulty_proxy, image, f"{repo}-{run}", mode, tmp_path / str(run))
+        faults += sum(1 for r in faulty_proxy.requests(mark) if r.fault)
+    assert faults > 0, "the soak injected nothing"
