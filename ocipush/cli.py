@@ -12,11 +12,10 @@ from .compression import FORMATS
 from .errors import OcipushError, UsageError
 from .plan import Compression
 from .registry.retry import RetryPolicy
+from .destinations import parse_destination
 from .push import PushOptions, push
-from .reference import Reference
 from .registry.auth import Credentials
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
-from .sources import TRANSPORTS
 from .units import parse_size
 
 __all__ = ["main"]
@@ -30,8 +29,10 @@ sources (containers-transports(5) names):
   docker-daemon:IMAGE             runs `docker save IMAGE` and reads the result
   containers-storage:IMAGE        runs `podman save IMAGE` and reads the result
 
-destination:
-  [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]
+destinations:
+  [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
+  oci:PATH[:TAG]                              an OCI layout, created or added to
+  oci-archive:PATH[:TAG]                      an OCI archive, written (or replaced) whole
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
 5 authentication failed, 130 interrupted.
@@ -147,13 +148,6 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
     return Credentials(user, password, source="--creds")
 
 
-def _destination(text: str) -> Reference:
-    transport = text.partition(":")[0]
-    if transport in TRANSPORTS and transport != "docker":
-        raise UsageError(f"destination transport {transport!r} is not supported yet; push to a registry")
-    return Reference.parse(text)
-
-
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = PushOptions(
@@ -175,7 +169,7 @@ def run(argv: list[str] | None = None) -> int:
     else:
         reporter = LineReporter(sys.stderr)
     try:
-        result = push(args.source, _destination(args.destination), options, reporter)
+        result = push(args.source, parse_destination(args.destination), options, reporter)
     finally:
         reporter.close()
     if args.digestfile and result.digest and not result.dry_run:

@@ -73,8 +73,12 @@ class FileContent:
         for offset in range(start, size, step):
             yield Chunk(offset, min(step, size - offset), self._read)
 
+    def stream(self) -> Iterator[bytes]:
+        """The whole blob, block by block (verified by ``finish()``)."""
+        return self._read(0, self.size)
+
     def read_all(self) -> bytes:
-        data = b"".join(b for c in self.chunks(None) for b in c)
+        data = b"".join(self.stream())
         self.finish()
         return data
 
@@ -148,11 +152,9 @@ class StreamContent:
         """Produce the stream from the beginning (again), cut into equal chunks; chunks
         before ``start`` are produced and dropped (the stream is deterministic)."""
         step = chunk_size or STREAM_CHUNK
-        digest, size = hashlib.sha256(), 0
-        self.digest = self.size = None
-        spill, filled = self._new_spill(), 0
-        for block in self._output():
-            digest.update(block)
+        offset, filled = 0, 0
+        spill = self._new_spill()
+        for block in self.stream():
             view = memoryview(block)
             while view:
                 take = view[: step - filled]
@@ -160,14 +162,23 @@ class StreamContent:
                 filled += len(take)
                 view = view[len(take) :]
                 if filled == step:
-                    if size >= start:
-                        yield self._spilled_chunk(spill, size, step)
-                    size += step
+                    if offset >= start:
+                        yield self._spilled_chunk(spill, offset, step)
+                    offset += step
                     spill, filled = self._new_spill(), 0
-        if filled and size >= start:
-            yield self._spilled_chunk(spill, size, filled)
-        size += filled
+        if filled and offset >= start:
+            yield self._spilled_chunk(spill, offset, filled)
         self.close()
+
+    def stream(self) -> Iterator[bytes]:
+        """The output from the beginning (again), verified; sets ``digest`` and ``size``
+        once the last block was produced."""
+        digest, size = hashlib.sha256(), 0
+        self.digest = self.size = None
+        for block in self._output():
+            digest.update(block)
+            size += len(block)
+            yield block
         self.digest, self.size = Digest("sha256", digest.hexdigest()), size
 
     def _new_spill(self) -> BinaryIO:

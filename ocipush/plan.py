@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import attrs
 
 from . import mediatypes
@@ -18,7 +20,6 @@ from .compression import check_level
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .models import Descriptor, Manifest
-from .reference import Reference
 from .sources.base import ImageNode
 
 __all__ = ["BlobJob", "Compression", "PushPlan", "make_plan"]
@@ -41,9 +42,15 @@ class BlobJob:
         return self.target is not None
 
 
+class Target(Protocol):
+    """What the plan needs of a destination: a digest it must have, if any."""
+
+    digest: Digest | None
+
+
 @attrs.frozen
 class PushPlan:
-    destination: Reference
+    destination: Target
     image: ImageNode
     jobs: tuple[BlobJob, ...]  # every distinct blob, each uploaded once
     compression: Compression
@@ -55,7 +62,7 @@ class PushPlan:
 
 def make_plan(
     image: ImageNode,
-    destination: Reference,
+    destination: Target,
     compression: Compression = Compression(),
     diff_ids: dict[Digest, list[Digest]] | None = None,
 ) -> PushPlan:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 
 import attrs
 
@@ -25,17 +25,17 @@ from . import mediatypes
 from .cache import BlobCache
 from .compression import check_level
 from .content import FileContent, StreamContent
+from .destinations import Destination, LocalReference, open_destination, parse_destination
 from .digest import Digest
-from .errors import SourceError, UploadError
+from .errors import SourceError
 from .models import Descriptor, Manifest
 from .plan import BlobJob, Compression, PushPlan, make_plan
 from .reference import Reference
 from .registry.auth import Credentials
-from .registry.client import ClientOptions, RegistryClient, redact
+from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
-from .registry.upload import BlobUploader, HostLimits
 from .report import Reporter
-from .rewrite import Rewritten, rewrite
+from .rewrite import rewrite
 from .sources import Source, load_image, open_source
 from .sources.base import read_verified
 
@@ -71,7 +71,7 @@ class BlobResult:
 
 @attrs.frozen
 class PushResult:
-    reference: Reference  # the destination by digest: what was pushed, exactly
+    reference: Reference | LocalReference  # the destination by digest: what was pushed, exactly
     digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
@@ -84,21 +84,23 @@ class _Cancelled(Exception):
 
 def push(
     source: Source | str,
-    destination: Reference | str,
+    destination: Reference | LocalReference | str,
     options: PushOptions = PushOptions(),
     reporter: Reporter | None = None,
 ) -> PushResult:
     started = time.monotonic()
     reporter = reporter or Reporter()
     if isinstance(destination, str):
-        destination = Reference.parse(destination)
+        destination = parse_destination(destination)
     if isinstance(source, str):
         with open_source(source) as opened:
             return _push(opened, destination, options, reporter, started)
     return _push(source, destination, options, reporter, started)
 
 
-def _push(source: Source, destination: Reference, options: PushOptions, reporter: Reporter, started: float) -> PushResult:
+def _push(
+    source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Reporter, started: float
+) -> PushResult:
     image = load_image(source)  # 1. read
     for note in source.notes:
         reporter.note(note)
@@ -111,29 +113,26 @@ def _push(source: Source, destination: Reference, options: PushOptions, reporter
         cert_dir=options.cert_dir,
         timeout=options.timeout,
     )
-    with RegistryClient(
-        destination.api_host, client_options, loopback=destination.is_loopback, retry=options.retry
-    ) as client:
-        client.connect()  # 3. connect
-        client.on_retry = lambda error: reporter.note(f"retrying: {error}")
-        uploader = BlobUploader(client, destination.repository, HostLimits(options.chunk_size))
-        uploader.on_note = reporter.note
+    with open_destination(destination, client_options, options.retry, options.chunk_size, reporter) as target:
+        # 3. connected (or the layout directory is ready)
         if options.dry_run:
-            return _dry_run(plan, uploader, options, started)
-        blobs = _Blobs(source, plan, uploader, options, reporter).run()  # 4. blobs
+            return _dry_run(plan, target, options, started)
+        blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         manifests = rewrite(image, new)  # 5. manifests
-        root = manifests[-1]
+        root = manifests[-1].descriptor
         for m in manifests:
-            ref = destination.tag or str(root.descriptor.digest) if m is root else str(m.descriptor.digest)
-            _push_manifest(client, destination.repository, ref, m)
+            ref = str(m.descriptor.digest)
+            if m is manifests[-1] and destination.tag:
+                ref = destination.tag
+            target.put_manifest(ref, m.data, m.descriptor.media_type, m.descriptor.digest)
             reporter.manifest_pushed(m.descriptor, ref)
+        target.commit(root.media_type, root.digest, root.size)
 
-    digest = root.descriptor.digest
-    return PushResult(destination.with_digest(digest), digest, blobs, time.monotonic() - started)
+    return PushResult(destination.with_digest(root.digest), root.digest, blobs, time.monotonic() - started)
 
 
-def _dry_run(plan: PushPlan, uploader: BlobUploader, options: PushOptions, started: float) -> PushResult:
+def _dry_run(plan: PushPlan, target: Destination, options: PushOptions, started: float) -> PushResult:
     """What stage 4 would do, found with HEAD requests alone."""
     blobs = []
     for job in plan.jobs:
@@ -141,9 +140,9 @@ def _dry_run(plan: PushPlan, uploader: BlobUploader, options: PushOptions, start
         if job.transforms:
             level = check_level(job.target, options.compression.level)
             cached = options.cache.lookup(desc.digest, job.target, level) if options.cache else None
-            found = cached is not None and uploader.exists(cached.digest)
+            found = cached is not None and target.exists(cached.digest)
             action = "would skip" if found else f"would compress to {job.target} and upload"
-        elif uploader.exists(desc.digest):
+        elif target.exists(desc.digest):
             action = "would skip"
         blobs.append(BlobResult(desc, desc, action))
     digest = None if any(j.transforms for j in plan.jobs) else plan.image.descriptor.digest
@@ -172,10 +171,10 @@ def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
 class _Blobs:
     """Stage 4: every job of the plan, ``--jobs`` at a time; the first failure stops all."""
 
-    def __init__(self, source: Source, plan: PushPlan, uploader: BlobUploader, options: PushOptions, reporter: Reporter):
+    def __init__(self, source: Source, plan: PushPlan, target: Destination, options: PushOptions, reporter: Reporter):
         self.source = source
         self.plan = plan
-        self.uploader = uploader
+        self.target = target
         self.options = options
         self.reporter = reporter
         self.stop = threading.Event()
@@ -232,7 +231,7 @@ class _Blobs:
         desc = job.source
         content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc))
         content.on_position = self._position(desc, "uploading")
-        outcome = self.uploader.upload(content)
+        outcome = self.target.upload(content)
         return BlobResult(desc, desc, outcome.action, outcome.requests, outcome.retries)
 
     def _transform(self, job: BlobJob) -> BlobResult:
@@ -241,36 +240,24 @@ class _Blobs:
         level = check_level(target, self.options.compression.level)
         new_type = mediatypes.layer_type(target, docker=False)
         cache = self.options.cache
-        here = f"{self.plan.destination.registry}/{self.plan.destination.repository}"
+        here = self.target.location
         cached = cache.lookup(desc.digest, target, level) if cache else None
         if cached:
             pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size)
-            if self.uploader.exists(cached.digest):
+            if self.target.exists(cached.digest):
                 return BlobResult(desc, pushed, "skipped")
             for location in cached.locations:
-                registry, _, repository = location.partition("/")
-                if registry == self.plan.destination.registry and location != here:
-                    if self.uploader.mount(cached.digest, repository):
-                        cache.store(desc.digest, target, level, cached.digest, cached.size, here)
-                        return BlobResult(desc, pushed, "mounted")
+                if self.target.mount(cached.digest, location):
+                    cache.store(desc.digest, target, level, cached.digest, cached.size, here)
+                    return BlobResult(desc, pushed, "mounted")
         content = StreamContent(
             lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
             diff_id=job.diff_id, target=target, level=level,
         )
         content.on_position = self._position(desc, "compressing")
-        outcome = self.uploader.upload(content)
+        outcome = self.target.upload(content)
         assert content.size is not None
         if cache:
             cache.store(desc.digest, target, level, outcome.digest, content.size, here)
         pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size)
         return BlobResult(desc, pushed, outcome.action, outcome.requests, outcome.retries)
-
-
-def _push_manifest(client: RegistryClient, repository: str, reference: str, m: Rewritten) -> None:
-    url = client.url(f"/v2/{repository}/manifests/{reference}")
-    response = client.idempotent(
-        "PUT", url, expect=(201, 200, 202), content=m.data, headers={"Content-Type": m.descriptor.media_type}
-    )
-    got = response.headers.get("Docker-Content-Digest")
-    if got and got != str(m.descriptor.digest):
-        raise UploadError(f"PUT {redact(url)}: registry computed {got} for manifest {m.descriptor.digest}")

@@ -1,0 +1,54 @@
+"""Destinations: a registry (``[docker://]HOST/REPO[:TAG]``), or ``oci:PATH[:TAG]`` and
+``oci-archive:PATH[:TAG]`` on disk."""
+
+from __future__ import annotations
+
+from ..errors import UsageError
+from ..reference import Reference
+from ..registry.client import ClientOptions
+from ..registry.retry import RetryPolicy
+from ..report import Reporter
+from .base import Destination, LocalReference
+from .layout import ArchiveDestination, LayoutDestination
+from .registry import RegistryDestination
+
+__all__ = [
+    "ArchiveDestination",
+    "Destination",
+    "LayoutDestination",
+    "LocalReference",
+    "RegistryDestination",
+    "open_destination",
+    "parse_destination",
+]
+
+_LOCAL = {"oci": LayoutDestination, "oci-archive": ArchiveDestination}
+# Transports of containers-transports(5) we read but do not write.
+_NOT_WRITABLE = ("docker-archive", "docker-daemon", "containers-storage", "dir")
+
+
+def parse_destination(text: str) -> Reference | LocalReference:
+    transport, sep, rest = text.partition(":")
+    if sep and transport in _LOCAL:
+        path, _, tag = rest.partition(":")
+        if not path:
+            raise UsageError(f"{text!r}: missing the path")
+        return LocalReference(transport, path, tag or None)
+    if sep and transport in _NOT_WRITABLE:
+        raise UsageError(
+            f"destination transport {transport!r} is not supported; push to a registry, oci: or oci-archive:"
+        )
+    return Reference.parse(text)
+
+
+def open_destination(
+    destination: Reference | LocalReference,
+    options: ClientOptions,
+    retry: RetryPolicy,
+    chunk_size: int | None,
+    reporter: Reporter,
+):
+    """A context manager giving a ready ``Destination`` (connected, or its directory made)."""
+    if isinstance(destination, LocalReference):
+        return _LOCAL[destination.transport](destination.path, destination.tag)
+    return RegistryDestination(destination, options, retry, chunk_size, reporter)

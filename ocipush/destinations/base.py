@@ -1,0 +1,52 @@
+"""Where a push goes: a registry repository, or an OCI layout on disk.
+
+A destination offers what the orchestrator's blob and manifest stages need, and nothing
+about how: check, mount, upload a blob; put a manifest; commit (local layouts write their
+``index.json`` there, last, so a failed push never names a half-written image).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import attrs
+
+from ..digest import Digest
+from ..registry.upload import BlobContent, UploadOutcome
+
+__all__ = ["Destination", "LocalReference"]
+
+
+class Destination(Protocol):
+    location: str  # "registry/repository" or "oci:PATH": where the blob cache says blobs live
+
+    def exists(self, digest: Digest) -> bool: ...
+
+    def mount(self, digest: Digest, location: str) -> bool:
+        """Link a blob that ``location`` (a cache hint) holds; False when not possible."""
+
+    def upload(self, blob: BlobContent) -> UploadOutcome: ...
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None: ...
+
+    def commit(self, media_type: str, digest: Digest, size: int) -> None:
+        """Every blob and manifest is in place: publish the root under the tag."""
+
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class LocalReference:
+    """``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` as a destination."""
+
+    transport: str
+    path: str
+    tag: str | None = None
+    digest: Digest | None = None  # never given by the user; set on the result
+
+    def with_digest(self, digest: Digest) -> LocalReference:
+        return attrs.evolve(self, digest=digest)
+
+    def __str__(self) -> str:
+        text = f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
+        return f"{text}@{self.digest}" if self.digest else text

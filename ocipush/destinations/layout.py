@@ -1,0 +1,164 @@
+"""``oci:PATH[:TAG]`` and ``oci-archive:PATH[:TAG]`` as destinations: convert offline.
+
+``oci:`` creates the layout or adds to it: blobs are written under a temporary name and
+renamed into place once verified; ``index.json`` gains the new root (replacing an entry
+with the same ``org.opencontainers.image.ref.name``, or the same digest when there is no
+tag) and is written last, to a temporary file renamed over the old one. A failed run
+leaves no half-written ``index.json`` and no entry naming missing blobs.
+
+``oci-archive:`` builds the layout in a temporary directory beside the archive, then writes
+the tar under a temporary name and renames it over PATH (the archive is replaced whole,
+as skopeo does); the directory is removed either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..digest import Digest
+from ..errors import UsageError
+from ..registry.upload import BlobContent, UploadOutcome
+
+__all__ = ["ArchiveDestination", "LayoutDestination"]
+
+_REF_NAME = "org.opencontainers.image.ref.name"
+_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class LayoutDestination:
+    def __init__(self, path: str | os.PathLike, tag: str | None):
+        self.path = Path(path)
+        self.tag = tag
+        self.location = f"oci:{self.path}"
+
+    def __enter__(self) -> LayoutDestination:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            layout = self.path / "oci-layout"
+            if layout.exists():
+                version = json.loads(layout.read_bytes()).get("imageLayoutVersion", "")
+                if not str(version).startswith("1."):
+                    raise UsageError(f"{layout}: unsupported imageLayoutVersion {version!r}; not adding to it")
+            else:
+                _write_atomically(layout, json.dumps(_LAYOUT).encode())
+            (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"{self.path}: cannot write an OCI layout here: {e}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _blob(self, digest: Digest) -> Path:
+        return self.path / "blobs" / digest.algorithm / digest.hex
+
+    def exists(self, digest: Digest) -> bool:
+        return self._blob(digest).is_file()
+
+    def mount(self, digest: Digest, location: str) -> bool:
+        return False
+
+    def upload(self, blob: BlobContent) -> UploadOutcome:
+        if blob.digest is not None and self.exists(blob.digest):
+            blob.close()
+            return UploadOutcome("skipped", blob.digest)
+        fd, tmp = tempfile.mkstemp(dir=self.path / "blobs", prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for block in blob.stream():
+                    f.write(block)
+            digest = blob.finish()
+            target = self._blob(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        finally:
+            blob.close()
+        return UploadOutcome("uploaded", digest)
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None:
+        path = self._blob(digest)
+        if not path.is_file():
+            _write_atomically(path, data)
+
+    def commit(self, media_type: str, digest: Digest, size: int) -> None:
+        index_path = self.path / "index.json"
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+        if index_path.exists():
+            try:
+                index = json.loads(index_path.read_bytes())
+            except ValueError as e:
+                raise UsageError(f"{index_path}: invalid JSON ({e}); not adding to it") from None
+        entry: dict = {"mediaType": media_type, "digest": str(digest), "size": size}
+        if self.tag:
+            entry["annotations"] = {_REF_NAME: self.tag}
+        index["manifests"] = [m for m in index.get("manifests", []) if not self._replaced_by(m, entry)] + [entry]
+        _write_atomically(index_path, json.dumps(index, indent=2).encode())
+
+    def _replaced_by(self, old: dict, new: dict) -> bool:
+        if self.tag:
+            return (old.get("annotations") or {}).get(_REF_NAME) == self.tag
+        return old.get("digest") == new["digest"] and not old.get("annotations")
+
+    def close(self) -> None:
+        pass
+
+
+class ArchiveDestination(LayoutDestination):
+    def __init__(self, path: str | os.PathLike, tag: str | None):
+        self.archive = Path(path)
+        super().__init__(self.archive, tag)
+        self.location = f"oci-archive:{self.archive}"
+        self._workdir: str | None = None
+
+    def __enter__(self) -> ArchiveDestination:
+        parent = self.archive.parent
+        if not parent.is_dir():
+            raise UsageError(f"{self.archive}: directory {parent} does not exist")
+        self._workdir = tempfile.mkdtemp(dir=parent, prefix=f".{self.archive.name}.")
+        self.path = Path(self._workdir)
+        super().__enter__()
+        return self
+
+    def commit(self, media_type: str, digest: Digest, size: int) -> None:
+        super().commit(media_type, digest, size)
+        fd, tmp = tempfile.mkstemp(dir=self.archive.parent, prefix=f".{self.archive.name}.tar-")
+        try:
+            with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for file in sorted(self.path.rglob("*")):
+                    if file.name.startswith(".tmp-"):
+                        continue
+                    info = tar.gettarinfo(file, arcname=file.relative_to(self.path).as_posix())
+                    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                    if info.isreg():
+                        with file.open("rb") as data:
+                            tar.addfile(info, data)
+                    else:
+                        tar.addfile(info)
+            os.replace(tmp, self.archive)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def close(self) -> None:
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None

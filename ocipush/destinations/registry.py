@@ -1,0 +1,62 @@
+"""``[docker://]HOST/REPO[:TAG|@DIGEST]``: a registry, through the chunked uploader."""
+
+from __future__ import annotations
+
+from ..digest import Digest
+from ..errors import UploadError
+from ..reference import Reference
+from ..registry.client import ClientOptions, RegistryClient, redact
+from ..registry.retry import RetryPolicy
+from ..registry.upload import BlobContent, BlobUploader, HostLimits, UploadOutcome
+from ..report import Reporter
+
+__all__ = ["RegistryDestination"]
+
+
+class RegistryDestination:
+    def __init__(self, reference: Reference, options: ClientOptions, retry: RetryPolicy,
+                 chunk_size: int | None, reporter: Reporter):
+        self.reference = reference
+        self.location = reference.name
+        self.client = RegistryClient(reference.api_host, options, loopback=reference.is_loopback, retry=retry)
+        self.client.on_retry = lambda error: reporter.note(f"retrying: {error}")
+        self.uploader = BlobUploader(self.client, reference.repository, HostLimits(chunk_size))
+        self.uploader.on_note = reporter.note
+
+    def __enter__(self) -> RegistryDestination:
+        try:
+            self.client.connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def exists(self, digest: Digest) -> bool:
+        return self.uploader.exists(digest)
+
+    def mount(self, digest: Digest, location: str) -> bool:
+        registry, _, repository = location.partition("/")
+        if registry != self.reference.registry or location == self.location:
+            return False
+        return self.uploader.mount(digest, repository)
+
+    def upload(self, blob: BlobContent) -> UploadOutcome:
+        return self.uploader.upload(blob)
+
+    def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None:
+        url = self.client.url(f"/v2/{self.reference.repository}/manifests/{reference}")
+        response = self.client.idempotent(
+            "PUT", url, expect=(201, 200, 202), content=data, headers={"Content-Type": media_type}
+        )
+        got = response.headers.get("Docker-Content-Digest")
+        if got and got != str(digest):
+            raise UploadError(f"PUT {redact(url)}: registry computed {got} for manifest {digest}")
+
+    def commit(self, media_type: str, digest: Digest, size: int) -> None:
+        """Nothing left: the root manifest's PUT, under the tag, was the commit."""
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,106 @@
+"""Local destinations: oci:PATH[:TAG] and oci-archive:PATH[:TAG], read back by skopeo."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from ocipush.cli import main
+from ocipush.errors import UsageError
+from ocipush.plan import Compression
+from ocipush.push import PushOptions, push
+from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout
+from tests.services import skopeo_copy, skopeo_inspect
+
+ARCHIVES = Path(__file__).parent.parent / "fixtures" / "archives"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
+
+
+def index_refs(layout: Path) -> dict[str, str]:
+    index = json.loads((layout / "index.json").read_text())
+    return {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name"): m["digest"] for m in index["manifests"]}
+
+
+def blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
+
+
+def test_docker_archive_converted_to_oci_layout(tmp_path):
+    out = tmp_path / "out"
+    result = push(f"docker-archive:{ARCHIVES / 'docker-legacy.tar'}:legacy:v1", f"oci:{out}:v1")
+    assert index_refs(out) == {"v1": str(result.digest)}
+    manifest = json.loads(blob(out, str(result.digest)))
+    config = json.loads(blob(out, manifest["config"]["digest"]))
+    for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
+        assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+        assert "sha256:" + hashlib.sha256(gzip.decompress(blob(out, layer["digest"]))).hexdigest() == diff_id
+    # skopeo reads what we wrote, verifying every digest.
+    copied = skopeo_copy(f"oci:{out}:v1", f"oci:{tmp_path / 'again'}:v1")
+    assert copied.returncode == 0, copied.stderr
+
+
+def test_layout_gains_and_replaces_refs(tmp_path):
+    a = make_layout(tmp_path / "a", [1000], ref="x", seed=1)
+    b = make_layout(tmp_path / "b", [1000], ref="x", seed=2)
+    out = tmp_path / "out"
+    push(f"oci:{a.layout}", f"oci:{out}:one")
+    push(f"oci:{b.layout}", f"oci:{out}:two")
+    assert index_refs(out) == {"one": a.digest, "two": b.digest}
+    push(f"oci:{b.layout}", f"oci:{out}:one")  # retag: the old entry goes
+    assert index_refs(out) == {"one": b.digest, "two": b.digest}
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_multi_platform_to_oci_archive_in_zstd(tmp_path):
+    info = make_index_layout(tmp_path / "img", [LayerSpec(200_000, "text")])
+    archive = tmp_path / "out.tar"
+    result = push(f"oci:{info.layout}", f"oci-archive:{archive}:multi", PushOptions(compression=Compression("zstd")))
+    raw = skopeo_inspect(f"oci-archive:{archive}:multi", raw=True)
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json" and len(raw["manifests"]) == 2
+    copied = skopeo_copy(f"oci-archive:{archive}:multi", f"oci:{tmp_path / 'x'}:m", "--all")
+    assert copied.returncode == 0, copied.stderr
+    assert index_refs(tmp_path / "x") == {"m": str(result.digest)}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # work dir removed
+
+
+def test_failed_conversion_leaves_the_layout_as_it_was(tmp_path, capsys):
+    good = make_layout(tmp_path / "good", [1000], ref="x")
+    out = tmp_path / "out"
+    push(f"oci:{good.layout}", f"oci:{out}:keep")
+    before = (out / "index.json").read_bytes()
+    bad = make_layout(tmp_path / "bad", [LayerSpec(100_000)], ref="x", seed=3)
+    flip_byte(bad.layers[0])
+    assert main([f"oci:{bad.layout}", f"oci:{out}:new"]) == 3
+    assert (out / "index.json").read_bytes() == before
+    assert not (out / "blobs" / "sha256" / bad.layers[0].digest.split(":")[1]).exists()
+    assert not list(out.rglob(".tmp-*"))
+    assert "does not match its digest" in capsys.readouterr().err
+
+
+def test_failed_archive_leaves_no_file(tmp_path, capsys):
+    bad = make_layout(tmp_path / "bad", [LayerSpec(100_000)], ref="x")
+    flip_byte(bad.layers[0])
+    archive = tmp_path / "out.tar"
+    assert main([f"oci:{bad.layout}", f"oci-archive:{archive}"]) == 3
+    assert list(tmp_path.iterdir()) == [tmp_path / "bad"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("docker-archive:/tmp/x.tar", "destination transport 'docker-archive' is not supported"),
+    ("oci:", "missing the path"),
+    ("oci-archive:/no/such/dir/x.tar", "directory /no/such/dir does not exist"),
+])
+def test_bad_local_destinations(tmp_path, spec, message, capsys):
+    info = make_layout(tmp_path / "img", [100])
+    assert main([f"oci:{info.layout}", spec]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_prints_the_local_result(tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [100])
+    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}:t", "--quiet"]) == 0
+    assert capsys.readouterr().out == f"oci:{tmp_path / 'o'}:t@{info.digest}\n"
