@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compress every layer not already in FORMAT (gzip or zstd) while uploading")
     p.add_argument("--compression-level", "--dest-compress-level", type=int, metavar="N",
                    help="compression level (gzip 1-9, default 6; zstd 1-22, default 3)")
+    p.add_argument("--format", "-f", choices=("oci", "v2s2"), dest="manifest_format",
+                   help="manifest type to push (default: as the source has it; docker archives give oci)")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the recompression cache ($XDG_CACHE_HOME/ocipush)")
     p.add_argument("--retry", type=_count, default=3, metavar="N",
@@ -161,6 +163,7 @@ def run(argv: list[str] | None = None) -> int:
         authfile=args.authfile,
         cert_dir=args.cert_dir,
         dry_run=args.dry_run,
+        manifest_format=args.manifest_format,
     )
     if args.quiet or args.json:
         reporter = Reporter()

@@ -27,7 +27,7 @@ from .compression import check_level
 from .content import FileContent, StreamContent
 from .destinations import Destination, LocalReference, open_destination, parse_destination
 from .digest import Digest
-from .errors import SourceError
+from .errors import SourceError, UsageError
 from .models import Descriptor, Manifest
 from .plan import BlobJob, Compression, PushPlan, make_plan
 from .reference import Reference
@@ -57,6 +57,7 @@ class PushOptions:
     timeout: float = 120.0  # seconds a request may wait on the registry between bytes
     compression: Compression = Compression()
     cache: BlobCache | None = None  # None: no blob cache
+    manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
 
 
@@ -75,6 +76,7 @@ class PushResult:
     digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
+    manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False
 
 
@@ -101,6 +103,8 @@ def push(
 def _push(
     source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Reporter, started: float
 ) -> PushResult:
+    if options.manifest_format == "v2s2" and options.compression.format == "zstd":
+        raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
     image = load_image(source)  # 1. read
     for note in source.notes:
         reporter.note(note)
@@ -119,7 +123,7 @@ def _push(
             return _dry_run(plan, target, options, started)
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
-        manifests = rewrite(image, new)  # 5. manifests
+        manifests = rewrite(image, new, options.manifest_format)  # 5. manifests
         root = manifests[-1].descriptor
         for m in manifests:
             ref = str(m.descriptor.digest)

@@ -24,6 +24,7 @@ import attrs
 
 from . import mediatypes
 from .digest import Digest
+from .errors import UsageError
 from .models import Descriptor
 from .sources.base import ImageNode
 
@@ -44,20 +45,26 @@ class Rewritten:
     original: ImageNode
 
 
-def rewrite(image: ImageNode, blobs: dict[Digest, Descriptor]) -> list[Rewritten]:
+def rewrite(image: ImageNode, blobs: dict[Digest, Descriptor], manifest_format: str | None = None) -> list[Rewritten]:
     """Every manifest of ``image``, children first, with ``blobs`` (old digest → new
-    descriptor) applied. The last entry is the root."""
+    descriptor) applied, converted to ``manifest_format`` ("oci", "v2s2") when given.
+    The last entry is the root."""
     done: dict[Digest, Rewritten] = {}
     for node in image.walk():
         if node.descriptor.digest not in done:
-            done[node.descriptor.digest] = _rewrite_node(node, blobs, done)
+            done[node.descriptor.digest] = _rewrite_node(node, blobs, done, manifest_format)
     return list(done.values())
 
 
-def _rewrite_node(node: ImageNode, blobs: dict[Digest, Descriptor], done: dict[Digest, Rewritten]) -> Rewritten:
+def _rewrite_node(
+    node: ImageNode, blobs: dict[Digest, Descriptor], done: dict[Digest, Rewritten], manifest_format: str | None
+) -> Rewritten:
     doc: dict[str, Any] = json.loads(node.data)
     media_type = node.descriptor.media_type
     changed = False
+    if manifest_format and _format_of(media_type) != manifest_format:
+        media_type = _convert(doc, media_type, manifest_format, node)
+        changed = True
     if node.is_index:
         entries = doc.get("manifests", [])
         for entry in entries:
@@ -86,6 +93,8 @@ def _rewrite_node(node: ImageNode, blobs: dict[Digest, Descriptor], done: dict[D
         if changed and media_type == mediatypes.DOCKER_MANIFEST and any(
             layer.get("mediaType") == mediatypes.OCI_LAYER_ZSTD for layer in doc["layers"]
         ):
+            if manifest_format == "v2s2":
+                raise UsageError(f"manifest {node.descriptor.digest}: zstd layers cannot be in a Docker schema 2 manifest")
             media_type = _to_oci_manifest(doc)
     subject = doc.get("subject")
     if subject:
@@ -98,6 +107,43 @@ def _rewrite_node(node: ImageNode, blobs: dict[Digest, Descriptor], done: dict[D
     data = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     descriptor = attrs.evolve(node.descriptor, media_type=media_type, digest=Digest.of(data), size=len(data))
     return Rewritten(descriptor, data, node)
+
+
+def _format_of(media_type: str) -> str:
+    return "v2s2" if media_type in (mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST) else "oci"
+
+
+def _convert(doc: dict[str, Any], media_type: str, manifest_format: str, node: ImageNode) -> str:
+    """``--format``: the same image in the other family of media types."""
+    if mediatypes.is_index(media_type):
+        new = mediatypes.DOCKER_MANIFEST_LIST if manifest_format == "v2s2" else mediatypes.OCI_INDEX
+        doc["mediaType"] = new  # schema 2 requires the field; OCI allows it
+        return new
+    if manifest_format == "oci":
+        return _to_oci_manifest(doc)
+    doc["mediaType"] = mediatypes.DOCKER_MANIFEST
+    config = doc["config"]
+    if config.get("mediaType") not in (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG):
+        raise UsageError(
+            f"manifest {node.descriptor.digest}: config {config.get('mediaType')!r} is not an image config; "
+            "Docker schema 2 cannot carry it (use --format oci)"
+        )
+    config["mediaType"] = mediatypes.DOCKER_CONFIG
+    for layer in doc["layers"]:
+        layer["mediaType"] = _to_docker_layer(layer.get("mediaType", ""), node)
+    return mediatypes.DOCKER_MANIFEST
+
+
+def _to_docker_layer(media_type: str, node: ImageNode) -> str:
+    if media_type in _DOCKER_EQUIVALENT or media_type in _DOCKER_EQUIVALENT.values():
+        return _DOCKER_EQUIVALENT.get(media_type, media_type)
+    if mediatypes.is_foreign_layer(media_type):
+        return mediatypes.DOCKER_FOREIGN_LAYER
+    if media_type == mediatypes.OCI_LAYER_ZSTD:
+        return media_type  # recompressed below, or refused there
+    raise UsageError(
+        f"manifest {node.descriptor.digest}: layer type {media_type!r} has no Docker schema 2 equivalent (use --format oci)"
+    )
 
 
 def _apply(entry: dict[str, Any], new: Descriptor) -> None:

@@ -104,3 +104,33 @@ def test_cli_prints_the_local_result(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [100])
     assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}:t", "--quiet"]) == 0
     assert capsys.readouterr().out == f"oci:{tmp_path / 'o'}:t@{info.digest}\n"
+
+
+@pytest.mark.integration
+def test_format_v2s2_from_a_docker_archive(proxy, repo, tmp_path):
+    result = push(f"docker-archive:{ARCHIVES / 'skopeo-docker.tar'}", f"{proxy.host}/{repo}:v1",
+                  PushOptions(manifest_format="v2s2"))
+    raw = skopeo_inspect(f"{proxy.host}/{repo}:v1", raw=True)
+    assert raw["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert raw["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    assert {layer["mediaType"] for layer in raw["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    copied = skopeo_copy(f"docker://{proxy.host}/{repo}@{result.digest}", f"oci:{tmp_path / 'p'}:x")
+    assert copied.returncode == 0, copied.stderr
+
+
+def test_format_oci_converts_a_docker_manifest(tmp_path):
+    out = tmp_path / "out"
+    result = push(f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}", f"oci:{out}:v1", PushOptions(manifest_format="oci"))
+    manifest = json.loads(blob(out, str(result.digest)))
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    assert skopeo_copy(f"oci:{out}:v1", f"oci:{tmp_path / 'again'}:v1").returncode == 0
+
+
+def test_format_v2s2_refuses_zstd_and_artifacts(tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}", "--format", "v2s2", "--compression-format", "zstd"]) == 2
+    assert "--format v2s2 cannot carry zstd layers" in capsys.readouterr().err
+    assert main([f"oci:{FIXTURES / 'zstd'}:v1", f"oci:{tmp_path / 'z'}", "--format", "v2s2"]) == 2
+    assert "zstd layers cannot be in a Docker schema 2 manifest" in capsys.readouterr().err
+    assert not (tmp_path / "z" / "index.json").exists()
