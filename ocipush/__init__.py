@@ -1,3 +1,58 @@
-"""ocipush: push container images from files to OCI registries in chunks."""
+"""ocipush: push container images from files to OCI registries, in chunks that fit a
+request-body limit, optionally recompressed to zstd on the way.
+
+    from ocipush import push, PushOptions, Compression
+    result = push("oci:./layout:v1", "registry.example.com/team/img:v1",
+                  PushOptions(chunk_size=50_000_000, compression=Compression("zstd")))
+    print(result.reference)   # registry.example.com/team/img@sha256:…
+"""
 
 __version__ = "0.1.0"
+
+from .cache import BlobCache
+from .digest import Digest
+from .errors import (
+    AuthenticationError,
+    BlobVerificationError,
+    OcipushError,
+    RegistryError,
+    SourceError,
+    UploadError,
+    UsageError,
+)
+from .models import Descriptor, Index, Manifest, Platform
+from .plan import Compression
+from .push import BlobResult, PushOptions, PushResult, push
+from .reference import Reference
+from .registry.auth import Credentials
+from .registry.retry import RetryPolicy
+from .report import LineReporter, ProgressReporter, Reporter
+from .sources import open_source
+
+__all__ = [
+    "AuthenticationError",
+    "BlobCache",
+    "BlobResult",
+    "BlobVerificationError",
+    "Compression",
+    "Credentials",
+    "Descriptor",
+    "Digest",
+    "Index",
+    "LineReporter",
+    "Manifest",
+    "OcipushError",
+    "Platform",
+    "ProgressReporter",
+    "PushOptions",
+    "PushResult",
+    "Reference",
+    "RegistryError",
+    "Reporter",
+    "RetryPolicy",
+    "SourceError",
+    "UploadError",
+    "UsageError",
+    "open_source",
+    "push",
+]
