@@ -192,3 +192,16 @@ def test_any_blob_any_limits(tmp_path_factory, size, limit, minimum, style):
         push(f"oci:{info.layout}", f"{fake.host}/r:t", options(jobs=1))
         stored(fake, "r", info)
         assert all(r.body_length <= limit for r in patches(fake))
+
+
+def test_digest_mismatch_at_commit_restarts_once_then_fails(image):
+    commit = lambda r: r.method == "PUT" and "digest" in r.query and "/blobs/" in r.path  # noqa: E731
+    with FakeRegistry() as fake:
+        fake.inject(commit, oci_error(400, "DIGEST_INVALID", "digest did not match"))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+    with FakeRegistry() as fake:
+        fake.inject(commit, oci_error(400, "DIGEST_INVALID", "digest did not match"), times=2)
+        with pytest.raises(UploadError, match=r"another digest than sha256:\w+ twice \(DIGEST_INVALID\)"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert not fake.tags.get("r")

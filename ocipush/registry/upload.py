@@ -141,6 +141,14 @@ class BlobUploader:
                     self._cancel(session)
                     if restart.reason.status == 413:
                         continue  # the chunk size shrank; HostLimits.too_large ends this
+                    if "DIGEST_INVALID" in restart.reason.codes:
+                        # Bytes got damaged on the way: once may be bad luck, twice is not.
+                        if stats.digest_mismatches:
+                            raise UploadError(
+                                f"the registry computed another digest than {blob.digest} twice "
+                                f"(DIGEST_INVALID): something between us corrupts uploads"
+                            ) from None
+                        stats.digest_mismatches += 1
                     stats.restarts += 1
                     if stats.restarts > self.client.retry.attempts:
                         raise restart.reason from None
@@ -293,6 +301,7 @@ class _Stats:
     requests: int = 0
     retries: int = 0
     restarts: int = 0
+    digest_mismatches: int = 0
     last_error: RegistryError | None = None
 
 
