@@ -49,7 +49,7 @@ class BlobCache:
         try:
             doc = json.loads(self._path(source, fmt, level).read_text())
             return CachedBlob(Digest.parse(doc["digest"]), int(doc["size"]), tuple(doc.get("locations", ())))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             return None  # missing or damaged: as good as absent
 
     def store(self, source: Digest, fmt: str, level: int, digest: Digest, size: int, location: str) -> None:

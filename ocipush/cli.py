@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 
 from . import __version__
@@ -165,6 +166,8 @@ def run(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
     )
+    if args.digestfile:
+        _check_writable(args.digestfile)  # before the push: afterwards the tag already moved
     if args.quiet or args.json:
         reporter = Reporter()
     elif sys.stderr.isatty():
@@ -190,11 +193,24 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _check_writable(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--digestfile {path}: directory {folder} does not exist")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise UsageError(f"--digestfile {path}: not writable")
+
+
+def _printable(text: str) -> str:
+    """One line, with anything a terminal would act on (file names, server text) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except OcipushError as e:
-        print(f"ocipush: {e}", file=sys.stderr)
+        print(f"ocipush: {_printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("ocipush: interrupted", file=sys.stderr)
@@ -202,4 +218,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        # Interrupted: open uploads are cancelled; upload threads stuck on a silent registry
+        # must not keep the process alive until their timeout.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -117,6 +117,8 @@ def parse_manifest(data: bytes, declared: str | None = None) -> Manifest | Index
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"invalid JSON: {e}") from None
+    except RecursionError:  # a document nested deeper than Python's stack: hostile or broken
+        raise ValueError("invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
     media_type = sniff_media_type(doc, declared)

@@ -117,7 +117,9 @@ def _push(
         cert_dir=options.cert_dir,
         timeout=options.timeout,
     )
-    with open_destination(destination, client_options, options.retry, options.chunk_size, reporter) as target:
+    with open_destination(
+        destination, client_options, options.retry, options.chunk_size, reporter, dry_run=options.dry_run
+    ) as target:
         # 3. connected (or the layout directory is ready)
         if options.dry_run:
             return _dry_run(plan, target, options, started)
@@ -167,7 +169,7 @@ def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
         try:
             ids = json.loads(data)["rootfs"]["diff_ids"]
             found[config.digest] = [Digest.parse(d) for d in ids]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise SourceError(f"{source.describe_blob(config)}: no valid rootfs.diff_ids ({e})") from None
     return found
 
@@ -184,20 +186,25 @@ class _Blobs:
         self.stop = threading.Event()
 
     def run(self) -> tuple[BlobResult, ...]:
-        with ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="upload") as pool:
-            futures = [pool.submit(self._one, job) for job in self.plan.jobs]
-            try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            except BaseException:  # Ctrl-C: let running uploads cancel themselves
-                self._stop(futures)
-                raise
-            errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-            if errors:
-                self._stop(futures)
-                wait(futures)
-                errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-                # The first real error, not a _Cancelled raised in a sibling because of it.
-                raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="upload")
+        futures = [pool.submit(self._one, job) for job in self.plan.jobs]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            # Ctrl-C: cancel the open uploads from here, without waiting for threads that
+            # may be stuck on a registry that does not answer.
+            self._stop(futures)
+            self.target.abort()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
+        if errors:
+            self._stop(futures)
+        pool.shutdown(wait=True)  # the others cancel their uploads as they stop
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+        if errors:
+            # The first real error, not a _Cancelled raised in a sibling because of it.
+            raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
         return tuple(f.result() for f in futures)
 
     def _stop(self, futures) -> None:

@@ -134,3 +134,12 @@ def test_format_v2s2_refuses_zstd_and_artifacts(tmp_path, capsys):
     assert main([f"oci:{FIXTURES / 'zstd'}:v1", f"oci:{tmp_path / 'z'}", "--format", "v2s2"]) == 2
     assert "zstd layers cannot be in a Docker schema 2 manifest" in capsys.readouterr().err
     assert not (tmp_path / "z" / "index.json").exists()
+
+
+@pytest.mark.parametrize("transport", ["oci", "oci-archive"])
+def test_dry_run_writes_nothing_locally(tmp_path, transport, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    out = tmp_path / "out"
+    assert main([f"oci:{info.layout}", f"{transport}:{out}:t", "--dry-run"]) == 0
+    assert "would send 2 of 2 blobs" in capsys.readouterr().out
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["img"]

@@ -47,8 +47,11 @@ def open_destination(
     retry: RetryPolicy,
     chunk_size: int | None,
     reporter: Reporter,
+    *,
+    dry_run: bool = False,
 ):
-    """A context manager giving a ready ``Destination`` (connected, or its directory made)."""
+    """A context manager giving a ready ``Destination`` (connected, or its directory made;
+    with ``dry_run``, local destinations are only looked at)."""
     if isinstance(destination, LocalReference):
-        return _LOCAL[destination.transport](destination.path, destination.tag)
+        return _LOCAL[destination.transport](destination.path, destination.tag, dry_run=dry_run)
     return RegistryDestination(destination, options, retry, chunk_size, reporter)

@@ -32,6 +32,9 @@ class Destination(Protocol):
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         """Every blob and manifest is in place: publish the root under the tag."""
 
+    def abort(self) -> None:
+        """Ctrl-C: undo what is half done now, from any thread; start nothing new."""
+
     def close(self) -> None: ...
 
 

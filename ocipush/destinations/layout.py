@@ -30,6 +30,13 @@ _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = {"imageLayoutVersion": "1.0.0"}
 
 
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
@@ -37,17 +44,22 @@ def _write_atomically(path: Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        _remove(tmp)
         raise
 
 
 class LayoutDestination:
-    def __init__(self, path: str | os.PathLike, tag: str | None):
+    def __init__(self, path: str | os.PathLike, tag: str | None, *, dry_run: bool = False):
         self.path = Path(path)
         self.tag = tag
+        self.dry_run = dry_run  # look, write nothing
         self.location = f"oci:{self.path}"
+        self._writing: set[str] = set()  # temporary blob files being written
+        self._aborted = False
 
     def __enter__(self) -> LayoutDestination:
+        if self.dry_run:
+            return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             layout = self.path / "oci-layout"
@@ -58,7 +70,7 @@ class LayoutDestination:
             else:
                 _write_atomically(layout, json.dumps(_LAYOUT).encode())
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise UsageError(f"{self.path}: cannot write an OCI layout here: {e}") from None
         return self
 
@@ -78,7 +90,10 @@ class LayoutDestination:
         if blob.digest is not None and self.exists(blob.digest):
             blob.close()
             return UploadOutcome("skipped", blob.digest)
+        if self._aborted:
+            raise UsageError(f"{self.location}: the push was interrupted")
         fd, tmp = tempfile.mkstemp(dir=self.path / "blobs", prefix=".tmp-")
+        self._writing.add(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
                 for block in blob.stream():
@@ -88,9 +103,10 @@ class LayoutDestination:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         except BaseException:
-            os.unlink(tmp)
+            _remove(tmp)
             raise
         finally:
+            self._writing.discard(tmp)
             blob.close()
         return UploadOutcome("uploaded", digest)
 
@@ -105,7 +121,7 @@ class LayoutDestination:
         if index_path.exists():
             try:
                 index = json.loads(index_path.read_bytes())
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 raise UsageError(f"{index_path}: invalid JSON ({e}); not adding to it") from None
         entry: dict = {"mediaType": media_type, "digest": str(digest), "size": size}
         if self.tag:
@@ -118,14 +134,19 @@ class LayoutDestination:
             return (old.get("annotations") or {}).get(_REF_NAME) == self.tag
         return old.get("digest") == new["digest"] and not old.get("annotations")
 
+    def abort(self) -> None:
+        self._aborted = True
+        for tmp in list(self._writing):
+            _remove(tmp)
+
     def close(self) -> None:
         pass
 
 
 class ArchiveDestination(LayoutDestination):
-    def __init__(self, path: str | os.PathLike, tag: str | None):
+    def __init__(self, path: str | os.PathLike, tag: str | None, *, dry_run: bool = False):
         self.archive = Path(path)
-        super().__init__(self.archive, tag)
+        super().__init__(self.archive, tag, dry_run=dry_run)
         self.location = f"oci-archive:{self.archive}"
         self._workdir: str | None = None
 
@@ -133,6 +154,9 @@ class ArchiveDestination(LayoutDestination):
         parent = self.archive.parent
         if not parent.is_dir():
             raise UsageError(f"{self.archive}: directory {parent} does not exist")
+        if self.dry_run:
+            self.path = parent / f".{self.archive.name}.never"  # the archive is replaced whole: nothing exists
+            return self
         self._workdir = tempfile.mkdtemp(dir=parent, prefix=f".{self.archive.name}.")
         self.path = Path(self._workdir)
         super().__enter__()

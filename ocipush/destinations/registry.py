@@ -58,5 +58,8 @@ class RegistryDestination:
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         """Nothing left: the root manifest's PUT, under the tag, was the commit."""
 
+    def abort(self) -> None:
+        self.uploader.abort()
+
     def close(self) -> None:
         self.client.close()

@@ -179,6 +179,9 @@ def describe_error(response: httpx.Response) -> str:
         title = re.search(r"<title>(.*?)</title>", body, re.I | re.S)
         text = title[1] if title else re.sub(r"<[^>]+>", " ", body)
         detail = " ".join(text.split())[:160]
+    # Whatever a server sends is untrusted: no control characters reach the terminal.
+    detail = " ".join("".join(c if c.isprintable() else " " for c in detail).split())[:300]
+    head = "".join(c for c in head if c.isprintable())
     if detail and detail.lower() != head.lower() and detail.lower() not in head.lower():
         return f"{head}: {detail}"
     return head

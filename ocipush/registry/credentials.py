@@ -85,7 +85,7 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
         doc = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise AuthenticationError(f"cannot read auth file {path}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(doc, dict):
         raise AuthenticationError(f"auth file {path}: not a JSON object")
@@ -159,7 +159,7 @@ def _run_helper(name: str, host: str, where: str) -> Credentials | None:
     try:
         doc = json.loads(result.stdout)
         username, secret = doc.get("Username") or "", doc.get("Secret") or ""
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         raise AuthenticationError(f"{program} get {server}: its answer is not the helper protocol's JSON") from None
     if not secret:
         return None

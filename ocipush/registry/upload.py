@@ -123,6 +123,18 @@ class BlobUploader:
         self.repository = repository
         self.limits = limits
         self.on_note: Callable[[str], None] = lambda message: None
+        self._open: dict[int, _Session] = {}  # uploads begun and not yet committed or cancelled
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
+        when the threads that own them may be stuck waiting on the registry."""
+        with self._lock:
+            self._aborted = True
+            sessions = list(self._open.values())
+        for session in sessions:
+            self._cancel(session, timeout=5.0)
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest):
@@ -136,6 +148,7 @@ class BlobUploader:
                     self._stream(session, blob, chunk, stats)
                     digest = blob.finish()
                     self._commit(session, digest)
+                    self._close(session)
                     return UploadOutcome("uploaded", digest, stats.requests, chunk, stats.retries)
                 except _Restart as restart:
                     self._cancel(session)
@@ -177,17 +190,22 @@ class BlobUploader:
         except RegistryError:
             return False  # a refused mount is never fatal: the upload follows
         if response.status_code == 202 and response.headers.get("Location"):
-            self._cancel(_Session(_location(response), None, None))
+            self._delete(_location(response))
         return response.status_code == 201
 
     def _initiate(self) -> _Session:
+        if self._aborted:
+            raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
-        return _Session(
+        session = _Session(
             location=_location(response),
             minimum=_int_header(response, MIN_HEADER),
             maximum=_int_header(response, MAX_HEADER),
         )
+        with self._lock:
+            self._open[id(session)] = session
+        return session
 
     def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
         for chunk in blob.chunks(chunk_size):
@@ -288,12 +306,21 @@ class BlobUploader:
         if got and got != str(digest):
             raise UploadError(f"PUT {redact(url)}: registry stored {got}, expected {digest}")
 
-    def _cancel(self, session: _Session) -> None:
+    def _cancel(self, session: _Session, timeout: float | None = None) -> None:
+        if self._close(session):  # not already committed or cancelled
+            self._delete(session.location, timeout)
+
+    def _delete(self, location: str, timeout: float | None = None) -> None:
         """Best effort: free the registry's half-finished upload."""
         try:
-            self.client.request("DELETE", session.location, expect=(202, 204, 404))
+            extra = {"timeout": timeout} if timeout else {}
+            self.client.request("DELETE", location, expect=(202, 204, 404), **extra)
         except Exception:
             pass
+
+    def _close(self, session: _Session) -> bool:
+        with self._lock:
+            return self._open.pop(id(session), None) is not None
 
 
 @attrs.define

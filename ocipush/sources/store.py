@@ -105,3 +105,5 @@ def parse_json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{what}: invalid JSON: {e}") from None
+    except RecursionError:  # a document nested deeper than Python's stack: hostile or broken
+        raise SourceError(f"{what}: invalid JSON: nested too deeply") from None

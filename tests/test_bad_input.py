@@ -1,0 +1,435 @@
+"""Broken sources and destinations, as the user meets them: through the command line.
+
+Each case builds its broken input in tmp_path with the generators (tests/imagegen.py,
+tests/archivegen.py), runs ``ocipush.cli.main`` in-process and checks what the user gets:
+the documented exit code (ocipush/errors.py: 2 usage, 3 source, 4 registry, 5 auth); a
+last line of stderr ``ocipush: …``, one printable line naming the file, blob, URL or header
+at fault; no traceback; and no tag at the registry.
+
+The readers' own messages are unit-tested in test_oci_layout.py and test_sources_archives.py,
+the upload protocol's in test_upload_protocol.py; this table is the end-to-end contract.
+Registries: the real one behind nginx (``proxy``), behind the fault proxy (HTML pages,
+garbage, bad headers), one with htpasswd (refused credentials), and a closed port.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ocipush.cli import main
+from tests import archivegen
+from tests.archivegen import Member
+from tests.faultproxy import html_error_page
+from tests.imagegen import ImageInfo, flip_byte, make_layout, remove_blob, truncate_blob
+from tests.services import free_port, start_registry
+from tests.test_oci_layout import _rewrite_manifest
+from tests.test_push_registry import ACCEPT
+from tests.test_sources_archives import _manifest_json, _stored_base, _symlink
+from tests.tokenserver import htpasswd_auth
+from tests.userconfig import user_config  # noqa: F401  (a fixture: no machine logins, cache or registries.conf)
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "bad-input-secret"
+ZERO_DIGEST = "sha256:" + "0" * 64
+NOT_JSON = b"{not json"
+FAST_RETRIES = ("--retry-delay", "10ms")  # the default 3 retries, milliseconds apart
+
+LEGACY = archivegen.legacy_docker_save()  # two images sharing a base layer; a repeat stored as a symlink
+LINK = _symlink(LEGACY).name
+BASE = _stored_base(LEGACY)
+BUILDKIT = archivegen.buildkit_oci()
+BUILDKIT_LAYER = BUILDKIT.images[0].layers[1]
+
+
+class Bench:
+    """What a case builds its input with, and where it pushes. Templates in argv and in the
+    expected culprit are formatted with ``b=bench`` once the input is built."""
+
+    def __init__(self, tmp: Path, host: str, repo: str, request: pytest.FixtureRequest):
+        self.tmp, self.host, self.repo = tmp, host, repo
+        self.info: ImageInfo | None = None  # the image a case broke
+        self.broken: str | None = None  # what the damage returned: a new blob's digest
+        self.tag_auth: tuple[str, str] | None = None  # to look for the tag on a registry with auth
+        self._request = request
+
+    @property
+    def dest(self) -> str:
+        return f"{self.host}/{self.repo}:v1"
+
+    def image(self) -> ImageInfo:
+        self.info = make_layout(self.tmp / "img", [2000, 3000], ref="v1")
+        return self.info
+
+    def fixture(self, name: str):
+        return self._request.getfixturevalue(name)
+
+    def fill(self, templates) -> list[str]:
+        return [t.format(b=self) for t in templates]
+
+
+# -- how cases build their input: make(bench) -> argv --------------------------------------------
+
+
+def oci(damage=lambda info: None, ref: str = "", *options: str):
+    """A layout of one two-layer image, broken by damage(info)."""
+
+    def make(b: Bench) -> list[str]:
+        b.broken = damage(b.image())
+        return [f"oci:{b.info.layout}{ref}", b.dest, *options]
+
+    return make
+
+
+def archive(transport: str, build, ref: str = ""):
+    """build() -> an Archive, or the file's bytes; written to tmp/a.tar."""
+
+    def make(b: Bench) -> list[str]:
+        made, path = build(), b.tmp / "a.tar"
+        path.write_bytes(made) if isinstance(made, bytes) else made.write(path)
+        return [f"{transport}:{path}{ref}", b.dest]
+
+    return make
+
+
+def legacy(edit=lambda a: a, ref: str = ""):
+    """docker ≤ 24's ``docker save`` of two images, edited by edit(Archive)."""
+    return archive("docker-archive", lambda: edit(LEGACY), ref)
+
+
+def source(spec: str):
+    return lambda b: [*b.fill([spec]), b.dest]
+
+
+def to(dest: str, *options: str):
+    """A good image pushed to ``dest``."""
+    return lambda b: [f"oci:{b.image().layout}", *b.fill([dest, *options])]
+
+
+def options(*options: str):
+    """A good image pushed to the real registry with ``options``."""
+    return to("{b.dest}", *options)
+
+
+def through_faults(install):
+    """A good image pushed through the fault proxy in front of the real registry; install(proxy)."""
+
+    def make(b: Bench) -> list[str]:
+        proxy = b.fixture("faulty_proxy")
+        install(proxy)
+        b.host = proxy.host
+        return [f"oci:{b.image().layout}", b.dest, *FAST_RETRIES]
+
+    return make
+
+
+def answer(status: int, body: bytes | str = b"", content_type: str | None = None, headers=None, **match):
+    """The fault proxy answers every matching request so, by itself."""
+    return through_faults(lambda p: p.respond(status, headers, body, content_type, times=None, **match))
+
+
+def to_htpasswd_registry(*options: str):
+    def make(b: Bench) -> list[str]:
+        b.host = b.fixture("htpasswd_registry").host
+        b.tag_auth = ("alice", PASSWORD)
+        return [f"oci:{b.image().layout}", b.dest, *b.fill(options)]
+
+    return make
+
+
+def broken_auth_file(b: Bench) -> list[str]:
+    """A docker config.json that is not JSON, read when the htpasswd registry asks for credentials."""
+    path = b.fixture("user_config").docker_config
+    path.parent.mkdir(parents=True)
+    write(path, "{")
+    b.broken = str(path)
+    return to_htpasswd_registry()(b)
+
+
+def layout_version_2(path: Path) -> Path:
+    path.mkdir()
+    write(path / "oci-layout", '{"imageLayoutVersion":"2.0.0"}')
+    return path
+
+
+def closed_port(b: Bench) -> list[str]:
+    b.host = f"127.0.0.1:{free_port()}"
+    return [f"oci:{b.image().layout}", b.dest, *FAST_RETRIES]
+
+
+# -- ways to break an image ------------------------------------------------------------------------
+
+
+def write(path: Path, text: str | bytes) -> None:
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+
+
+def set_media_type(info: ImageInfo, media_type: str) -> None:
+    path = info.layout / "index.json"
+    doc = json.loads(path.read_bytes())
+    doc["manifests"][0]["mediaType"] = media_type
+    path.write_text(json.dumps(doc))
+
+
+def replace_config(info: ImageInfo, data: bytes) -> str:
+    """A new config blob, honestly described by a new manifest, so its content is what fails."""
+    digest = archivegen.digest(data)
+    write(info.layout / "blobs" / "sha256" / digest[7:], data)
+    manifest = json.loads(info.manifest.path.read_bytes())
+    manifest["config"].update(digest=digest, size=len(data))
+    _rewrite_manifest(info, json.dumps(manifest).encode())
+    return digest
+
+
+def drop_diff_id(info: ImageInfo) -> str:
+    config = json.loads(info.config.path.read_bytes())
+    config["rootfs"]["diff_ids"].pop()
+    return replace_config(info, json.dumps(config).encode())
+
+
+def symlink_outside(info: ImageInfo) -> None:
+    outside = info.layout.parent / "outside"
+    outside.write_bytes(info.layers[0].path.read_bytes())
+    info.layers[0].path.unlink()
+    info.layers[0].path.symlink_to(outside)
+
+
+def oversized_manifest(info: ImageInfo) -> None:
+    manifest = json.loads(info.manifest.path.read_bytes())
+    manifest["annotations"] = {"padding": "x" * (4 << 20)}
+    _rewrite_manifest(info, json.dumps(manifest).encode())
+
+
+def second_image(info: ImageInfo) -> None:
+    make_layout(info.layout, [100], ref="other", seed=1)
+
+
+def legacy_tar(cut_end: int = 0) -> bytes:
+    data = archivegen.tar_bytes(LEGACY.members)
+    return data[: len(data) - cut_end]
+
+
+def edit_manifest_json(edit):
+    return lambda a: _manifest_json(a, edit)
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+
+def case(id: str, code: int, culprit: str, make, *marks):
+    """``culprit``: a substring of the error line, a template like the argv's."""
+    return pytest.param(make, code, culprit, id=id, marks=marks)
+
+
+SOURCES = [
+    # where the image should be
+    case("no-such-path", 3, "{b.tmp}/nope: no such directory",
+         source("oci:{b.tmp}/nope")),
+    case("oci-path-is-a-file", 3, "{b.tmp}/a.tar/oci-layout: Not a directory",
+         archive("oci", lambda: b"a file, not a directory\n")),
+    case("not-a-layout", 3, "{b.info.layout}/oci-layout: missing",
+         oci(lambda i: (i.layout / "oci-layout").unlink())),
+    case("oci-layout-version-2", 3, "{b.info.layout}/oci-layout: unsupported imageLayoutVersion '2.0.0'",
+         oci(lambda i: write(i.layout / "oci-layout", '{"imageLayoutVersion":"2.0.0"}'))),
+    case("oci-archive-not-a-tar", 3, "{b.tmp}/a.tar: not a tar archive",
+         archive("oci-archive", lambda: b"hello\n" * 200)),
+    case("docker-archive-not-a-tar", 3, "{b.tmp}/a.tar: not a tar archive",
+         archive("docker-archive", lambda: b"{}\n")),
+    case("docker-archive-is-a-directory", 3, "{b.info.layout}: a directory, not an archive",
+         lambda b: [f"docker-archive:{b.image().layout}", b.dest]),
+    case("truncated-tar", 3, "{b.tmp}/a.tar: truncated or corrupt tar archive",
+         archive("docker-archive", lambda: legacy_tar(cut_end=1500))),
+    case("truncated-gzip-archive", 3, "{b.tmp}/a.tar: corrupt gzip data",
+         archive("docker-archive", lambda: archivegen.gzipped(legacy_tar())[:-100])),
+    case("oci-archive-of-a-docker-save", 3, "{b.tmp}/a.tar is not an OCI image layout",
+         archive("oci-archive", lambda: LEGACY)),
+    case("docker-archive-of-an-oci-archive", 3, "it is an OCI layout: read it as oci-archive:{b.tmp}/a.tar",
+         archive("docker-archive", lambda: BUILDKIT)),
+    # blobs
+    case("truncated-blob", 3, "blob {b.info.layers[0].digest}",
+         oci(lambda i: truncate_blob(i.layers[0]))),
+    case("flipped-byte-in-layer", 3, "blob {b.info.layers[1].digest}",
+         oci(lambda i: flip_byte(i.layers[1]))),
+    case("flipped-byte-in-config", 3, "blob {b.info.config.digest}",
+         oci(lambda i: flip_byte(i.config))),
+    case("flipped-byte-in-manifest", 3, "blob {b.info.manifest.digest}",
+         oci(lambda i: flip_byte(i.manifest))),
+    case("missing-blob", 3, "blob {b.info.layers[1].digest}",
+         oci(lambda i: remove_blob(i.layers[1]))),
+    case("oci-archive-missing-blob", 3, f"blob {BUILDKIT_LAYER}",
+         archive("oci-archive", lambda: BUILDKIT.without(f"blobs/sha256/{BUILDKIT_LAYER[7:]}"))),
+    case("layer-not-matching-its-diff-id", 3, f"member {BASE}): content does not match its digest",
+         legacy(lambda a: a.replacing(Member(BASE, archivegen.layer("not the base"))), ":other:v2")),
+    # JSON documents
+    case("index-json-invalid", 3, "{b.info.layout}/index.json: invalid JSON",
+         oci(lambda i: write(i.layout / "index.json", "{"))),
+    case("index-json-nested-too-deep", 3, "{b.info.layout}/index.json",
+         oci(lambda i: write(i.layout / "index.json", "[" * 100_000))),
+    case("manifest-invalid-json", 3, f"blob {archivegen.digest(NOT_JSON)}",
+         oci(lambda i: _rewrite_manifest(i, NOT_JSON))),
+    case("config-invalid-json", 3, "blob {b.broken}",
+         oci(lambda i: replace_config(i, NOT_JSON))),
+    case("unknown-manifest-media-type", 3, "unsupported manifest media type 'application/x-unknown'",
+         oci(lambda i: set_media_type(i, "application/x-unknown"))),
+    case("manifest-over-4mib", 3, "over the 4194304-byte limit",
+         oci(oversized_manifest)),
+    case("diff-ids-short-in-docker-archive", 3, "manifest.json: other:v2: 1 layers, but its config",
+         legacy(edit_manifest_json(lambda d: d[1]["Layers"].pop()), ":other:v2")),
+    case("diff-ids-short-recompressing-to-zstd", 3, "config {b.broken}: 1 diff_ids for 2 layers",
+         oci(drop_diff_id, "", "--compression-format", "zstd")),
+    case("manifest-json-names-a-missing-layer", 3, "layer 'nope/layer.tar' is not in the archive",
+         legacy(edit_manifest_json(lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar")), ":other:v2")),
+    # links
+    case("symlink-escaping-the-layout", 3, "{b.info.layers[0].path}: link points outside the layout",
+         oci(symlink_outside)),
+    case("symlink-escaping-an-archive", 3, f"member {LINK}: leads outside the archive",
+         legacy(lambda a: a.replacing(Member(LINK, symlink="../../../etc/passwd")), ":legacy:v1")),
+    case("symlink-loop-in-an-archive", 3, f"member {LINK}: more than 40 links deep",
+         legacy(lambda a: a.replacing(Member(LINK, symlink=f"../{LINK}")), ":legacy:v1")),
+    # selection
+    case("unknown-tag-in-archive", 3, "manifest.json has no image 'nope:v1'",
+         legacy(ref=":nope:v1")),
+    case("unknown-index-in-archive", 3, "manifest.json has no image '@2'",
+         legacy(ref=":@2")),
+    case("unknown-ref-in-layout", 3, "index.json has no image 'nope'; choose one of: v1",
+         oci(ref=":nope")),
+    case("several-images-in-archive-no-selector", 3, "manifest.json lists 2 images",
+         legacy()),
+    case("several-images-in-layout-no-selector", 3, "index.json lists 2 images",
+         oci(second_image)),
+]
+
+USAGE = [
+    case("unknown-transport", 2, "unknown source transport in 'tarball:x.tar'",
+         source("tarball:x.tar")),
+    case("no-transport", 2, "unknown source transport in './img'",
+         source("./img")),
+    case("unsupported-source-transport", 2, "source transport 'dir' is not supported",
+         source("dir:/tmp/x")),
+    case("unsupported-destination-transport", 2, "destination transport 'docker-daemon' is not supported",
+         to("docker-daemon:img:v1")),
+    case("destination-layout-version-2", 2, "{b.tmp}/out/oci-layout: unsupported imageLayoutVersion '2.0.0'",
+         lambda b: [f"oci:{b.image().layout}", f"oci:{layout_version_2(b.tmp / 'out')}:v1"]),
+    case("destination-archive-in-a-missing-directory", 2, "{b.tmp}/no/out.tar: directory {b.tmp}/no does not exist",
+         to("oci-archive:{b.tmp}/no/out.tar:v1")),
+    case("bad-reference-uppercase-repository", 2, "invalid repository name 'Team/img'",
+         to("{b.host}/Team/img:v1")),
+    case("bad-reference-tag", 2, "invalid tag 'v1!'",
+         to("{b.host}/{b.repo}:v1!")),
+    case("bad-reference-digest", 2, "malformed sha256 digest: 'sha256:abc'",
+         to("{b.host}/{b.repo}@sha256:abc")),
+    case("bad-reference-host", 2, "invalid registry host 'bad_host:5000'",
+         to("bad_host:5000/img:v1")),
+    case("bad-reference-empty", 2, "empty image reference",
+         to("")),
+    case("tag-and-digest-destination", 2, "give a tag or a digest, not both",
+         to("{b.host}/{b.repo}:v1@" + ZERO_DIGEST)),
+    case("digest-destination-not-matching", 2, "but the source image is {b.info.digest}",
+         to("{b.host}/{b.repo}@" + ZERO_DIGEST)),
+    case("digest-destination-recompressed", 2, "names a digest, but compressing layers changes it",
+         to("{b.host}/{b.repo}@{b.info.digest}", "--compression-format", "zstd")),
+    case("chunk-size-unit", 2, "--chunk-size: invalid size '10XB'",
+         options("--chunk-size", "10XB")),
+    case("chunk-size-zero", 2, "--chunk-size: invalid size '0'",
+         options("--chunk-size", "0")),
+    case("jobs-zero", 2, "--jobs/-j: expected a number from 1 to 64, not '0'",
+         options("--jobs", "0")),
+    case("compression-level-out-of-range", 2, "--compression-level 30: zstd takes 1 to 22",
+         options("--compression-format", "zstd", "--compression-level", "30")),
+    case("compression-level-not-a-number", 2, "--compression-level/--dest-compress-level: invalid int value: 'high'",
+         options("--compression-level", "high")),
+    case("compression-format-unknown", 2, "--compression-format/--dest-compress-format: invalid choice: 'xz'",
+         options("--compression-format", "xz")),
+    case("retry-delay-not-a-duration", 2, "--retry-delay: expected a duration such as 2s or 500ms, not 'soon'",
+         options("--retry-delay", "soon")),
+    case("retry-delay-negative", 2, "--retry-delay: expected a positive duration, not '-1s'",
+         options("--retry-delay=-1s")),
+    case("password-stdin-without-username", 2, "--password-stdin needs --username",
+         options("--password-stdin")),
+    case("username-without-password-stdin", 2, "--username needs --password-stdin",
+         options("--username", "alice")),
+    case("creds-without-user", 2, "--creds: empty user name",
+         options("--creds", ":secret")),
+    case("cert-dir-missing", 2, "--cert-dir {b.tmp}/no-certs",
+         options("--cert-dir", "{b.tmp}/no-certs")),
+    case("digestfile-in-a-missing-directory", 2, "--digestfile {b.tmp}/no/digest",
+         options("--digestfile", "{b.tmp}/no/digest")),
+    case("unknown-option", 2, "unrecognized arguments: --chunksize",
+         options("--chunksize", "5MB")),
+    case("missing-destination", 2, "the following arguments are required: destination",
+         lambda b: [f"oci:{b.image().layout}"]),
+]
+
+UPLOADS = "POST http://{b.host}/v2/{b.repo}/blobs/uploads/"
+REGISTRY = [
+    case("registry-answers-html-500", 4, UPLOADS + ": 500 Internal Server Error",
+         answer(500, html_error_page(500), "text/html", method="POST")),
+    case("registry-answers-non-json-400", 4, UPLOADS + ": 400 Bad Request",
+         answer(400, "<html>oops</html>", "application/json", method="POST")),
+    case("registry-answers-garbage-400", 4, "PUT http://{b.host}/v2/{b.repo}/manifests/v1: 400 Bad Request",
+         answer(400, b"\x00\xff\x1b[2J\x07garbage\r\n\x1b]0;pwned\x07", method="PUT", path="/manifests/")),
+    case("registry-is-not-a-registry", 4, "http://{b.host}/v2/: 404 Not Found",
+         answer(404, html_error_page(404), "text/html")),
+    case("registry-chunk-header-not-a-number", 4, "header OCI-Chunk-Max-Length: 'lots'",
+         answer(202, headers={"Location": "/v2/x/blobs/uploads/1", "OCI-Chunk-Max-Length": "lots"}, method="POST")),
+    case("registry-upload-without-location", 4, UPLOADS + ": 202 without a Location header",
+         answer(202, method="POST")),
+    case("registry-unreachable", 4, "cannot reach registry {b.host}",
+         closed_port),
+    case("wrong-password", 5, "{b.host}: authentication failed: the registry refused user 'alice' (from --creds)",
+         to_htpasswd_registry("--creds", "alice:wrong")),
+    case("no-credentials", 5, "{b.host}: authentication failed",
+         to_htpasswd_registry()),
+    case("auth-file-invalid-json", 5, "cannot read auth file {b.broken}",
+         broken_auth_file),
+    case("authfile-missing", 2, "--authfile {b.tmp}/auth.json: no such file",
+         to_htpasswd_registry("--authfile", "{b.tmp}/auth.json")),
+]
+
+
+@pytest.fixture(scope="module")
+def htpasswd_registry(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("htpasswd-registry")
+    with start_registry(workdir, htpasswd_auth(workdir, {"alice": PASSWORD})) as registry:
+        yield registry
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(user_config):  # noqa: F811
+    pass
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int | None, str, str]:
+    """main(argv) as the entry point runs it: an exception that escapes is a traceback on stderr."""
+    try:
+        code = main(argv)
+    except Exception:
+        code = None
+        traceback.print_exc()
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tag_status(host: str, repo: str, auth: tuple[str, str] | None) -> int:
+    response = httpx.get(f"http://{host}/v2/{repo}/manifests/v1", headers={"Accept": ACCEPT}, auth=auth)
+    return response.status_code
+
+
+@pytest.mark.parametrize("make, code, culprit", SOURCES + USAGE + REGISTRY)
+def test_bad_input_fails_in_one_line_and_tags_nothing(make, code, culprit, proxy, registry, repo, tmp_path,
+                                                      capsys, request):
+    bench = Bench(tmp_path, proxy.host, repo, request)
+    got, out, err = run_cli(make(bench), capsys)
+    assert "Traceback" not in out + err, err
+    last = err.rstrip("\n").rpartition("\n")[2]
+    assert (got, last.startswith("ocipush: ")) == (code, True), err
+    assert last.isprintable(), f"control characters in {last!r}"
+    assert culprit.format(b=bench) in last, last
+    # Wherever the case pushed, the registry behind it has no tag.
+    registry_host = bench.host if bench.tag_auth else registry.host
+    assert tag_status(registry_host, repo, bench.tag_auth) == 404
