@@ -166,6 +166,8 @@ def run(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
     )
+    if args.authfile and not os.path.isfile(args.authfile):
+        raise UsageError(f"--authfile {args.authfile}: no such file")  # as podman: before anything else
     if args.digestfile:
         _check_writable(args.digestfile)  # before the push: afterwards the tag already moved
     if args.quiet or args.json:

@@ -433,3 +433,13 @@ def test_bad_input_fails_in_one_line_and_tags_nothing(make, code, culprit, proxy
     # Wherever the case pushed, the registry behind it has no tag.
     registry_host = bench.host if bench.tag_auth else registry.host
     assert tag_status(registry_host, repo, bench.tag_auth) == 404
+
+
+def test_missing_authfile_is_refused_before_any_request(tmp_path, capsys):
+    """As podman does: even a registry that never asks for credentials is not contacted."""
+    from tests.imagegen import make_layout
+    from tests.services import free_port
+
+    info = make_layout(tmp_path / "img", [100])
+    assert main([f"oci:{info.layout}", f"127.0.0.1:{free_port()}/x:y", "--authfile", str(tmp_path / "nope.json")]) == 2
+    assert capsys.readouterr().err == f"ocipush: --authfile {tmp_path / 'nope.json'}: no such file\n"
