@@ -76,7 +76,6 @@ class PushResult:
     digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
-    manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False
 
 
@@ -151,7 +150,8 @@ def _dry_run(plan: PushPlan, target: Destination, options: PushOptions, started:
         elif target.exists(desc.digest):
             action = "would skip"
         blobs.append(BlobResult(desc, desc, action))
-    digest = None if any(j.transforms for j in plan.jobs) else plan.image.descriptor.digest
+    changes = options.manifest_format or any(j.transforms for j in plan.jobs)
+    digest = None if changes else plan.image.descriptor.digest  # unknown until rewritten
     reference = plan.destination.with_digest(digest) if digest else plan.destination
     return PushResult(reference, digest, tuple(blobs), time.monotonic() - started, dry_run=True)
 
