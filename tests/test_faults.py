@@ -77,3 +77,16 @@ def test_soak_random_faults(faulty_proxy, image, repo, tmp_path):
         push_through(faulty_proxy, image, f"{repo}-{run}", mode, tmp_path / str(run))
         faults += sum(1 for r in faulty_proxy.requests(mark) if r.fault)
     assert faults > 0, "the soak injected nothing"
+
+
+def test_retry_flags(faulty_proxy, image, repo, tmp_path, capsys):
+    from ocipush.cli import main
+
+    args = [f"oci:{image.layout}", f"{faulty_proxy.host}/{repo}:v1", "--no-cache", "--chunk-size", "2MB"]
+    faulty_proxy.respond(503, method="PATCH", nth=1)
+    assert main([*args, "--retry", "0"]) == 4  # no retries: the first 503 is final
+    assert "503 Service Unavailable" in capsys.readouterr().err.splitlines()[-1]
+    faulty_proxy.clear()
+    faulty_proxy.respond(503, method="PATCH", nth=1, times=2)
+    assert main([*args, "--retry", "2", "--retry-delay", "10ms"]) == 0
+    assert "retried" in capsys.readouterr().err
