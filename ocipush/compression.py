@@ -1,7 +1,8 @@
 """Layer compression: detect it from magic bytes, undo it and redo it as a stream.
 
-Decoders and encoders are incremental objects (``feed(data) -> bytes``, ``flush() ->
-bytes``) so one layer flows through read → decompress → compress in blocks, never whole.
+Decompression is a reader (``read(n)`` gives at most n bytes), compression an incremental
+encoder (``feed(data) -> bytes``, ``flush() -> bytes``), so one layer flows through
+read → decompress → compress in bounded blocks, never whole.
 
 - gzip decompression uses ISA-L (``isal``) when it is installed: about twice zlib's speed,
   and decompression is the slowest stage of a gzip → zstd push. Output is the same.
@@ -16,18 +17,18 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
 from .errors import UsageError
 
-try:  # ISA-L: same gzip, faster inflate
-    from isal import isal_zlib as _inflate_lib
+try:  # ISA-L: the same gzip, inflated about twice as fast as zlib
+    from isal.igzip import IGzipFile as _GzipFile
 except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
-    _inflate_lib = zlib  # type: ignore[assignment]
+    from gzip import GzipFile as _GzipFile
 
-__all__ = ["Codec", "FORMATS", "decoder", "detect", "encoder", "check_level"]
+__all__ = ["Codec", "FORMATS", "check_level", "decompressing_reader", "detect", "encoder"]
 
 FORMATS = ("gzip", "zstd")
 _LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default (podman's defaults)
@@ -70,36 +71,6 @@ class _Identity:
         return b""
 
 
-class _GzipDecoder:
-    # Concatenated gzip members are one valid stream (pigz and some tools write them).
-    def __init__(self) -> None:
-        self._d = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def feed(self, data: bytes) -> bytes:
-        out = [self._d.decompress(data)]
-        while self._d.eof and self._d.unused_data:
-            rest = self._d.unused_data
-            self._d = _inflate_lib.decompressobj(16 + zlib.MAX_WBITS)
-            out.append(self._d.decompress(rest))
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        if not self._d.eof:
-            raise ValueError("gzip stream ends early")
-        return b""
-
-
-class _ZstdDecoder:
-    def __init__(self) -> None:
-        self._d = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
-
-    def feed(self, data: bytes) -> bytes:
-        return self._d.decompress(data)
-
-    def flush(self) -> bytes:
-        return self._d.flush() if hasattr(self._d, "flush") else b""
-
-
 class _GzipEncoder:
     def __init__(self, level: int) -> None:
         self._c = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9)
@@ -123,13 +94,15 @@ class _ZstdEncoder:
         return self._c.flush()
 
 
-def decoder(fmt: str | None) -> Codec:
+def decompressing_reader(raw: BinaryIO, fmt: str | None) -> BinaryIO:
+    """A reader of ``raw``'s uncompressed bytes. Each ``read(n)`` returns at most ``n``:
+    a small layer that inflates to gigabytes (zeros compress 1000:1) never sits in memory."""
     if fmt is None:
-        return _Identity()
-    if fmt == "gzip":
-        return _GzipDecoder()
+        return raw
+    if fmt == "gzip":  # concatenated members are one valid stream (pigz writes them)
+        return _GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if fmt == "zstd":
-        return _ZstdDecoder()
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
     raise ValueError(f"{fmt} layers are not supported")
 
 

@@ -19,6 +19,7 @@ upload stays at the spill limit plus the codecs' buffers, whatever the layer siz
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -200,33 +201,28 @@ class StreamContent:
         return Chunk(offset, length, read)
 
     def _output(self) -> Iterator[bytes]:
-        """Source blocks → verified → decompressed → verified → compressed."""
+        """Source → verified → decompressed → verified → compressed, in bounded blocks."""
         with self._opener() as raw:
-            head = raw.read(BLOCK)
-            found = compression.detect(head)
+            source = _HashingReader(raw, self._source_digest.hasher())
+            found = compression.detect(source.peek(8))
             if found not in (None, "gzip", "zstd"):
                 raise SourceError(f"{self.what}: {found}-compressed layers are not supported")
-            decode, encode = compression.decoder(found), compression.encoder(self._target, self._level)
-            src_hash, tar_hash, read = self._source_digest.hasher(), hashlib.sha256(), 0
-            block = head
-            while block:
-                src_hash.update(block)
-                read += len(block)
+            plain = compression.decompressing_reader(source, found)
+            encode = compression.encoder(self._target, self._level)
+            tar_hash = hashlib.sha256()
+            while True:
                 try:
-                    plain = decode.feed(block)
-                except Exception as e:  # zlib.error, ZstdError: corrupt data
+                    block = plain.read(BLOCK)
+                except Exception as e:  # zlib.error, BadGzipFile, EOFError, ZstdError: corrupt data
                     raise BlobVerificationError(f"{self.what}: cannot decompress {found}: {e}") from None
-                tar_hash.update(plain)
-                if out := encode.feed(plain):
+                if not block:
+                    break
+                tar_hash.update(block)
+                if out := encode.feed(block):
                     yield out
-                block = raw.read(BLOCK)
-            try:
-                tail = decode.flush()
-            except Exception as e:
-                raise BlobVerificationError(f"{self.what}: cannot decompress {found}: {e}") from None
-            tar_hash.update(tail)
-            yield encode.feed(tail) + encode.flush()
-        if read != self._source_size or src_hash.hexdigest() != self._source_digest.hex:
+            yield encode.flush()
+            source.drain()  # bytes after the compressed stream count for the digest too
+        if source.count != self._source_size or source.hash.hexdigest() != self._source_digest.hex:
             raise BlobVerificationError(
                 f"{self.what}: content does not match its digest {self._source_digest} and size {self._source_size}"
             )
@@ -245,3 +241,38 @@ class StreamContent:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes every byte the decompressor reads from the source."""
+
+    def __init__(self, raw: BinaryIO, hasher):
+        self._raw = raw
+        self.hash = hasher
+        self.count = 0
+        self._head = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def peek(self, n: int) -> bytes:
+        """The first bytes, read now and served again by the next reads."""
+        self._head = self._raw.read(n)
+        self.hash.update(self._head)
+        self.count += len(self._head)
+        return self._head
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._raw.read(len(buffer))
+        self.hash.update(data)
+        self.count += len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(BLOCK):
+            pass

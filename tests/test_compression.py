@@ -187,3 +187,35 @@ def test_index_children_attestation_links_and_subjects_follow():
     assert entries[0]["platform"] == {"architecture": "amd64", "os": "linux"}
     assert entries[1]["digest"] == str(out_att.descriptor.digest)
     assert entries[1]["annotations"]["vnd.docker.reference.digest"] == str(out_img.descriptor.digest)
+
+
+def test_zero_bomb_is_decompressed_in_bounded_blocks(monkeypatch):
+    """64 MB of zeros gzip to 64 kB: no decompressed block is larger than one read."""
+    tar = small_tar({"zeros": bytes(64 << 20)})
+    blob = gzip.compress(tar, 9)
+    seen = []
+    real = compression.decompressing_reader
+
+    class Recording:
+        def __init__(self, raw, fmt):
+            self._reader = real(raw, fmt)
+
+        def read(self, n):
+            data = self._reader.read(n)
+            seen.append(len(data))
+            return data
+
+    monkeypatch.setattr(compression, "decompressing_reader", Recording)
+    out, _, _ = recompress(blob, "zstd", diff_id=Digest.of(tar))
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(out) == tar
+    assert sum(seen) == len(tar) and max(seen) <= 1 << 20
+
+
+def test_bytes_after_the_stream_are_part_of_the_digest():
+    tar = small_tar({"a": b"x" * 1000})
+    blob = gzip.compress(tar)
+    content = StreamContent(lambda: io.BytesIO(blob + b"\0" * 10), Digest.of(blob), len(blob), "layer L",
+                            diff_id=None, target="zstd")
+    with pytest.raises(BlobVerificationError, match="layer L"):
+        for chunk in content.chunks(None):
+            b"".join(chunk)
