@@ -10,8 +10,9 @@ chunk checks count and digest, and an uploader commits only after it.
 digest → decompress → verify the diff_id → compress → hash and count the output.  Its
 digest and size are known only at the end, which the chunked protocol allows (the digest
 goes on the final PUT).  A chunk's length must be known before its PATCH, so each chunk
-is spilled as it is produced — in memory up to 8 MiB, then to an anonymous temporary
-file — and sent from there; a failed request resends the spilled chunk.  When the whole
+is spilled as it is produced — in memory up to 1 MiB, then to an anonymous temporary
+file — and sent from there; a failed request resends the spilled chunk.  A producer
+thread compresses the next chunk while the current one is sent.  When the whole
 upload must start again, the stream is produced again: it is deterministic.  Memory per
 upload stays at the spill limit plus the codecs' buffers, whatever the layer size.
 """
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -119,7 +122,7 @@ class FileContent:
             self._file = None
 
 
-SPOOL_MEMORY = 8 << 20  # a spilled chunk stays in memory up to this, then goes to disk
+SPOOL_MEMORY = 1 << 20  # a spilled chunk stays in memory up to this, then goes to disk
 STREAM_CHUNK = 64 << 20  # chunk size for streams when neither user nor registry sets one
 
 
@@ -147,29 +150,90 @@ class StreamContent:
         self._source_size = source_size
         self._target = target
         self._level = level
-        self._spill: BinaryIO | None = None
 
     def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[Chunk]:
         """Produce the stream from the beginning (again), cut into equal chunks; chunks
-        before ``start`` are produced and dropped (the stream is deterministic)."""
-        step = chunk_size or STREAM_CHUNK
-        offset, filled = 0, 0
-        spill = self._new_spill()
-        for block in self.stream():
-            view = memoryview(block)
-            while view:
-                take = view[: step - filled]
-                spill.write(take)
-                filled += len(take)
-                view = view[len(take) :]
-                if filled == step:
-                    if offset >= start:
-                        yield self._spilled_chunk(spill, offset, step)
-                    offset += step
-                    spill, filled = self._new_spill(), 0
-        if filled and offset >= start:
-            yield self._spilled_chunk(spill, offset, filled)
-        self.close()
+        before ``start`` are produced and dropped (the stream is deterministic).
+
+        A producer thread compresses the next chunk while this one is being sent (a
+        one-slot hand-over: at most three spills exist), so the cores stay busy."""
+        handover: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(chunk_size or STREAM_CHUNK, start, handover, stop),
+            name="compress", daemon=True,
+        )
+        producer.start()
+        current: BinaryIO | None = None
+        try:
+            while True:
+                item = handover.get()
+                if current is not None:
+                    current.close()  # the uploader has moved past it
+                    current = None
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                current, offset, length = item
+                yield self._spilled_chunk(current, offset, length)
+        finally:
+            stop.set()
+            if current is not None:
+                current.close()
+            _drain(handover)  # unblocks the producer; closes what it had handed over
+            producer.join()
+            _drain(handover)
+
+    def _produce(self, step: int, start: int, handover: queue.Queue, stop: threading.Event) -> None:
+        """The producer thread: fill spills of ``step`` bytes and hand them over."""
+
+        def hand(item) -> bool:
+            while not stop.is_set():
+                try:
+                    handover.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            if hasattr(item, "close"):
+                item.close()
+            elif isinstance(item, tuple):
+                item[0].close()
+            return False
+
+        spill = None
+        try:
+            offset, filled = 0, 0
+            spill = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+            for block in self.stream():
+                view = memoryview(block)
+                while view:
+                    take = view[: step - filled]
+                    spill.write(take)
+                    filled += len(take)
+                    view = view[len(take) :]
+                    if filled == step:
+                        full, spill = spill, None
+                        if offset < start:
+                            full.close()
+                        elif not hand((full, offset, step)):
+                            return
+                        offset += step
+                        spill, filled = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY), 0
+                if stop.is_set():
+                    return
+            last, spill = spill, None
+            if filled and offset >= start:
+                if not hand((last, offset, filled)):
+                    return
+            else:
+                last.close()
+            hand(None)
+        except BaseException as e:  # handed to the uploader's thread, raised there
+            hand(e)
+        finally:
+            if spill is not None:
+                spill.close()
 
     def stream(self) -> Iterator[bytes]:
         """The output from the beginning (again), verified; sets ``digest`` and ``size``
@@ -181,11 +245,6 @@ class StreamContent:
             size += len(block)
             yield block
         self.digest, self.size = Digest("sha256", digest.hexdigest()), size
-
-    def _new_spill(self) -> BinaryIO:
-        self.close()
-        self._spill = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # type: ignore[assignment]
-        return self._spill  # type: ignore[return-value]
 
     def _spilled_chunk(self, spill: BinaryIO, offset: int, length: int) -> Chunk:
         def read(start: int, n: int) -> Iterator[bytes]:
@@ -238,9 +297,7 @@ class StreamContent:
         return self.digest
 
     def close(self) -> None:
-        if self._spill is not None:
-            self._spill.close()
-            self._spill = None
+        """Nothing to free between runs: each ``chunks()`` run frees its spills."""
 
 
 class _HashingReader(io.RawIOBase):
@@ -276,3 +333,14 @@ class _HashingReader(io.RawIOBase):
     def drain(self) -> None:
         while self.read(BLOCK):
             pass
+
+
+def _drain(handover: queue.Queue) -> None:
+    """Empty the hand-over slot, closing any spill left in it."""
+    while True:
+        try:
+            item = handover.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(item, tuple):
+            item[0].close()
