@@ -25,7 +25,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import attrs
 
@@ -33,7 +33,9 @@ from . import compression
 from .digest import Digest
 from .errors import BlobVerificationError, SourceError
 
-__all__ = ["Chunk", "FileContent", "Position", "StreamContent"]
+__all__ = ["Chunk", "FileContent", "Position", "StreamContent", "in_thread"]
+
+T = TypeVar("T")
 
 Position = Callable[[int], None]  # told the blob offset reached after each block sent
 BLOCK = 1 << 20  # one read, one socket write: the memory an upload holds
@@ -155,56 +157,25 @@ class StreamContent:
         """Produce the stream from the beginning (again), cut into equal chunks; chunks
         before ``start`` are produced and dropped (the stream is deterministic).
 
-        A producer thread compresses the next chunk while this one is being sent (a
-        one-slot hand-over: at most three spills exist), so the cores stay busy."""
-        handover: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
-        producer = threading.Thread(
-            target=self._produce, args=(chunk_size or STREAM_CHUNK, start, handover, stop),
-            name="compress", daemon=True,
-        )
-        producer.start()
+        Three threads share the work of one layer: one decompresses and hashes, one
+        compresses and spills the next chunk, and the caller's sends the current one."""
         current: BinaryIO | None = None
         try:
-            while True:
-                item = handover.get()
-                if current is not None:
-                    current.close()  # the uploader has moved past it
-                    current = None
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                current, offset, length = item
+            for current, offset, length in in_thread(
+                lambda: self._spills(chunk_size or STREAM_CHUNK, start), maxsize=1, discard=lambda item: item[0].close()
+            ):
                 yield self._spilled_chunk(current, offset, length)
+                current.close()  # the uploader has moved past it
+                current = None
         finally:
-            stop.set()
             if current is not None:
                 current.close()
-            _drain(handover)  # unblocks the producer; closes what it had handed over
-            producer.join()
-            _drain(handover)
 
-    def _produce(self, step: int, start: int, handover: queue.Queue, stop: threading.Event) -> None:
-        """The producer thread: fill spills of ``step`` bytes and hand them over."""
-
-        def hand(item) -> bool:
-            while not stop.is_set():
-                try:
-                    handover.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    pass
-            if hasattr(item, "close"):
-                item.close()
-            elif isinstance(item, tuple):
-                item[0].close()
-            return False
-
-        spill = None
+    def _spills(self, step: int, start: int) -> Iterator[tuple[BinaryIO, int, int]]:
+        """The output cut into spills of ``step`` bytes: (spill, offset, length)."""
+        spill = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
         try:
             offset, filled = 0, 0
-            spill = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
             for block in self.stream():
                 view = memoryview(block)
                 while view:
@@ -213,24 +184,15 @@ class StreamContent:
                     filled += len(take)
                     view = view[len(take) :]
                     if filled == step:
-                        full, spill = spill, None
-                        if offset < start:
+                        full, spill = spill, tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+                        if offset >= start:
+                            yield full, offset, step
+                        else:
                             full.close()
-                        elif not hand((full, offset, step)):
-                            return
-                        offset += step
-                        spill, filled = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY), 0
-                if stop.is_set():
-                    return
-            last, spill = spill, None
+                        offset, filled = offset + step, 0
             if filled and offset >= start:
-                if not hand((last, offset, filled)):
-                    return
-            else:
-                last.close()
-            hand(None)
-        except BaseException as e:  # handed to the uploader's thread, raised there
-            hand(e)
+                last, spill = spill, None
+                yield last, offset, filled
         finally:
             if spill is not None:
                 spill.close()
@@ -260,14 +222,21 @@ class StreamContent:
         return Chunk(offset, length, read)
 
     def _output(self) -> Iterator[bytes]:
-        """Source → verified → decompressed → verified → compressed, in bounded blocks."""
+        """Decompressed blocks (from their own thread) → compressed."""
+        encode = compression.encoder(self._target, self._level)
+        for block in in_thread(self._plain, maxsize=4):
+            if out := encode.feed(block):
+                yield out
+        yield encode.flush()
+
+    def _plain(self) -> Iterator[bytes]:
+        """Source → verified → decompressed → verified, in bounded blocks."""
         with self._opener() as raw:
             source = _HashingReader(raw, self._source_digest.hasher())
             found = compression.detect(source.peek(8))
             if found not in (None, "gzip", "zstd"):
                 raise SourceError(f"{self.what}: {found}-compressed layers are not supported")
             plain = compression.decompressing_reader(source, found)
-            encode = compression.encoder(self._target, self._level)
             tar_hash = hashlib.sha256()
             while True:
                 try:
@@ -277,9 +246,7 @@ class StreamContent:
                 if not block:
                     break
                 tar_hash.update(block)
-                if out := encode.feed(block):
-                    yield out
-            yield encode.flush()
+                yield block
             source.drain()  # bytes after the compressed stream count for the digest too
         if source.count != self._source_size or source.hash.hexdigest() != self._source_digest.hex:
             raise BlobVerificationError(
@@ -335,12 +302,54 @@ class _HashingReader(io.RawIOBase):
             pass
 
 
-def _drain(handover: queue.Queue) -> None:
-    """Empty the hand-over slot, closing any spill left in it."""
-    while True:
+_DONE = object()
+
+
+def in_thread(produce: Callable[[], Iterator[T]], *, maxsize: int, discard: Callable[[T], None] | None = None) -> Iterator[T]:
+    """Run the generator ``produce()`` in a thread of its own, handing its items over a
+    queue of ``maxsize``: the two sides work at the same time, with bounded memory. An
+    exception in the thread is raised here. When the consumer stops early, the thread
+    stops at its next hand-over, and items it made but nobody took go to ``discard``."""
+    handover: queue.Queue = queue.Queue(maxsize=maxsize)
+    stop = threading.Event()
+
+    def hand(item) -> bool:
+        while not stop.is_set():
+            try:
+                handover.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def run() -> None:
+        items = produce()
         try:
+            for item in items:
+                if not hand(item):
+                    if discard:
+                        discard(item)
+                    return
+            hand(_DONE)
+        except BaseException as e:  # raised again in the consumer's thread
+            hand(e)
+        finally:
+            items.close()  # the generator's own cleanup runs here, in its thread
+
+    worker = threading.Thread(target=run, name="stream", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handover.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+        while not handover.empty():
             item = handover.get_nowait()
-        except queue.Empty:
-            return
-        if isinstance(item, tuple):
-            item[0].close()
+            if discard and item is not _DONE and not isinstance(item, BaseException):
+                discard(item)

@@ -125,7 +125,10 @@ def _push(
             return _dry_run(plan, target, options, started)
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
-        manifests = rewrite(image, new, options.manifest_format)  # 5. manifests
+        # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
+        # none): Docker ones are converted unless the user asked for v2s2.
+        fmt = options.manifest_format or ("oci" if isinstance(destination, LocalReference) else None)
+        manifests = rewrite(image, new, fmt)  # 5. manifests
         root = manifests[-1].descriptor
         for m in manifests:
             ref = str(m.descriptor.digest)

@@ -219,3 +219,16 @@ def test_bytes_after_the_stream_are_part_of_the_digest():
     with pytest.raises(BlobVerificationError, match="layer L"):
         for chunk in content.chunks(None):
             b"".join(chunk)
+
+
+def test_stopping_early_ends_the_worker_threads():
+    import threading
+
+    tar = small_tar({"a": bytes(range(256)) * 20_000})
+    blob = gzip.compress(tar, 1)
+    before = threading.active_count()
+    content = StreamContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "L", diff_id=None, target="zstd")
+    chunks = content.chunks(10_000)
+    b"".join(next(chunks))
+    chunks.close()  # the uploader gave up after one chunk
+    assert threading.active_count() == before

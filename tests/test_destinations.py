@@ -143,3 +143,24 @@ def test_dry_run_writes_nothing_locally(tmp_path, transport, capsys):
     assert main([f"oci:{info.layout}", f"{transport}:{out}:t", "--dry-run"]) == 0
     assert "would send 2 of 2 blobs" in capsys.readouterr().out
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["img"]
+
+
+EVERY_ARCHIVE = [
+    f"docker-archive:{ARCHIVES / 'docker-legacy.tar'}:legacy:v1",
+    f"docker-archive:{ARCHIVES / 'docker-legacy.tar.gz'}:other:v2",
+    f"docker-archive:{ARCHIVES / 'docker25.tar'}",
+    f"docker-archive:{ARCHIVES / 'containerd.tar'}",
+    f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}",
+    f"docker-archive:{ARCHIVES / 'skopeo-docker.tar'}",
+    f"docker-archive:{ARCHIVES / 'podman-multi.tar'}:tworefs:b",
+    f"oci-archive:{ARCHIVES / 'skopeo-oci.tar'}",
+    f"oci-archive:{ARCHIVES / 'buildkit-oci.tar'}",
+]
+
+
+@pytest.mark.parametrize("spec", EVERY_ARCHIVE, ids=lambda s: Path(s.split(":")[1]).name + s.split(".tar")[1])
+def test_every_archive_converts_to_a_layout_skopeo_reads(tmp_path, spec):
+    out = tmp_path / "out"
+    push(spec, f"oci:{out}:conv")
+    copied = skopeo_copy(f"oci:{out}:conv", f"oci:{tmp_path / 'again'}:conv", "--all")
+    assert copied.returncode == 0, copied.stderr
