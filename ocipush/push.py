@@ -14,7 +14,6 @@ Stages, in order:
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -188,8 +187,6 @@ class _Blobs:
         self.options = options
         self.reporter = reporter
         self.stop = threading.Event()
-        # Compressors are the memory (~25 MiB each) and the CPU: no more of them than cores.
-        self.compressors = threading.Semaphore(max(1, min(options.jobs, os.cpu_count() or 1)))
 
     def run(self) -> tuple[BlobResult, ...]:
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="upload")
@@ -272,8 +269,7 @@ class _Blobs:
             diff_id=job.diff_id, target=target, level=level,
         )
         content.on_position = self._position(desc, "compressing")
-        with self.compressors:
-            outcome = self.target.upload(content)
+        outcome = self.target.upload(content)
         assert content.size is not None
         if cache:
             cache.store(desc.digest, target, level, outcome.digest, content.size, here)
