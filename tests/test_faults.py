@@ -90,3 +90,12 @@ def test_retry_flags(faulty_proxy, image, repo, tmp_path, capsys):
     faulty_proxy.respond(503, method="PATCH", nth=1, times=2)
     assert main([*args, "--retry", "2", "--retry-delay", "10ms"]) == 0
     assert "retried" in capsys.readouterr().err
+
+
+def test_busy_registry_at_connect_is_asked_again(faulty_proxy, image, repo, tmp_path, capsys):
+    from ocipush.cli import main
+
+    faulty_proxy.respond(503, {"Retry-After": "0"}, method="GET", path=r"^/v2/$", times=2)
+    args = [f"oci:{image.layout}", f"{faulty_proxy.host}/{repo}:v1", "--retry-delay", "10ms"]
+    assert main(args) == 0
+    assert capsys.readouterr().err.count("retrying: GET http://") == 2

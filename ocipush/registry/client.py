@@ -24,7 +24,7 @@ from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
-from .retry import RetryPolicy, is_transient
+from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
 
 __all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
@@ -98,6 +98,21 @@ class RegistryClient:
             except httpx.HTTPError as e:
                 failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
                 continue
+            for attempt in range(1, self.retry.attempts + 1):
+                if response.status_code not in TRANSIENT_STATUSES:
+                    break
+                # Busy (503, 429…), not absent: ask again, as for any other request.
+                error = RegistryError(
+                    f"GET {url}: {describe_error(response)}",
+                    status=response.status_code,
+                    headers={k.lower(): v for k, v in response.headers.items()},
+                )
+                self.on_retry(error)
+                self.retry.sleep(attempt, error)
+                try:
+                    response = self._http.get(url)
+                except httpx.HTTPError:
+                    break
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
                 return
