@@ -129,6 +129,8 @@ def _push(
         fmt = options.manifest_format or ("oci" if isinstance(destination, LocalReference) else None)
         manifests = rewrite(image, new, fmt)  # 5. manifests
         root = manifests[-1].descriptor
+        if destination.digest is not None and destination.digest != root.digest:
+            raise UsageError(f"destination {destination} names a digest, but the pushed manifest would be {root.digest}")
         for m in manifests:
             ref = str(m.descriptor.digest)
             if m is manifests[-1] and destination.tag:

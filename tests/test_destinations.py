@@ -164,3 +164,10 @@ def test_every_archive_converts_to_a_layout_skopeo_reads(tmp_path, spec):
     push(spec, f"oci:{out}:conv")
     copied = skopeo_copy(f"oci:{out}:conv", f"oci:{tmp_path / 'again'}:conv", "--all")
     assert copied.returncode == 0, copied.stderr
+
+
+@pytest.mark.integration
+def test_digest_destination_with_a_conversion_is_refused(proxy, repo, tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    assert main([f"oci:{info.layout}", f"{proxy.host}/{repo}@{info.digest}", "--format", "v2s2"]) == 2
+    assert "names a digest, but the pushed manifest would be" in capsys.readouterr().err
