@@ -32,6 +32,7 @@ import attrs
 from . import compression
 from .digest import Digest
 from .errors import BlobVerificationError, SourceError
+from .registry.chunks import chunk_ranges
 
 __all__ = ["Chunk", "FileContent", "Position", "StreamContent", "in_thread"]
 
@@ -74,10 +75,8 @@ class FileContent:
     def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[Chunk]:
         """The chunks from ``start`` (a chunk boundary): equal sizes but the last; one
         chunk for the whole blob when ``chunk_size`` is None."""
-        size = self.size
-        step = chunk_size or max(size - start, 1)
-        for offset in range(start, size, step):
-            yield Chunk(offset, min(step, size - offset), self._read)
+        for offset, length in chunk_ranges(self.size, chunk_size, start):
+            yield Chunk(offset, length, self._read)
 
     def stream(self) -> Iterator[bytes]:
         """The whole blob, block by block (verified by ``finish()``)."""
