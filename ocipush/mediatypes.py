@@ -72,10 +72,7 @@ def layer_compression(media_type: str) -> tuple[bool, str | None]:
     return False, None
 
 
-def layer_type(compression: str | None, docker: bool) -> str:
-    """The media type of a filesystem layer compressed with ``compression``."""
-    if docker:
-        if compression == "zstd":
-            raise ValueError("Docker schema 2 has no zstd layers")
-        return DOCKER_LAYER if compression == "gzip" else DOCKER_LAYER_TAR
+def layer_type(compression: str | None) -> str:
+    """The OCI media type of a filesystem layer compressed with ``compression`` (rewrite
+    gives schema 2 manifests their own names)."""
     return {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}[compression]

@@ -55,10 +55,6 @@ class PushPlan:
     jobs: tuple[BlobJob, ...]  # every distinct blob, each uploaded once
     compression: Compression
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(j.source.size for j in self.jobs)
-
 
 def make_plan(
     image: ImageNode,
@@ -82,7 +78,7 @@ def make_plan(
             continue
         layer_ids = _layer_diff_ids(node.parsed, diff_ids)
         jobs.setdefault(node.parsed.config.digest, BlobJob(node.parsed.config))
-        for layer, diff_id in zip(node.parsed.layers, layer_ids):
+        for layer, diff_id in zip(node.parsed.layers, layer_ids, strict=True):
             if mediatypes.is_foreign_layer(layer.media_type):
                 continue
             jobs.setdefault(layer.digest, BlobJob(layer, _target(layer, compression), diff_id))

@@ -202,8 +202,7 @@ class _Blobs:
             self.target.abort()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception()]
-        if errors:
+        if any(f.done() and f.exception() for f in futures):
             self._stop(futures)
         pool.shutdown(wait=True)  # the others cancel their uploads as they stop
         errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
@@ -254,7 +253,7 @@ class _Blobs:
         desc, target = job.source, job.target
         assert target is not None
         level = check_level(target, self.options.compression.level)
-        new_type = mediatypes.layer_type(target, docker=False)
+        new_type = mediatypes.layer_type(target)
         cache = self.options.cache
         here = self.target.location
         cached = cache.lookup(desc.digest, target, level) if cache else None

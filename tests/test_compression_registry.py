@@ -12,7 +12,6 @@ import zstandard
 
 from ocipush.cache import BlobCache
 from ocipush.cli import main
-from ocipush.errors import BlobVerificationError
 from ocipush.plan import Compression
 from ocipush.push import PushOptions, push
 from tests.imagegen import LayerSpec, make_index_layout, make_layout

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from ocipush.cli import main
-from ocipush.errors import UsageError
 from ocipush.plan import Compression
 from ocipush.push import PushOptions, push
 from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout

@@ -82,7 +82,7 @@ BAD_LAYOUTS = [
         {"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:xyz", "size": 1}]})),
      r"index.json: malformed entry"),
     ("manifest missing", lambda i: remove_blob(i.manifest), r"missing from the layout"),
-    ("layer missing", lambda i: remove_blob(i.layers[1]), rf"blob {{d}}.*missing from the layout"),
+    ("layer missing", lambda i: remove_blob(i.layers[1]), r"blob {d}.*missing from the layout"),
     ("layer truncated", lambda i: truncate_blob(i.layers[0]), r"bytes on disk, descriptor says"),
     ("manifest invalid json", lambda i: _rewrite_manifest(i, b"{not json"), r"invalid JSON"),
 ]
@@ -138,7 +138,7 @@ def test_manifest_over_4mib_refused(tmp_path):
 
 
 def test_unknown_manifest_media_type(tmp_path):
-    info = _layout(tmp_path)
+    _layout(tmp_path)
     index = json.loads((tmp_path / "index.json").read_text())
     index["manifests"][0]["mediaType"] = "application/x-unknown"
     (tmp_path / "index.json").write_text(json.dumps(index))

@@ -202,7 +202,7 @@ class DockerArchive(Source):
             )
         config = Descriptor(OCI_CONFIG, Digest.of(data), len(data))
         self._members[config.digest] = image.config
-        layers = [self._layer(image, name, diff_id, where) for name, diff_id in zip(image.layers, diff_ids)]
+        layers = [self._layer(image, name, diff_id, where) for name, diff_id in zip(image.layers, diff_ids, strict=True)]
         doc = {"schemaVersion": 2, **converter.unstructure(Manifest(OCI_MANIFEST, config, layers))}
         manifest = json.dumps(doc, separators=(",", ":")).encode()
         root = Descriptor(OCI_MANIFEST, Digest.of(manifest), len(manifest))
