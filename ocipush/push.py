@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -142,7 +143,9 @@ def _push(
     return PushResult(destination.with_digest(root.digest), root.digest, blobs, time.monotonic() - started)
 
 
-def _dry_run(plan: PushPlan, target: Destination, options: PushOptions, started: float, note) -> PushResult:
+def _dry_run(
+    plan: PushPlan, target: Destination, options: PushOptions, started: float, note: Callable[[str], None]
+) -> PushResult:
     """What stage 4 would do, found with HEAD requests alone."""
     blobs = []
     for job in plan.jobs:
