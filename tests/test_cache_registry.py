@@ -120,7 +120,22 @@ def other_blob(found: dict[Path, dict]) -> None:
     rewrite(b, {**db, "digest": da["digest"], "size": da["size"]})
 
 
+def sealed(change):
+    """``change`` with the checksum recomputed: what a deliberate (or careful) editor writes.
+    Only the key and the registry's HEAD stand between it and the push."""
+    from ocipush.cache import _checksum
+
+    def poison(found: dict[Path, dict]) -> None:
+        change(found)
+        for path in found:
+            doc = {k: v for k, v in json.loads(path.read_text()).items() if k != "sum"}
+            rewrite(path, {**doc, "sum": _checksum(doc)})
+
+    return poison
+
+
 POISONS = {
+    "untouched": lambda found: None,
     "swapped": swap,
     "size+1": field("size", lambda doc: doc["size"] + 1),
     "size-1": field("size", lambda doc: doc["size"] - 1),
@@ -144,6 +159,10 @@ POISONS = {
     "deep-nesting": each(lambda path, doc: path.write_text("[" * 100_000)),
     "diff-id-other": field("diff_id", "sha256:" + "3" * 64),
     "source-other": field("source", "sha256:" + "4" * 64),
+    "sealed-size+1": sealed(field("size", lambda doc: doc["size"] + 1)),
+    "sealed-size-1": sealed(field("size", lambda doc: doc["size"] - 1)),
+    "sealed-digest-random": sealed(field("digest", "sha256:" + "0" * 64)),
+    "sealed-diff-id-other": sealed(field("diff_id", "sha256:" + "3" * 64)),
 }
 
 
@@ -158,6 +177,7 @@ def test_swapped_entries_are_noted_and_replaced(image, proxy, repo, cache_dir, t
     # The next push wrote correct entries again: a third push skips every layer.
     code, err = run(image, f"{proxy.host}/{repo}:v3", capsys)
     assert code == 0 and not any("blob cache" in line for line in err), err
+    assert len([line for line in err if ": skipped as zstd" in line]) == 2, err
 
 
 def test_group_writable_cache_directory_is_not_used(image, proxy, repo, cache_dir, tmp_path, capsys):
