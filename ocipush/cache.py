@@ -114,8 +114,8 @@ class _Entry:
 
     version: int
     source: Digest
-    format: str
-    level: int
+    format: str = attrs.field(validator=attrs.validators.in_(FORMATS))
+    level: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(99)])
     diff_id: Digest
     compressor: str = attrs.field(validator=attrs.validators.max_len(200))
     digest: Digest
@@ -253,7 +253,9 @@ class BlobCache:
         """Drop ``location`` from the entry, or the whole entry when ``location`` is None:
         the registry contradicted it."""
         old = self.lookup(key, note)
-        if old is not None and location is not None:
+        if old is None:
+            return  # nothing usable there: nothing of ours to change
+        if location is not None:
             rest = tuple(loc for loc in old.locations if loc != location)
             self._write(key, attrs.evolve(old, locations=rest), note)
             return
