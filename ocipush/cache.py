@@ -76,7 +76,7 @@ def compressor_of(fmt: str) -> str:
     """The library and version that compress ``fmt``: another version may produce other
     bytes for the same input, so its entries are not this one's."""
     if fmt == "zstd":
-        return f"zstandard {zstandard.__version__} libzstd {zstandard.ZSTD_VERSION}"
+        return f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
     return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
 
 
