@@ -55,7 +55,7 @@ __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cach
 
 Note = Callable[[str], None]
 
-_VERSION = 2  # entries of ocipush < 0.x (no key, no checksum) are misses, rewritten on the next push
+_VERSION = 2  # older entries (no key, no checksum) are quiet misses, rewritten by the next push
 _MAX_ENTRY = 64 * 1024
 _MAX_SIZE = 2**62
 _MAX_LOCATIONS = 16
@@ -183,6 +183,15 @@ def _parse(data: bytes) -> _Entry | None:
         return None
 
 
+def _legacy(data: bytes) -> bool:
+    """An entry of ocipush before version 2 (``{"digest", "size", "locations"}``)."""
+    try:
+        doc = json.loads(data)
+    except Exception:
+        return False
+    return isinstance(doc, dict) and set(doc) == {"digest", "size", "locations"}
+
+
 def _document(key: CacheKey, blob: CachedBlob) -> bytes:
     doc = {"version": _VERSION, **_converter.unstructure(key), **_converter.unstructure(blob)}
     doc["sum"] = _checksum(doc)
@@ -232,11 +241,12 @@ class BlobCache:
             return None
         entry = _parse(data)
         if entry is None:
-            self._note(note, f"blob cache: {path} is damaged or not an entry; ignored")
+            if not _legacy(data):  # an older ocipush's entry is a quiet miss, rewritten after the push
+                self._note(note, f"blob cache: {path} is damaged or not an entry; ignored")
             return None
         if entry.key != key:
             if attrs.evolve(entry.key, compressor=key.compressor) != key:  # not just a library upgrade
-                self._note(note, f"blob cache: {path} was made from other content than its name says; ignored")
+                self._note(note, f"blob cache: {path} was made from another layer, level or diff_id; ignored")
             return None
         return entry.blob
 

@@ -111,7 +111,7 @@ def test_an_entry_for_another_diff_id_is_ignored_with_a_note(cache):
     notes = Notes()
     assert cache.lookup(KEY, notes) is None
     assert cache.lookup(KEY, notes) is None
-    assert len(notes) == 1 and "made from other content" in notes[0]  # said once
+    assert len(notes) == 1 and "made from another layer, level or diff_id" in notes[0]  # said once
 
 
 def test_another_compressor_version_is_a_silent_miss(cache):
@@ -129,6 +129,13 @@ def test_swapped_files_are_misses(cache):
     a.write_text(b_text)
     b.write_text(a_text)
     assert cache.lookup(KEY) is None and cache.lookup(other) is None
+
+
+def test_an_older_versions_entry_is_a_quiet_miss(cache):
+    cache.root.mkdir(parents=True)
+    entry_path(cache).write_text(json.dumps({"digest": str(OUT), "size": 10, "locations": ["r.io/a"]}))
+    notes = Notes()
+    assert cache.lookup(KEY, notes) is None and notes == []
 
 
 def test_oversized_entry_is_a_miss(cache):
