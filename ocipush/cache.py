@@ -1,34 +1,212 @@
-"""What recompression produced before: (source digest, format, level) → (digest, size,
-repositories it was pushed to).  With it, an unchanged re-push asks the registry for the
-known output digest (HEAD) instead of compressing again, and can mount the blob from
-another repository of the same registry.
+"""What recompression produced before, kept so an unchanged re-push need not compress
+again: (source digest, format, level, diff_id, compressor) → (digest, size, repositories
+it was pushed to).  The push then asks the registry for the known output (``HEAD``) or
+mounts it from another repository of the same registry.
 
-One small JSON file per entry under ``$XDG_CACHE_HOME/ocipush/blobs/`` (default
-``~/.cache/ocipush``), written to a temporary name and renamed into place, so concurrent
-runs never see a half-written entry; the last writer wins, which loses at most a
-repository hint.  Entries are only hints: a stale one costs a HEAD, never a wrong push,
-because what is pushed is always what was just produced and verified.
+The cache is a hint, never trusted, because other jobs may share it and files rot:
+
+- An entry is a small JSON document parsed strictly into a typed model (cattrs; exact
+  types, a size from 0 to 2**62, registry locations by their grammar) and sealed with a
+  checksum of its fields, so any damage — truncation, random bytes, a changed size or
+  digest — makes it a miss.  It records everything it was made from (``CacheKey``) and is
+  used only when all of it matches what the push would compress now: an entry swapped
+  with another layer's, or made for another diff_id or by another compressor version, is
+  ignored.  The checksum is no signature: whoever can write the directory as you can
+  forge an entry; the permission rules below are what keeps others out.
+- Like ssh with ``~/.ssh``, the cache is not used when its directory, ``blobs/`` or an
+  entry is writable by group or others, or not owned by the user, and a note says why.
+  The directories are created ``0700``, entries ``0600``.  Entries are opened without
+  following symlinks and without blocking (a FIFO is refused, not waited on), and read
+  up to 64 KiB.
+- What the cache says is still checked against the registry by the caller (push.py):
+  a skip needs a ``HEAD`` whose digest and ``Content-Length`` match the entry, a mount is
+  confirmed by a ``HEAD`` afterwards; any contradiction drops the entry and the layer is
+  compressed and uploaded again.
+- Writes go to a temporary file in ``blobs/``, renamed into place: concurrent runs never
+  see half an entry, the last writer wins.  Any ``OSError`` (a full disk, a read-only
+  directory) removes the temporary file and costs only speed: a note, never a failed push.
+
+Problems are told through the ``note`` callable given to each call, each message once per
+``BlobCache`` (a push of 40 layers to a full disk says so once).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
+import stat
 import tempfile
+import threading
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import cattrs
+import zstandard
 
+from .compression import FORMATS
 from .digest import Digest
 
-__all__ = ["BlobCache", "CachedBlob", "default_cache_dir"]
+__all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
+
+Note = Callable[[str], None]
+
+_VERSION = 2  # older entries (no key, no checksum) are quiet misses, rewritten by the next push
+_MAX_ENTRY = 64 * 1024
+_MAX_SIZE = 2**62
+_MAX_LOCATIONS = 16
+# "registry/repository" as Reference.name writes it: a host[:port] (or [IPv6]:port), then
+# repository components.  Anything else (a path, a query, "..") is refused.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LOCATION = re.compile(
+    rf"(?:[a-zA-Z0-9](?:[a-zA-Z0-9.-]{{0,253}}[a-zA-Z0-9])?|\[[0-9a-fA-F:.]{{2,45}}\])(?::[0-9]{{1,5}})?"
+    rf"/{_COMPONENT}(?:/{_COMPONENT})*"
+)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def compressor_of(fmt: str) -> str:
+    """The library and version that compress ``fmt``: another version may produce other
+    bytes for the same input, so its entries are not this one's."""
+    if fmt == "zstd":
+        return f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
+    return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+
+
+def _compressor_default(key: CacheKey) -> str:
+    return compressor_of(key.format)
+
+
+@attrs.frozen
+class CacheKey:
+    """What an output is made from: the source layer, the format and level, the diff_id the
+    uncompressed tar was verified against, and the compressor that made it."""
+
+    source: Digest
+    format: str = attrs.field(validator=attrs.validators.in_(FORMATS))
+    level: int
+    diff_id: Digest
+    compressor: str = attrs.field(default=attrs.Factory(_compressor_default, takes_self=True))
+
+
+def _location(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    if len(value) > _MAX_LOCATIONS or not all(len(v) <= 512 and _LOCATION.fullmatch(v) for v in value):
+        raise ValueError("not a list of registry/repository locations")
 
 
 @attrs.frozen
 class CachedBlob:
     digest: Digest
-    size: int
-    locations: tuple[str, ...] = ()  # "registry/repository" where it was pushed
+    size: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(_MAX_SIZE)])
+    locations: tuple[str, ...] = attrs.field(default=(), validator=_location)  # "registry/repository"
+
+
+@attrs.frozen
+class _Entry:
+    """The document on disk: version, key, blob, and ``sum`` (sha256 of the rest)."""
+
+    version: int
+    source: Digest
+    format: str = attrs.field(validator=attrs.validators.in_(FORMATS))
+    level: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(99)])
+    diff_id: Digest
+    compressor: str = attrs.field(validator=attrs.validators.max_len(200))
+    digest: Digest
+    size: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(_MAX_SIZE)])
+    locations: tuple[str, ...] = attrs.field(validator=_location)
+    sum: str
+
+    @property
+    def key(self) -> CacheKey:
+        return CacheKey(self.source, self.format, self.level, self.diff_id, self.compressor)
+
+    @property
+    def blob(self) -> CachedBlob:
+        return CachedBlob(self.digest, self.size, self.locations)
+
+
+def _exact(kind: type):
+    def structure(value: object, _: type) -> object:
+        if type(value) is not kind:  # no int("12"), no True for 1, no 1.5
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _digest(value: object, _: type) -> Digest:
+    if type(value) is not str:
+        raise TypeError(f"expected a digest string, got {type(value).__name__}")
+    digest = Digest.parse(value)
+    if str(digest) != value:  # no trailing newline or other slack
+        raise ValueError(f"not a digest: {value!r}")
+    return digest
+
+
+def _strings(value: object, _: type) -> tuple[str, ...]:
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise TypeError("expected a list of strings")
+    return tuple(value)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(int, _exact(int))
+_converter.register_structure_hook(str, _exact(str))
+_converter.register_structure_hook(Digest, _digest)
+_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strings)
+_converter.register_unstructure_hook(Digest, str)
+_converter.register_unstructure_hook_func(lambda t: t == tuple[str, ...], list)
+
+
+def _checksum(doc: dict) -> str:
+    fields = {k: v for k, v in doc.items() if k != "sum"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _parse(data: bytes) -> _Entry | None:
+    """The entry in ``data``, or None for anything that is not exactly one."""
+    if len(data) > _MAX_ENTRY:
+        return None
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("sum") != _checksum(doc) or doc.get("version") != _VERSION:
+            return None
+        return _converter.structure(doc, _Entry)
+    except Exception:  # ValueError, RecursionError, cattrs' grouped errors: all a miss
+        return None
+
+
+def _legacy(data: bytes) -> bool:
+    """An entry of ocipush before version 2 (``{"digest", "size", "locations"}``)."""
+    try:
+        doc = json.loads(data)
+    except Exception:
+        return False
+    return isinstance(doc, dict) and set(doc) == {"digest", "size", "locations"}
+
+
+def _document(key: CacheKey, blob: CachedBlob) -> bytes:
+    doc = {"version": _VERSION, **_converter.unstructure(key), **_converter.unstructure(blob)}
+    doc["sum"] = _checksum(doc)
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+class _Unsafe(Exception):
+    """A cache file or directory that others could have written: not to be used."""
+
+
+def _check_private(path: Path, st: os.stat_result, what: str) -> None:
+    if st.st_uid != os.getuid():
+        raise _Unsafe(f"{path}: {what} not owned by you (uid {st.st_uid}); not used")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _Unsafe(f"{path}: {what} writable by others (mode {stat.S_IMODE(st.st_mode):04o}); not used")
 
 
 def default_cache_dir() -> Path:
@@ -37,32 +215,138 @@ def default_cache_dir() -> Path:
 
 
 class BlobCache:
-    MAX_LOCATIONS = 16
+    """The cache under ``root`` (default ``$XDG_CACHE_HOME/ocipush``); thread-safe."""
+
+    MAX_LOCATIONS = _MAX_LOCATIONS
 
     def __init__(self, root: Path | None = None):
-        self.root = (root or default_cache_dir()) / "blobs"
+        self.base = Path(root or default_cache_dir())
+        self.root = self.base / "blobs"
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
 
-    def _path(self, source: Digest, fmt: str, level: int) -> Path:
-        return self.root / f"{source.algorithm}-{source.hex}-{fmt}-{level}.json"
-
-    def lookup(self, source: Digest, fmt: str, level: int) -> CachedBlob | None:
+    def lookup(self, key: CacheKey, note: Note = _silent) -> CachedBlob | None:
+        """What an earlier push made from ``key``; None when there is no usable entry."""
+        path = self._path(key)
         try:
-            doc = json.loads(self._path(source, fmt, level).read_text())
-            return CachedBlob(Digest.parse(doc["digest"]), int(doc["size"]), tuple(doc.get("locations", ())))
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            return None  # missing or damaged: as good as absent
+            self._check_directories(create=False)
+            data = _read_private(path)
+        except _Unsafe as e:
+            self._note(note, f"blob cache: {e}")
+            return None
+        except OSError as e:
+            self._note(note, f"blob cache: cannot read {path}: {e.strerror or e}; not used")
+            return None
+        if data is None:
+            return None
+        entry = _parse(data)
+        if entry is None:
+            if not _legacy(data):  # an older ocipush's entry is a quiet miss, rewritten after the push
+                self._note(note, f"blob cache: {path} is damaged or not an entry; ignored")
+            return None
+        if entry.key != key:
+            if attrs.evolve(entry.key, compressor=key.compressor) != key:  # not just a library upgrade
+                self._note(note, f"blob cache: {path} was made from another layer, level or diff_id; ignored")
+            return None
+        return entry.blob
 
-    def store(self, source: Digest, fmt: str, level: int, digest: Digest, size: int, location: str) -> None:
-        old = self.lookup(source, fmt, level)
-        locations = [location]
-        if old and old.digest == digest:
+    def store(self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = _silent) -> None:
+        """Remember that ``key`` gave ``digest`` of ``size`` bytes, now at ``location``
+        (kept first; other locations of the same output follow)."""
+        old = self.lookup(key, note)
+        locations = [location] if _LOCATION.fullmatch(location) else []
+        if old and old.digest == digest and old.size == size:
             locations += [loc for loc in old.locations if loc != location]
-        doc = {"digest": str(digest), "size": size, "locations": locations[: self.MAX_LOCATIONS]}
+        self._write(key, CachedBlob(digest, size, tuple(locations[:_MAX_LOCATIONS])), note)
+
+    def forget(self, key: CacheKey, location: str | None = None, note: Note = _silent) -> None:
+        """Drop ``location`` from the entry, or the whole entry when ``location`` is None:
+        the registry contradicted it."""
+        old = self.lookup(key, note)
+        if old is None:
+            return  # nothing usable there: nothing of ours to change
+        if location is not None:
+            rest = tuple(loc for loc in old.locations if loc != location)
+            self._write(key, attrs.evolve(old, locations=rest), note)
+            return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, self._path(source, fmt, level))
-        except OSError:
-            pass  # a cache that cannot be written only costs speed next time
+            self._path(key).unlink(missing_ok=True)
+        except OSError as e:
+            self._note(note, f"blob cache: cannot remove {self._path(key)}: {e.strerror or e}")
+
+    # -- on disk ------------------------------------------------------------------------
+
+    def _path(self, key: CacheKey) -> Path:
+        return self.root / f"{key.source.algorithm}-{key.source.hex}-{key.format}-{key.level}.json"
+
+    def _check_directories(self, create: bool) -> None:
+        """Raises _Unsafe when the cache's directories are not the user's alone; with
+        ``create``, makes the missing ones (0700)."""
+        for directory in (self.base, self.root):
+            if create:
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    directory.mkdir(mode=0o700)
+                except FileExistsError:
+                    pass
+            try:
+                st = directory.stat()
+            except FileNotFoundError:
+                return  # nothing cached yet
+            if not stat.S_ISDIR(st.st_mode):
+                raise _Unsafe(f"{directory}: not a directory; not used")
+            _check_private(directory, st, "directory")
+
+    def _write(self, key: CacheKey, blob: CachedBlob, note: Note) -> None:
+        path = self._path(key)
+        tmp: str | None = None
+        try:
+            self._check_directories(create=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(_document(key, blob))
+            os.replace(tmp, path)
+            tmp = None
+        except _Unsafe as e:
+            self._note(note, f"blob cache: {e}")
+        except OSError as e:
+            self._note(note, f"blob cache: cannot write {self.root}: {e.strerror or e}; "
+                             "the push goes on without it (only slower next time)")
+        finally:
+            if tmp is not None:
+                _remove(tmp)
+
+    def _note(self, note: Note, message: str) -> None:
+        if note is _silent:
+            return  # not said: a later call with a reporter must still say it
+        with self._lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        note(message)
+
+
+def _read_private(path: Path) -> bytes | None:
+    """The entry's bytes; None when there is none.  Never follows a symlink, never blocks
+    on a FIFO, never reads more than _MAX_ENTRY."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _Unsafe(f"{path}: a symbolic link; not used") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unsafe(f"{path}: not a regular file; not used")
+        _check_private(path, st, "entry")
+        return f.read(_MAX_ENTRY + 1)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

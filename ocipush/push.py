@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import attrs
 
 from . import mediatypes
-from .cache import BlobCache
+from .cache import BlobCache, CacheKey, CachedBlob
 from .compression import check_level
 from .content import FileContent, StreamContent
 from .destinations import Destination, LocalReference, open_destination, parse_destination
@@ -121,7 +122,7 @@ def _push(
     ) as target:
         # 3. connected (or the layout directory is ready)
         if options.dry_run:
-            return _dry_run(plan, target, options, started)
+            return _dry_run(plan, target, options, started, reporter.note)
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
@@ -142,17 +143,20 @@ def _push(
     return PushResult(destination.with_digest(root.digest), root.digest, blobs, time.monotonic() - started)
 
 
-def _dry_run(plan: PushPlan, target: Destination, options: PushOptions, started: float) -> PushResult:
+def _dry_run(
+    plan: PushPlan, target: Destination, options: PushOptions, started: float, note: Callable[[str], None]
+) -> PushResult:
     """What stage 4 would do, found with HEAD requests alone."""
     blobs = []
     for job in plan.jobs:
         desc, action = job.source, "would upload"
         if job.transforms:
             level = check_level(job.target, options.compression.level)
-            cached = options.cache.lookup(desc.digest, job.target, level) if options.cache else None
-            found = cached is not None and target.exists(cached.digest)
+            key = _cache_key(options.cache, job, level)
+            cached = options.cache.lookup(key, note) if key and options.cache else None
+            found = cached is not None and target.exists(cached.digest, cached.size)
             action = "would skip" if found else f"would compress to {job.target} and upload"
-        elif target.exists(desc.digest):
+        elif target.exists(desc.digest, desc.size):
             action = "would skip"
         blobs.append(BlobResult(desc, desc, action))
     changes = options.manifest_format or any(j.transforms for j in plan.jobs)
@@ -254,17 +258,12 @@ class _Blobs:
         assert target is not None
         level = check_level(target, self.options.compression.level)
         new_type = mediatypes.layer_type(target)
-        cache = self.options.cache
-        here = self.target.location
-        cached = cache.lookup(desc.digest, target, level) if cache else None
-        if cached:
+        key = _cache_key(self.options.cache, job, level)
+        reused = self._reuse(key) if key else None
+        if reused:
+            action, cached = reused
             pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size)
-            if self.target.exists(cached.digest):
-                return BlobResult(desc, pushed, "skipped")
-            for location in cached.locations:
-                if self.target.mount(cached.digest, location):
-                    cache.store(desc.digest, target, level, cached.digest, cached.size, here)
-                    return BlobResult(desc, pushed, "mounted")
+            return BlobResult(desc, pushed, action)
         content = StreamContent(
             lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
             diff_id=job.diff_id, target=target, level=level,
@@ -272,7 +271,41 @@ class _Blobs:
         content.on_position = self._position(desc, "compressing")
         outcome = self.target.upload(content)
         assert content.size is not None
-        if cache:
-            cache.store(desc.digest, target, level, outcome.digest, content.size, here)
+        if key and self.options.cache:
+            self.options.cache.store(key, outcome.digest, content.size, self.target.location, self.reporter.note)
         pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size)
         return BlobResult(desc, pushed, outcome.action, outcome.requests, outcome.retries)
+
+    def _reuse(self, key: CacheKey) -> tuple[str, CachedBlob] | None:
+        """What the cache remembers for ``key``, once the registry confirmed it: "skipped"
+        when its HEAD shows the digest at the recorded size, "mounted" when a mount from a
+        remembered repository is confirmed by a HEAD afterwards.  None: compress it."""
+        cache, note = self.options.cache, self.reporter.note
+        assert cache is not None
+        cached = cache.lookup(key, note)
+        if cached is None:
+            return None
+        if self.target.exists(cached.digest, cached.size):
+            return "skipped", cached
+        for location in cached.locations:
+            if not self.target.mount(cached.digest, location):
+                continue
+            if self.target.exists(cached.digest, cached.size):
+                cache.store(key, cached.digest, cached.size, self.target.location, note)
+                return "mounted", cached
+            # serverless-registry describes a mounted blob by its link file (85 bytes, a
+            # digest of the link's path). An upload gives the repository a copy of its own,
+            # which the next push's HEAD confirms: no mount from there again, no loop.
+            note(f"blob {cached.digest.short}: the registry does not confirm the blob mounted from "
+                 f"{location} (its HEAD contradicts the cache's size or digest); uploading it")
+            cache.forget(key, location, note)
+            return None
+        return None
+
+
+def _cache_key(cache: BlobCache | None, job: BlobJob, level: int) -> CacheKey | None:
+    """The job's cache key; None without a cache, or without a diff_id (a config that names
+    none): an entry is only trusted for the uncompressed content it was verified against."""
+    if cache is None or job.diff_id is None or job.target is None:
+        return None
+    return CacheKey(job.source.digest, job.target, level, job.diff_id)

@@ -145,6 +145,8 @@ class FakeRegistry(ThreadingHTTPServer):
     body_limit: larger request bodies get an HTML 413, as from a proxy.
     serverless_final_put: a body on the closing PUT after PATCHes answers 500, like serverless-registry.
     require_basic: (user, password) for HTTP Basic auth on every request.
+    serverless_mount_head: HEAD on a blob mounted from another repository answers the link file's
+    length (85) and a digest of the link's path, like serverless-registry; an upload makes it real.
     """
 
     def __init__(
@@ -157,6 +159,7 @@ class FakeRegistry(ThreadingHTTPServer):
         body_limit: int | None = None,
         serverless_final_put: bool = False,
         require_basic: tuple[str, str] | None = None,
+        serverless_mount_head: bool = False,
     ) -> None:
         if location_style not in get_args(LocationStyle):
             raise ValueError(f"unknown location_style {location_style!r}")
@@ -166,6 +169,8 @@ class FakeRegistry(ThreadingHTTPServer):
         self.body_limit = body_limit
         self.serverless_final_put = serverless_final_put
         self.require_basic = require_basic
+        self.serverless_mount_head = serverless_mount_head
+        self.links: set[tuple[str, str]] = set()  # (repo, digest) mounted, not uploaded
         self.host = f"127.0.0.1:{self.server_address[1]}"
         self.url = f"http://{self.host}"
         self.blobs: dict[str, dict[str, bytes]] = {}  # repo -> digest -> content
@@ -279,6 +284,9 @@ class FakeRegistry(ThreadingHTTPServer):
         data = self.blobs.get(name, {}).get(digest)
         if data is None:
             raise _fail(404, "BLOB_UNKNOWN", "blob unknown to registry", {"digest": digest})
+        if req.method == "HEAD" and self.serverless_mount_head and (name, digest) in self.links:
+            link = sha256_digest(f"{name}/blobs/{digest}".encode())  # the link object's, not the blob's
+            return Reply(200, {"Content-Length": "85", "Docker-Content-Digest": link})
         return Reply(200, {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}, data)
 
     def _blob_created(self, name: str, digest: str) -> Reply:
@@ -288,6 +296,7 @@ class FakeRegistry(ThreadingHTTPServer):
         mount, source = req.query.get("mount"), req.query.get("from")
         if mount is not None and source is not None and mount in self.blobs.get(source, {}):
             self.blobs.setdefault(name, {})[mount] = self.blobs[source][mount]
+            self.links.add((name, mount))
             return self._blob_created(name, mount)
         # Spec: an unmountable blob (or a single-POST `?digest=` we don't support) gets a plain session.
         upload_id = str(uuid.uuid4())
@@ -389,6 +398,7 @@ class FakeRegistry(ThreadingHTTPServer):
             status, code = (500, "INTERNAL_ERROR") if self.serverless_final_put else (400, "DIGEST_INVALID")
             raise _fail(status, code, "digest does not match the uploaded content", {"received": received})
         self.blobs.setdefault(name, {})[digest] = bytes(upload.data)
+        self.links.discard((name, digest))
         return self._blob_created(name, digest)
 
     # ---- manifests ---------------------------------------------------------------------------

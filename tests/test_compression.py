@@ -103,16 +103,19 @@ def test_detect(head, name):
 
 
 def test_cache_round_trip_and_damage(tmp_path):
+    from ocipush.cache import CacheKey
+
     cache = BlobCache(tmp_path)
-    src, out = Digest.of(b"src"), Digest.of(b"out")
-    assert cache.lookup(src, "zstd", 3) is None
-    cache.store(src, "zstd", 3, out, 10, "r.io/a")
-    cache.store(src, "zstd", 3, out, 10, "r.io/b")
-    hit = cache.lookup(src, "zstd", 3)
+    src, out, tar = Digest.of(b"src"), Digest.of(b"out"), Digest.of(b"tar")
+    key = CacheKey(src, "zstd", 3, tar)
+    assert cache.lookup(key) is None
+    cache.store(key, out, 10, "r.io/a")
+    cache.store(key, out, 10, "r.io/b")
+    hit = cache.lookup(key)
     assert hit.digest == out and hit.size == 10 and hit.locations == ("r.io/b", "r.io/a")
-    assert cache.lookup(src, "zstd", 4) is None and cache.lookup(src, "gzip", 3) is None
+    assert cache.lookup(CacheKey(src, "zstd", 4, tar)) is None and cache.lookup(CacheKey(src, "gzip", 3, tar)) is None
     next((tmp_path / "blobs").glob("*.json")).write_text("{not json")
-    assert cache.lookup(src, "zstd", 3) is None  # damaged entries are misses
+    assert cache.lookup(key) is None  # damaged entries are misses
 
 
 # -- rewriting -----------------------------------------------------------------------

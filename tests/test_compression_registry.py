@@ -83,14 +83,16 @@ def test_cache_mounts_from_another_repository(proxy, repo, tmp_path):
 def test_stale_cache_entry_falls_back_to_compressing(proxy, repo, tmp_path):
     info = make_layout(tmp_path / "img", [LayerSpec(500_000, "text")], ref="v1")
     cache = BlobCache(tmp_path / "cache")
+    from ocipush.cache import CacheKey
     from ocipush.digest import Digest
 
     bogus = Digest.parse("sha256:" + "1" * 64)
-    cache.store(Digest.parse(info.layers[0].digest), "zstd", 3, bogus, 123, f"{proxy.host}/{repo}-gone")
+    key = CacheKey(Digest.parse(info.layers[0].digest), "zstd", 3, Digest.parse(info.layers[0].diff_id))
+    cache.store(key, bogus, 123, f"{proxy.host}/{repo}-gone")
     result = push(f"oci:{info.layout}", f"{proxy.host}/{repo}:v1", zstd_options(tmp_path))
     layer = next(b for b in result.blobs if str(b.source.digest) == info.layers[0].digest)
     assert layer.action == "uploaded" and layer.pushed.digest != bogus
-    assert cache.lookup(Digest.parse(info.layers[0].digest), "zstd", 3).digest == layer.pushed.digest
+    assert cache.lookup(key).digest == layer.pushed.digest
     pulled_layers_match_diff_ids(proxy.host, repo, "v1", tmp_path, "application/vnd.oci.image.layer.v1.tar+zstd")
 
 

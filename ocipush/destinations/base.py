@@ -20,7 +20,9 @@ __all__ = ["Destination", "LocalReference"]
 class Destination(Protocol):
     location: str  # "registry/repository" or "oci:PATH": where the blob cache says blobs live
 
-    def exists(self, digest: Digest) -> bool: ...
+    def exists(self, digest: Digest, size: int | None = None) -> bool:
+        """The destination holds the blob, of ``size`` bytes when given; a contradiction
+        (another size, another digest) is "not there"."""
 
     def mount(self, digest: Digest, location: str) -> bool:
         """Link a blob that ``location`` (a cache hint) holds; False when not possible."""

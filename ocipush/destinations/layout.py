@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from pathlib import Path
@@ -80,14 +81,20 @@ class LayoutDestination:
     def _blob(self, digest: Digest) -> Path:
         return self.path / "blobs" / digest.algorithm / digest.hex
 
-    def exists(self, digest: Digest) -> bool:
-        return self._blob(digest).is_file()
+    def exists(self, digest: Digest, size: int | None = None) -> bool:
+        """A regular file under the digest's name, of ``size`` bytes when given (a
+        truncated blob is written again)."""
+        try:
+            st = self._blob(digest).lstat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
 
     def mount(self, digest: Digest, location: str) -> bool:
         return False
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
-        if blob.digest is not None and self.exists(blob.digest):
+        if blob.digest is not None and self.exists(blob.digest, blob.size):
             blob.close()
             return UploadOutcome("skipped", blob.digest)
         if self._aborted:

@@ -34,8 +34,8 @@ class RegistryDestination:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def exists(self, digest: Digest) -> bool:
-        return self.uploader.exists(digest)
+    def exists(self, digest: Digest, size: int | None = None) -> bool:
+        return self.uploader.exists(digest, size)
 
     def mount(self, digest: Digest, location: str) -> bool:
         registry, _, repository = location.partition("/")

@@ -36,6 +36,7 @@ from ..digest import Digest
 from ..errors import RegistryError, UploadError
 from .chunks import choose_chunk_size, content_range, parse_range
 from .client import RegistryClient, redact
+from .headers import strict_int
 from .retry import is_transient
 
 __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "HostLimits", "UploadOutcome"]
@@ -58,6 +59,7 @@ class BlobContent(Protocol):
     (a stream being compressed); ``chunks`` may be called again to start over."""
 
     digest: Digest | None
+    size: int | None  # known up front for a file; for a stream, after the last chunk
 
     def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[ChunkBody]: ...
 
@@ -137,7 +139,7 @@ class BlobUploader:
             self._cancel(session, timeout=5.0)
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
-        if blob.digest is not None and self.exists(blob.digest):
+        if blob.digest is not None and self.exists(blob.digest, blob.size):
             return UploadOutcome("skipped", blob.digest)
         stats = _Stats()
         try:
@@ -174,10 +176,19 @@ class BlobUploader:
 
     # -- the steps ------------------------------------------------------------------
 
-    def exists(self, digest: Digest) -> bool:
+    def exists(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether the repository holds the blob: a ``HEAD`` 200 whose ``Content-Length``
+        equals ``size`` (when known) and whose ``Docker-Content-Digest``, if sent, is
+        ``digest``.  A 200 that contradicts either is a registry that lies (or a link the
+        registry describes instead of the blob): "not there", so the blob is uploaded."""
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
         response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
-        return response.status_code == 200
+        if response.status_code != 200:
+            return False
+        contradiction = _contradiction(response, digest, size)
+        if contradiction:
+            self.on_note(f"blob {digest.short}: HEAD {redact(url)} answered 200 but {contradiction}; uploading it")
+        return contradiction is None
 
     def mount(self, digest: Digest, from_repository: str) -> bool:
         """Ask the registry to link a blob it holds in another repository: 201 means done.
@@ -338,6 +349,21 @@ def _held(value: str | None, expected_offset: int) -> int | None:
     if value and value.strip() == "0-0" and expected_offset == 0:
         return 0
     return parse_range(value)
+
+
+def _contradiction(response: httpx.Response, digest: Digest, size: int | None) -> str | None:
+    """How a blob ``HEAD`` 200 contradicts the descriptor, or None when it confirms it."""
+    if size is not None:
+        try:
+            length = strict_int(response.headers.get("Content-Length"), "Content-Length")
+        except RegistryError:
+            return f"its Content-Length {response.headers.get('Content-Length', '(none)')[:40]!r} is not a size"
+        if length != size:
+            return f"says {length} bytes where the descriptor says {size}"
+    said = response.headers.get("Docker-Content-Digest")
+    if said is not None and said.strip() != str(digest):
+        return f"names digest {said[:80]!r}"
+    return None
 
 
 def _location(response: httpx.Response) -> str:
