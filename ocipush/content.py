@@ -31,7 +31,7 @@ import attrs
 
 from . import compression
 from .digest import Digest
-from .errors import BlobVerificationError, SourceError
+from .errors import BlobVerificationError, SourceError, local_io_error
 from .registry.chunks import chunk_ranges
 
 __all__ = ["Chunk", "FileContent", "Position", "StreamContent", "in_thread"]
@@ -179,7 +179,7 @@ class StreamContent:
                 view = memoryview(block)
                 while view:
                     take = view[: step - filled]
-                    spill.write(take)
+                    self._spill_write(spill, take)
                     filled += len(take)
                     view = view[len(take) :]
                     if filled == step:
@@ -196,6 +196,14 @@ class StreamContent:
             if spill is not None:
                 spill.close()
 
+    def _spill_write(self, spill: BinaryIO, data: memoryview) -> None:
+        """A failing write is the spill's disk (a full ``$TMPDIR``), not the layer: say
+        so, naming the directory, instead of an OSError traceback."""
+        try:
+            spill.write(data)
+        except OSError as e:
+            raise local_io_error(tempfile.gettempdir(), f"spilling a compressed chunk of {self.what}", e) from None
+
     def stream(self) -> Iterator[bytes]:
         """The output from the beginning (again), verified; sets ``digest`` and ``size``
         once the last block was produced."""
@@ -209,10 +217,17 @@ class StreamContent:
 
     def _spilled_chunk(self, spill: BinaryIO, offset: int, length: int) -> Chunk:
         def read(start: int, n: int) -> Iterator[bytes]:
-            spill.seek(start - offset)
             pos = start
             while pos < start + n:
-                block = spill.read(min(BLOCK, start + n - pos))
+                try:
+                    spill.seek(pos - offset)
+                    block = spill.read(min(BLOCK, start + n - pos))
+                except OSError as e:
+                    raise local_io_error(tempfile.gettempdir(), f"reading back a chunk of {self.what}", e) from None
+                if not block:
+                    raise local_io_error(
+                        tempfile.gettempdir(), f"reading back a chunk of {self.what}", OSError(0, "spill truncated")
+                    )
                 pos += len(block)
                 if self.on_position:
                     self.on_position(pos)
