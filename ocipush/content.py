@@ -90,10 +90,13 @@ class FileContent:
     def _read(self, offset: int, length: int) -> Iterator[bytes]:
         if self._file is None:
             self._file = self._opener()
-        self._file.seek(offset)
         pos, end = offset, offset + length
         while pos < end:
-            block = self._file.read(min(BLOCK, end - pos))
+            try:  # a failing disk under the source: its error, not a traceback
+                self._file.seek(pos)
+                block = self._file.read(min(BLOCK, end - pos))
+            except OSError as e:
+                raise SourceError(f"{self.what}: reading at {pos} bytes: {e.strerror or e}") from None
             if not block:
                 raise BlobVerificationError(f"{self.what}: truncated at {pos} bytes, descriptor says {self.size}")
             if pos <= self._hashed < pos + len(block):

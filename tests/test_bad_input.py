@@ -673,3 +673,26 @@ def test_missing_authfile_is_refused_before_any_request(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [100])
     assert main([f"oci:{info.layout}", f"127.0.0.1:{free_port()}/x:y", "--authfile", str(tmp_path / "nope.json")]) == 2
     assert capsys.readouterr().err == f"ocipush: --authfile {tmp_path / 'nope.json'}: no such file\n"
+
+
+def test_full_tmpdir_while_recompressing_cancels_the_open_upload(proxy, registry, repo, tmp_path, capsys, request):
+    """The spill fails mid-upload: every upload the push began is committed or cancelled
+    (DELETE answered 204), and there is no tag.
+
+    Checked in the proxy's log rather than in the registry's ``_uploads`` directory: the
+    CNCF registry (2.8) answers the DELETE of an upload that has received no bytes with
+    204 but then writes the upload's hash state again ("error closing blobwriter: …
+    file already closed"), leaving ``_uploads/UUID/hashstates/sha256/0`` behind."""
+    bench = Bench(tmp_path, proxy.host, repo, request)
+    argv = full_tmpdir_recompressing(bench)
+    since = proxy.mark()
+    got, _, err = run_cli(argv, capsys)
+    assert got == 6 and "Traceback" not in err, err
+    last: dict[str, tuple[str, int]] = {}  # upload URL path -> its last request
+    for r in proxy.requests(since):
+        if "/blobs/uploads/" in r.path and not r.path.endswith("/uploads/"):
+            last[r.path] = (r.method, r.status)
+    cancelled = [p for p, (method, status) in last.items() if (method, status) == ("DELETE", 204)]
+    assert cancelled, f"no upload was cancelled: {last}"
+    assert all((method, status) in (("PUT", 201), ("DELETE", 204)) for method, status in last.values()), last
+    assert tag_status(registry.host, repo, None) == 404

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import gzip
+import io
 import os
 import stat
+import tempfile
 import threading
 
 import pytest
 
+from ocipush import content as content_module
 from ocipush import localfile
-from ocipush.errors import SourceError
+from ocipush.content import FileContent, StreamContent
+from ocipush.digest import Digest
+from ocipush.errors import LocalIOError, SourceError
 from ocipush.localfile import NotRegularFile, open_regular, read_regular
 from ocipush.sources.store import DirStore
 
@@ -80,3 +87,45 @@ def test_layout_store_names_the_fifo(tmp_path):
     os.mkfifo(tmp_path / "index.json")
     with pytest.raises(SourceError, match=r"index.json: a FIFO \(named pipe\), not a regular file"):
         _in_thread(lambda: DirStore(tmp_path).open("index.json"))
+
+
+class _FailingFile(io.BytesIO):
+    """Reads (or writes) fail with ``errno`` after ``after`` bytes, as a dying disk does."""
+
+    def __init__(self, data: bytes, errno_: int, after: int):
+        super().__init__(data)
+        self._errno, self._after, self._written = errno_, after, 0
+
+    def read(self, n=-1):
+        if self.tell() >= self._after:
+            raise OSError(self._errno, os.strerror(self._errno))
+        return super().read(min(n, self._after - self.tell()) if n and n > 0 else self._after - self.tell())
+
+    def write(self, data):
+        self._written += len(data)
+        if self._written > self._after:
+            raise OSError(self._errno, os.strerror(self._errno))
+        return super().write(data)
+
+
+def test_an_io_error_reading_a_source_blob_is_a_source_error():
+    data = b"x" * 3000
+    content = FileContent(lambda: _FailingFile(data, errno.EIO, 1000), Digest.of(data), len(data), "blob B (img/b)")
+    with pytest.raises(SourceError, match=r"^blob B \(img/b\): reading at 1000 bytes: Input/output error$"):
+        content.read_all()
+
+
+def test_a_full_tmpdir_while_spilling_is_a_local_io_error(tmp_path, monkeypatch):
+    """The spill's file refuses the write: LocalIOError naming $TMPDIR, not an OSError."""
+    layer = gzip.compress(os.urandom(3 << 20), compresslevel=1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(
+        content_module.tempfile, "SpooledTemporaryFile", lambda max_size: _FailingFile(b"", errno.ENOSPC, 1 << 20)
+    )
+    stream = StreamContent(
+        lambda: io.BytesIO(layer), Digest.of(layer), len(layer), "blob L (img/l)", diff_id=None, target="zstd"
+    )
+    with pytest.raises(LocalIOError) as caught:
+        list(stream.chunks(8 << 20))
+    assert str(caught.value) == f"{tmp_path}: spilling a compressed chunk of blob L (img/l): No space left on device"
+    assert caught.value.exit_code == 6 and caught.value.errno == errno.ENOSPC
