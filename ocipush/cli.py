@@ -36,7 +36,8 @@ destinations:
   oci-archive:PATH[:TAG]                      an OCI archive, written (or replaced) whole
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
-5 authentication failed, 130 interrupted.
+5 authentication failed, 6 a local file could not be written (TMPDIR, destination),
+130 interrupted.
 """
 
 

@@ -164,14 +164,14 @@ class StreamContent:
         current: BinaryIO | None = None
         try:
             for current, offset, length in in_thread(
-                lambda: self._spills(chunk_size or STREAM_CHUNK, start), maxsize=1, discard=lambda item: item[0].close()
+                lambda: self._spills(chunk_size or STREAM_CHUNK, start), maxsize=1, discard=lambda item: _discard(item[0])
             ):
                 yield self._spilled_chunk(current, offset, length)
-                current.close()  # the uploader has moved past it
+                _discard(current)  # the uploader has moved past it
                 current = None
         finally:
             if current is not None:
-                current.close()
+                _discard(current)
 
     def _spills(self, step: int, start: int) -> Iterator[tuple[BinaryIO, int, int]]:
         """The output cut into spills of ``step`` bytes: (spill, offset, length)."""
@@ -190,14 +190,14 @@ class StreamContent:
                         if offset >= start:
                             yield full, offset, step
                         else:
-                            full.close()
+                            _discard(full)
                         offset, filled = offset + step, 0
             if filled and offset >= start:
                 last, spill = spill, None
                 yield last, offset, filled
         finally:
             if spill is not None:
-                spill.close()
+                _discard(spill)
 
     def _spill_write(self, spill: BinaryIO, data: memoryview) -> None:
         """A failing write is the spill's disk (a full ``$TMPDIR``), not the layer: say
@@ -286,6 +286,16 @@ class StreamContent:
 
     def close(self) -> None:
         """Nothing to free between runs: each ``chunks()`` run frees its spills."""
+
+
+def _discard(spill: BinaryIO) -> None:
+    """Close a spill whose bytes are no longer wanted. Closing flushes, and on a full
+    ``$TMPDIR`` the flush fails again: that must not replace the error already raised
+    (the descriptor is closed and the anonymous file freed all the same)."""
+    try:
+        spill.close()
+    except OSError:
+        pass
 
 
 class _HashingReader(io.RawIOBase):

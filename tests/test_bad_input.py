@@ -504,7 +504,7 @@ USAGE = [
     # references as CI variables deliver them: a stray newline, space or control character
     case("destination-trailing-newline", 2, "invalid reference '{b.host}/{b.repo}:v1\\n': whitespace",
          to("{b.dest}\n")),
-    case("destination-trailing-crlf", 2, "invalid reference '{b.host}/{b.repo}:v1\\r\\n'",
+    case("destination-trailing-crlf", 2, "invalid reference '{b.host}/{b.repo}:v1\\r\\n': whitespace",
          to("{b.dest}\r\n")),
     case("destination-digest-trailing-newline", 2, "whitespace ('\\n') is not allowed",
          to("{b.host}/{b.repo}@{b.info.digest}\n")),

@@ -32,6 +32,7 @@ def parse_destination(text: str) -> Reference | LocalReference:
     if sep and transport in _LOCAL:
         check_spec(text, "destination")
         path, _, tag = rest.partition(":")
+        check_spec(path, "destination path")
         check_printable(tag, "destination tag")
         if not path:
             raise UsageError(f"{text!r}: missing the path")

@@ -131,10 +131,13 @@ class LayoutDestination:
             raise local_io_error(self.path / "blobs", "writing a blob", e) from None
         self._writing.add(tmp)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for block in blob.stream():  # the source's errors pass as they are
-                    self._write(f, block, tmp)
-                self._write(f, b"", tmp)  # flushed here, so a full disk is met here
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for block in blob.stream():  # the source's errors pass as they are
+                        self._write(f, block, tmp)
+                    self._write(f, b"", tmp)  # flushed here, so a full disk is met here
+            except OSError as e:  # closing flushes what a failed write left: it fails again
+                raise local_io_error(tmp, "writing a blob", e) from None
             digest = blob.finish()
             target = self._blob(digest)
             try:

@@ -53,6 +53,7 @@ def open_source(spec: str) -> Source:
         check_printable(rest, "image name")
         return save_image(transport, rest, name=spec)
     path, _, ref = rest.partition(":")
+    check_spec(path, "source path")
     check_printable(ref, "source REF")
     if transport in ("oci", "oci-archive", "docker-archive") and not path:
         raise UsageError(f"{spec!r}: missing the {'layout' if transport == 'oci' else 'archive'} path")

@@ -127,7 +127,10 @@ def _decompress(path, compression: str, label: str) -> IO[bytes]:
             except OSError as e:
                 raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     except BaseException:
-        temp.close()
+        try:
+            temp.close()  # flushes, which fails again on a full disk; the file is deleted anyway
+        except OSError:
+            pass
         raise
     return temp
 
