@@ -213,7 +213,11 @@ class ArchiveDestination(LayoutDestination):
         except OSError as e:
             raise local_io_error(self.archive, "creating a working directory beside it", e) from None
         self.path = Path(self._workdir)
-        super().__enter__()
+        try:
+            super().__enter__()
+        except BaseException:  # __exit__ is not called when __enter__ fails: remove it here
+            self.close()
+            raise
         return self
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
