@@ -139,3 +139,19 @@ def test_any_text_is_a_reference_or_a_usage_error(text):
         assert str(e).isprintable(), str(e)  # one line, whatever the input held
         return
     assert text.isascii() and text.isprintable() and " " not in text
+
+
+@given(st.sampled_from(["", "oci:", "oci-archive:", "docker://", "docker-daemon:"]), st.text(max_size=40))
+def test_any_destination_is_parsed_or_a_usage_error(prefix, text):
+    """Local or registry: a value, or one printable UsageError line; never another exception."""
+    from ocipush.destinations import LocalReference, parse_destination
+
+    try:
+        parsed = parse_destination(prefix + text)
+    except UsageError as e:
+        assert str(e).isprintable(), str(e)
+        return
+    assert isinstance(parsed, (Reference, LocalReference))
+    if isinstance(parsed, LocalReference):
+        assert parsed.path == parsed.path.strip(" ") and parsed.path.isprintable()
+        assert parsed.tag is None or (parsed.tag.isprintable() and " " not in parsed.tag)
