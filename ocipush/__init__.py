@@ -14,6 +14,7 @@ from .digest import Digest
 from .errors import (
     AuthenticationError,
     BlobVerificationError,
+    LocalIOError,
     OcipushError,
     RegistryError,
     SourceError,
@@ -40,6 +41,7 @@ __all__ = [
     "Digest",
     "Index",
     "LineReporter",
+    "LocalIOError",
     "Manifest",
     "OcipushError",
     "Platform",

@@ -17,7 +17,7 @@ from .destinations import parse_destination
 from .push import PushOptions, push
 from .registry.auth import Credentials
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
-from .units import parse_size
+from .units import parse_duration, parse_size
 
 __all__ = ["main"]
 
@@ -36,7 +36,8 @@ destinations:
   oci-archive:PATH[:TAG]                      an OCI archive, written (or replaced) whole
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
-5 authentication failed, 130 interrupted.
+5 authentication failed, 6 a local file could not be written (TMPDIR, destination),
+130 interrupted.
 """
 
 
@@ -56,30 +57,40 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) > 100:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, not {text!r}")
+def _number(text: str, low: int, high: int) -> int:
+    """An integer from ``low`` to ``high`` in ASCII digits: ``int()`` alone takes ``²``
+    (then fails), ``٣`` and 5,000-digit strings (then fails on the length limit)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 6) or not low <= int(text) <= high:
+        shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"expected a number from {low} to {high}, not {shown!r}")
     return int(text)
 
 
-def _duration(text: str) -> float:
-    """``2s``, ``500ms``, ``1m`` or plain seconds, as podman's --retry-delay."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "": 1.0}
-    number = text.rstrip("ms")
-    unit = text[len(number):]
-    try:
-        value = float(number) * units[unit]
-    except (KeyError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a duration such as 2s or 500ms, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a positive duration, not {text!r}")
-    return value
+def _count(text: str) -> int:
+    return _number(text, 0, 100)
 
 
 def _jobs(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, not {text!r}")
-    return int(text)
+    return _number(text, 1, 64)
+
+
+def _level(text: str) -> int:
+    """ASCII digits; the range depends on the format, so compression.check_level checks it."""
+    try:
+        return _number(text, 0, 999)
+    except argparse.ArgumentTypeError:
+        shown = text if len(text) <= 40 else f"{text[:40]}… ({len(text)} characters)"
+        raise argparse.ArgumentTypeError(f"expected a level such as 6 (gzip 1-9, zstd 1-22), not {shown!r}") from None
+
+
+def _duration(text: str) -> float:
+    """Seconds, from Go's syntax as podman takes it (``2s``, ``500ms``, ``1m30s``) or
+    plain seconds; 0 to 24 hours. Shared by every duration option (``--retry-delay``,
+    ``--timeout``)."""
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
     p.add_argument("--compression-format", "--dest-compress-format", choices=FORMATS, metavar="FORMAT",
                    help="compress every layer not already in FORMAT (gzip or zstd) while uploading")
-    p.add_argument("--compression-level", "--dest-compress-level", type=int, metavar="N",
+    p.add_argument("--compression-level", "--dest-compress-level", type=_level, metavar="N",
                    help="compression level (gzip 1-9, default 6; zstd 1-22, default 3)")
     p.add_argument("--format", "-f", choices=("oci", "v2s2"), dest="manifest_format",
                    help="manifest type to push (default: as the source has it; docker archives give oci)")

@@ -31,7 +31,7 @@ import attrs
 
 from . import compression
 from .digest import Digest
-from .errors import BlobVerificationError, SourceError
+from .errors import BlobVerificationError, SourceError, local_io_error
 from .registry.chunks import chunk_ranges
 
 __all__ = ["Chunk", "FileContent", "Position", "StreamContent", "in_thread"]
@@ -90,10 +90,13 @@ class FileContent:
     def _read(self, offset: int, length: int) -> Iterator[bytes]:
         if self._file is None:
             self._file = self._opener()
-        self._file.seek(offset)
         pos, end = offset, offset + length
         while pos < end:
-            block = self._file.read(min(BLOCK, end - pos))
+            try:  # a failing disk under the source: its error, not a traceback
+                self._file.seek(pos)
+                block = self._file.read(min(BLOCK, end - pos))
+            except OSError as e:
+                raise SourceError(f"{self.what}: reading at {pos} bytes: {e.strerror or e}") from None
             if not block:
                 raise BlobVerificationError(f"{self.what}: truncated at {pos} bytes, descriptor says {self.size}")
             if pos <= self._hashed < pos + len(block):
@@ -161,14 +164,14 @@ class StreamContent:
         current: BinaryIO | None = None
         try:
             for current, offset, length in in_thread(
-                lambda: self._spills(chunk_size or STREAM_CHUNK, start), maxsize=1, discard=lambda item: item[0].close()
+                lambda: self._spills(chunk_size or STREAM_CHUNK, start), maxsize=1, discard=lambda item: _discard(item[0])
             ):
                 yield self._spilled_chunk(current, offset, length)
-                current.close()  # the uploader has moved past it
+                _discard(current)  # the uploader has moved past it
                 current = None
         finally:
             if current is not None:
-                current.close()
+                _discard(current)
 
     def _spills(self, step: int, start: int) -> Iterator[tuple[BinaryIO, int, int]]:
         """The output cut into spills of ``step`` bytes: (spill, offset, length)."""
@@ -179,7 +182,7 @@ class StreamContent:
                 view = memoryview(block)
                 while view:
                     take = view[: step - filled]
-                    spill.write(take)
+                    self._spill_write(spill, take)
                     filled += len(take)
                     view = view[len(take) :]
                     if filled == step:
@@ -187,14 +190,22 @@ class StreamContent:
                         if offset >= start:
                             yield full, offset, step
                         else:
-                            full.close()
+                            _discard(full)
                         offset, filled = offset + step, 0
             if filled and offset >= start:
                 last, spill = spill, None
                 yield last, offset, filled
         finally:
             if spill is not None:
-                spill.close()
+                _discard(spill)
+
+    def _spill_write(self, spill: BinaryIO, data: memoryview) -> None:
+        """A failing write is the spill's disk (a full ``$TMPDIR``), not the layer: say
+        so, naming the directory, instead of an OSError traceback."""
+        try:
+            spill.write(data)
+        except OSError as e:
+            raise local_io_error(tempfile.gettempdir(), f"spilling a compressed chunk of {self.what}", e) from None
 
     def stream(self) -> Iterator[bytes]:
         """The output from the beginning (again), verified; sets ``digest`` and ``size``
@@ -209,10 +220,17 @@ class StreamContent:
 
     def _spilled_chunk(self, spill: BinaryIO, offset: int, length: int) -> Chunk:
         def read(start: int, n: int) -> Iterator[bytes]:
-            spill.seek(start - offset)
             pos = start
             while pos < start + n:
-                block = spill.read(min(BLOCK, start + n - pos))
+                try:
+                    spill.seek(pos - offset)
+                    block = spill.read(min(BLOCK, start + n - pos))
+                except OSError as e:
+                    raise local_io_error(tempfile.gettempdir(), f"reading back a chunk of {self.what}", e) from None
+                if not block:
+                    raise local_io_error(
+                        tempfile.gettempdir(), f"reading back a chunk of {self.what}", OSError(0, "spill truncated")
+                    )
                 pos += len(block)
                 if self.on_position:
                     self.on_position(pos)
@@ -268,6 +286,16 @@ class StreamContent:
 
     def close(self) -> None:
         """Nothing to free between runs: each ``chunks()`` run frees its spills."""
+
+
+def _discard(spill: BinaryIO) -> None:
+    """Close a spill whose bytes are no longer wanted. Closing flushes, and on a full
+    ``$TMPDIR`` the flush fails again: that must not replace the error already raised
+    (the descriptor is closed and the anonymous file freed all the same)."""
+    try:
+        spill.close()
+    except OSError:
+        pass
 
 
 class _HashingReader(io.RawIOBase):

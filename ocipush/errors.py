@@ -6,9 +6,15 @@
     ├── UsageError                exit 2   a bad argument: reference, transport, option value
     ├── SourceError               exit 3   the image on disk is missing, malformed or corrupt
     │   └── BlobVerificationError exit 3   a blob's bytes do not match its descriptor
+    ├── LocalIOError              exit 6   writing a local file failed: TMPDIR, the cache, a local
+    │                                      destination (disk full, I/O error, permission denied)
     └── RegistryError             exit 4   the registry refused a request or could not be reached
         ├── AuthenticationError   exit 5   credentials missing or refused
         └── UploadError           exit 4   an upload ended in a state we cannot accept
+
+LocalIOError has a code of its own because neither the user's input nor the registry is at
+fault: the machine is (a full ``TMPDIR``, a read-only or failing disk), and CI wants to
+tell that apart, to retry on another runner or to page someone about the disk.
 
 Every message is one line a user can act on: it names the file, blob, URL or header at
 fault.  The CLI prints ``ocipush: <message>`` and exits with ``exit_code``; tracebacks
@@ -20,11 +26,13 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BlobVerificationError",
+    "LocalIOError",
     "OcipushError",
     "RegistryError",
     "SourceError",
     "UploadError",
     "UsageError",
+    "local_io_error",
 ]
 
 
@@ -42,6 +50,28 @@ class SourceError(OcipushError):
 
 class BlobVerificationError(SourceError):
     pass
+
+
+class LocalIOError(OcipushError):
+    """A file ocipush writes on this machine could not be written (or read back).
+
+    ``path`` is the file or directory at fault (``TMPDIR`` for an anonymous spill), ``errno``
+    the OS error number. Raised from ``OSError`` by :func:`local_io_error`, so the message
+    always has the same shape: ``PATH: WHAT: STRERROR``.
+    """
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, path: str, errno: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+def local_io_error(path: object, what: str, error: OSError) -> LocalIOError:
+    """``PATH: WHAT: No space left on device`` from an OSError met while writing ``path``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    return LocalIOError(f"{path}: {what}: {reason}", path=str(path), errno=error.errno)
 
 
 class RegistryError(OcipushError):

@@ -15,7 +15,7 @@ import attrs
 from .digest import Digest
 from .errors import UsageError
 
-__all__ = ["Reference", "DOCKER_HUB", "DEFAULT_TAG", "is_loopback_host"]
+__all__ = ["Reference", "DOCKER_HUB", "DEFAULT_TAG", "check_printable", "check_spec", "is_loopback_host"]
 
 DOCKER_HUB = "docker.io"
 DEFAULT_TAG = "latest"
@@ -23,12 +23,15 @@ DEFAULT_TAG = "latest"
 _HUB_API_HOST = "registry-1.docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 
+# Every pattern is used with fullmatch: ``$`` also matches before a trailing newline, so
+# ``host/img:v1\n`` from a CI variable would pass and break later. ASCII only: ``\w`` would
+# otherwise take any letter of any script, and docker's grammar is ASCII.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*", re.ASCII)
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DOMAIN_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _HOST_RE = re.compile(
-    rf"^(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+    rf"(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?", re.ASCII
 )
 _MAX_NAME = 255
 
@@ -45,6 +48,7 @@ class Reference:
     @classmethod
     def parse(cls, text: str) -> Reference:
         original = text
+        check_printable(text, "reference")
         text = text.removeprefix("docker://")
         if not text:
             raise UsageError("empty image reference")
@@ -64,7 +68,7 @@ class Reference:
         colon = name.rfind(":")
         if colon > slash:  # a colon after the last slash is a tag, not a port
             name, tag = name[:colon], name[colon + 1 :]
-            if not _TAG_RE.match(tag):
+            if not _TAG_RE.fullmatch(tag):
                 raise bad(f"invalid tag {tag!r}")
         if tag and digest:
             # containers/image refuses these for destinations too: which one would we push?
@@ -73,15 +77,18 @@ class Reference:
         first, sep, rest = name.partition("/")
         if sep and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):
             registry, path = first, rest
-            if not _HOST_RE.match(registry):
+            if not _HOST_RE.fullmatch(registry):
                 raise bad(f"invalid registry host {registry!r}")
+            port = registry.rpartition(":")[2] if not registry.endswith("]") else ""
+            if port.isascii() and port.isdigit() and not 0 < int(port) < 65536:
+                raise bad(f"invalid port {port} (1 to 65535)")
         else:
             registry, path = DOCKER_HUB, name
         if registry in _HUB_ALIASES:
             registry = DOCKER_HUB
             if "/" not in path:
                 path = f"library/{path}"
-        if not _PATH_RE.match(path):
+        if not _PATH_RE.fullmatch(path):
             raise bad(f"invalid repository name {path!r} (lower case letters, digits, separators)")
         if len(registry) + 1 + len(path) > _MAX_NAME:
             raise bad(f"name longer than {_MAX_NAME} characters")
@@ -110,6 +117,29 @@ class Reference:
         if self.digest:
             return f"{self.name}@{self.digest}"
         return f"{self.name}:{self.tag}"
+
+
+def check_printable(text: str, what: str, *, spaces: bool = False) -> None:
+    """UsageError unless ``text`` is free of control characters and of whitespace (but
+    plain spaces, with ``spaces``: a path may hold them), naming ``what`` and the text
+    escaped. A newline or a tab pasted from a CI variable is the usual culprit; quoted
+    whole, the message shows it as ``\\n`` instead of breaking the line."""
+    for c in text:
+        if c.isprintable() and not c.isspace():
+            continue
+        if c == " " and spaces:
+            continue
+        kind = "whitespace" if c.isspace() else "a control character"
+        raise UsageError(f"invalid {what} {text!r}: {kind} ({c!r}) is not allowed in it")
+
+
+def check_spec(text: str, what: str) -> None:
+    """A ``TRANSPORT:PATH[:REF]`` as the user wrote it: a path may hold inner spaces, but
+    no control characters, and nothing leads or trails (a CI variable's stray newline or
+    space would otherwise name another file)."""
+    check_printable(text, what, spaces=True)
+    if text != text.strip(" "):
+        raise UsageError(f"invalid {what} {text!r}: leading or trailing spaces")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -2,7 +2,8 @@
 
 Each case builds its broken input in tmp_path with the generators (tests/imagegen.py,
 tests/archivegen.py), runs ``ocipush.cli.main`` in-process and checks what the user gets:
-the documented exit code (ocipush/errors.py: 2 usage, 3 source, 4 registry, 5 auth); a
+the documented exit code (ocipush/errors.py: 2 usage, 3 source, 4 registry, 5 auth, 6 local
+I/O); a
 last line of stderr ``ocipush: …``, one printable line naming the file, blob, URL or header
 at fault; no traceback; and no tag at the registry.
 
@@ -10,11 +11,24 @@ The readers' own messages are unit-tested in test_oci_layout.py and test_sources
 the upload protocol's in test_upload_protocol.py; this table is the end-to-end contract.
 Registries: the real one behind nginx (``proxy``), behind the fault proxy (HTML pages,
 garbage, bad headers), one with htpasswd (refused credentials), and a closed port.
+
+Full and read-only disks are real: a tiny tmpfs mounted for the case (``Bench.small_disk``)
+and unmounted after it. Where mounting is impossible (not root), the case falls back to
+RLIMIT_FSIZE, so the file system still refuses the write (EFBIG instead of ENOSPC) and
+nothing is skipped; the culprits name paths, not errno texts, so both ways check the same.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import random
+import resource
+import signal
+import stat
+import subprocess
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -56,6 +70,7 @@ class Bench:
         self.info: ImageInfo | None = None  # the image a case broke
         self.broken: str | None = None  # what the damage returned: a new blob's digest
         self.tag_auth: tuple[str, str] | None = None  # to look for the tag on a registry with auth
+        self.local_out: Path | None = None  # a local destination, which must not be tagged either
         self._request = request
 
     @property
@@ -71,6 +86,36 @@ class Bench:
 
     def fill(self, templates) -> list[str]:
         return [t.format(b=self) for t in templates]
+
+    def small_disk(self, name: str, size: str = "256k", *, read_only: bool = False) -> Path:
+        """A directory on a file system of ``size`` (or read-only), unmounted after the case."""
+        path = self.tmp / name
+        path.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        try:
+            mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        except OSError:  # no mount command at all
+            mounted = subprocess.CompletedProcess([], 1)
+        if mounted.returncode == 0:
+            self._request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(path)], check=True))
+        else:  # no mount without root: the kernel still refuses the write, by file size
+            limit = 0 if read_only else 1 << 17
+            old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+            old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+
+            def restore() -> None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+                signal.signal(signal.SIGXFSZ, old_handler)
+
+            self._request.addfinalizer(restore)
+        return path
+
+    def tmpdir(self, path: Path) -> None:
+        """``$TMPDIR`` for this case (tempfile caches it, so the cache is set too)."""
+        monkeypatch = self.fixture("monkeypatch")
+        monkeypatch.setenv("TMPDIR", str(path))
+        monkeypatch.setattr(tempfile, "tempdir", str(path))
 
 
 # -- how cases build their input: make(bench) -> argv --------------------------------------------
@@ -209,6 +254,76 @@ def second_image(info: ImageInfo) -> None:
     make_layout(info.layout, [100], ref="other", seed=1)
 
 
+def special_file(path: Path, kind: int) -> None:
+    """A FIFO or a socket node where a regular file was: opening a FIFO blocks forever."""
+    if path.exists():
+        path.unlink()
+    os.mknod(path, kind | 0o600)
+
+
+def fifo(relative: str):
+    return lambda info: special_file(info.layout / relative, stat.S_IFIFO)
+
+
+def special_blob(kind: int):
+    return lambda info: special_file(info.layers[0].path, kind)
+
+
+def special_archive(transport: str, kind: int):
+    def make(b: Bench) -> list[str]:
+        path = b.tmp / "a.tar"
+        special_file(path, kind)
+        return [f"{transport}:{path}", b.dest]
+
+    return make
+
+
+def noise(n: int) -> bytes:
+    return random.Random(n).randbytes(n)
+
+
+def full_tmpdir_archive(b: Bench) -> list[str]:
+    """A gzip-compressed archive is decompressed into $TMPDIR, which is full."""
+    path = b.tmp / "a.tar.gz"
+    path.write_bytes(gzip.compress(noise(2 << 20), compresslevel=1))
+    b.tmpdir(b.small_disk("tmpfs"))  # after the input is written: the fallback limits every file
+    return [f"docker-archive:{path}", b.dest]
+
+
+def full_tmpdir_recompressing(b: Bench) -> list[str]:
+    """A 3 MiB layer recompressed to zstd spills its chunk into $TMPDIR, which is full."""
+    info = make_layout(b.tmp / "img", [3 << 20, 100], ref="v1")
+    b.tmpdir(b.small_disk("tmpfs"))
+    return [f"oci:{info.layout}", b.dest, "--compression-format", "zstd", "--chunk-size", "8MiB"]
+
+
+def local_destination_on(transport: str, read_only: bool):
+    """A good image written to oci: or oci-archive: on a full (or read-only) disk."""
+
+    def make(b: Bench) -> list[str]:
+        info = make_layout(b.tmp / "img", [300_000], ref="v1")
+        disk = b.small_disk("disk", "64k", read_only=read_only)
+        b.broken = str(disk / "out")
+        b.local_out = disk / "out"
+        return [f"oci:{info.layout}", f"{transport}:{disk}/out:v1"]
+
+    return make
+
+
+def destination_layout_with(name: str):
+    """An existing destination layout whose ``name`` is a FIFO."""
+
+    def make(b: Bench) -> list[str]:
+        out = b.tmp / "out"
+        out.mkdir()
+        write(out / "oci-layout", '{"imageLayoutVersion":"1.0.0"}')
+        special_file(out / name, stat.S_IFIFO)
+        b.local_out = out
+        return [f"oci:{b.image().layout}", f"oci:{out}:v1"]
+
+    return make
+
+
 def legacy_tar(cut_end: int = 0) -> bytes:
     data = archivegen.tar_bytes(LEGACY.members)
     return data[: len(data) - cut_end]
@@ -302,6 +417,35 @@ SOURCES = [
          legacy()),
     case("several-images-in-layout-no-selector", 3, "index.json lists 2 images",
          oci(second_image)),
+    case("superscript-index-in-archive", 3, "manifest.json has no image '@²'",
+         legacy(ref=":@²")),
+    case("superscript-index-in-layout", 3, "not a digest: '²'",
+         oci(ref=":@²")),
+    case("arabic-digit-index-in-archive", 3, "manifest.json has no image '@١'",
+         legacy(ref=":@١")),
+    case("5000-digit-index-in-archive", 3, "manifest.json has no image '@9999",
+         legacy(ref=":@" + "9" * 5000)),
+    case("5000-digit-index-in-layout", 3, "index.json has no image '@9999",
+         oci(ref=":@" + "9" * 5000)),
+    # files that are not regular files: opening a FIFO for reading waits forever
+    case("fifo-as-blob", 3, "{b.info.layers[0].path}: a FIFO (named pipe), not a regular file",
+         oci(special_blob(stat.S_IFIFO))),
+    case("socket-as-blob", 3, "{b.info.layers[0].path}: a socket, not a regular file",
+         oci(special_blob(stat.S_IFSOCK))),
+    case("fifo-as-index-json", 3, "{b.info.layout}/index.json: a FIFO (named pipe), not a regular file",
+         oci(fifo("index.json"))),
+    case("fifo-as-oci-layout-file", 3, "{b.info.layout}/oci-layout: a FIFO (named pipe), not a regular file",
+         oci(fifo("oci-layout"))),
+    case("fifo-as-manifest-blob", 3, "{b.info.manifest.path}: a FIFO (named pipe), not a regular file",
+         oci(lambda i: special_file(i.manifest.path, stat.S_IFIFO))),
+    case("fifo-as-docker-archive", 3, "{b.tmp}/a.tar: a FIFO (named pipe), not a regular file",
+         special_archive("docker-archive", stat.S_IFIFO)),
+    case("fifo-as-oci-archive", 3, "{b.tmp}/a.tar: a FIFO (named pipe), not a regular file",
+         special_archive("oci-archive", stat.S_IFIFO)),
+    case("socket-as-docker-archive", 3, "{b.tmp}/a.tar: a socket, not a regular file",
+         special_archive("docker-archive", stat.S_IFSOCK)),
+    case("device-as-docker-archive", 3, "/dev/null: a character device, not a regular file",
+         source("docker-archive:/dev/null")),
 ]
 
 USAGE = [
@@ -341,13 +485,13 @@ USAGE = [
          options("--jobs", "0")),
     case("compression-level-out-of-range", 2, "--compression-level 30: zstd takes 1 to 22",
          options("--compression-format", "zstd", "--compression-level", "30")),
-    case("compression-level-not-a-number", 2, "--compression-level/--dest-compress-level: invalid int value: 'high'",
+    case("compression-level-not-a-number", 2, "--compression-level/--dest-compress-level: expected a level such as 6",
          options("--compression-level", "high")),
     case("compression-format-unknown", 2, "--compression-format/--dest-compress-format: invalid choice: 'xz'",
          options("--compression-format", "xz")),
-    case("retry-delay-not-a-duration", 2, "--retry-delay: expected a duration such as 2s or 500ms, not 'soon'",
+    case("retry-delay-not-a-duration", 2, "--retry-delay: invalid duration 'soon': expected a duration such as 2s",
          options("--retry-delay", "soon")),
-    case("retry-delay-negative", 2, "--retry-delay: expected a positive duration, not '-1s'",
+    case("retry-delay-negative", 2, "--retry-delay: invalid duration '-1s': must not be negative",
          options("--retry-delay=-1s")),
     case("password-stdin-without-username", 2, "--password-stdin needs --username",
          options("--password-stdin")),
@@ -363,6 +507,98 @@ USAGE = [
          options("--chunksize", "5MB")),
     case("missing-destination", 2, "the following arguments are required: destination",
          lambda b: [f"oci:{b.image().layout}"]),
+    # references as CI variables deliver them: a stray newline, space or control character
+    case("destination-trailing-newline", 2, "invalid reference '{b.host}/{b.repo}:v1\\n': whitespace",
+         to("{b.dest}\n")),
+    case("destination-trailing-crlf", 2, "invalid reference '{b.host}/{b.repo}:v1\\r\\n': whitespace",
+         to("{b.dest}\r\n")),
+    case("destination-digest-trailing-newline", 2, "whitespace ('\\n') is not allowed",
+         to("{b.host}/{b.repo}@{b.info.digest}\n")),
+    case("destination-leading-space", 2, "invalid reference ' {b.host}/{b.repo}:v1': whitespace",
+         to(" {b.dest}")),
+    case("destination-tab-before-tag", 2, "whitespace ('\\t') is not allowed",
+         to("{b.host}/{b.repo}\t:v1")),
+    case("destination-escape-sequence", 2, "a control character ('\\x1b') is not allowed",
+         to("{b.host}/{b.repo}:v1\x1b[2J")),
+    case("destination-no-break-space", 2, "whitespace ('\\xa0') is not allowed",
+         to("{b.host}/{b.repo}:v1\u00a0")),
+    case("destination-unicode-tag", 2, "invalid tag 'vé'",
+         to("{b.host}/{b.repo}:vé")),
+    case("destination-port-too-big", 2, "invalid port 99999",
+         to("127.0.0.1:99999/{b.repo}:v1")),
+    case("local-destination-trailing-newline", 2, "invalid destination 'oci:{b.tmp}/out:v1\\n'",
+         to("oci:{b.tmp}/out:v1\n")),
+    case("local-destination-trailing-space", 2, "leading or trailing spaces",
+         to("oci:{b.tmp}/out:v1 ")),
+    case("source-trailing-newline", 2, "invalid source 'oci:{b.info.layout}\\n'",
+         oci(ref="\n")),
+    case("source-ref-with-space", 2, "invalid source REF 'v 1': whitespace",
+         oci(ref=":v 1")),
+    case("source-bell-in-archive-path", 2, "a control character ('\\x07') is not allowed",
+         source("docker-archive:{b.tmp}/a\x07.tar")),
+    case("image-name-with-space", 2, "invalid image name 'busy box'",
+         source("docker-daemon:busy box")),
+    # numbers: overflow, NaN, infinity, negatives, other scripts' digits
+    case("chunk-size-300-digits", 2, "--chunk-size: invalid size '1111",
+         options("--chunk-size", "1" * 300)),
+    case("chunk-size-over-1tib", 2, "--chunk-size: invalid size '2TiB': at most 1 TiB",
+         options("--chunk-size", "2TiB")),
+    case("chunk-size-arabic-digits", 2, "--chunk-size: invalid size '٥MB'",
+         options("--chunk-size", "٥MB")),
+    case("chunk-size-negative", 2, "--chunk-size: invalid size '-5MB'",
+         options("--chunk-size=-5MB")),
+    case("chunk-size-nan", 2, "--chunk-size: invalid size 'nan'",
+         options("--chunk-size", "nan")),
+    case("retry-delay-nan", 2, "--retry-delay: invalid duration 'nan'",
+         options("--retry-delay", "nan")),
+    case("retry-delay-inf", 2, "--retry-delay: invalid duration 'inf'",
+         options("--retry-delay", "inf")),
+    case("retry-delay-infinity-ms", 2, "--retry-delay: invalid duration 'Infinityms'",
+         options("--retry-delay", "Infinityms")),
+    case("retry-delay-overflow", 2, "--retry-delay: invalid duration '1e400'",
+         options("--retry-delay", "1e400")),
+    case("retry-delay-over-a-day", 2, "--retry-delay: invalid duration '25h': at most 24h",
+         options("--retry-delay", "25h")),
+    case("retry-delay-huge-go-duration", 2, "--retry-delay: invalid duration '100000000m': at most 24h",
+         options("--retry-delay", "100000000m")),
+    case("retry-delay-negative-go-duration", 2, "--retry-delay: invalid duration '-1m30s': must not be negative",
+         options("--retry-delay=-1m30s")),
+    case("retry-delay-arabic-digits", 2, "--retry-delay: invalid duration '٣s'",
+         options("--retry-delay", "٣s")),
+    case("retry-delay-unit-without-number", 2, "--retry-delay: invalid duration 'ms'",
+         options("--retry-delay", "ms")),
+    case("retry-superscript", 2, "--retry: expected a number from 0 to 100, not '²'",
+         options("--retry", "²")),
+    case("retry-5000-digits", 2, "--retry: expected a number from 0 to 100, not '1111",
+         options("--retry", "1" * 5000)),
+    case("jobs-superscript", 2, "--jobs/-j: expected a number from 1 to 64, not '²'",
+         options("--jobs", "²")),
+    case("jobs-arabic-digit", 2, "--jobs/-j: expected a number from 1 to 64, not '٣'",
+         options("--jobs", "٣")),
+    case("compression-level-superscript", 2, "--compression-level/--dest-compress-level: expected a level",
+         options("--compression-level", "²")),
+    case("compression-level-arabic-digit", 2, "--compression-level/--dest-compress-level: expected a level",
+         options("--compression-level", "٣")),
+    # local destinations that are not what they seem
+    case("destination-oci-layout-is-a-fifo", 2, "{b.tmp}/out/oci-layout: a FIFO (named pipe), not a regular file",
+         destination_layout_with("oci-layout")),
+    case("destination-index-json-is-a-fifo", 2, "{b.tmp}/out/index.json: a FIFO (named pipe), not a regular file",
+         destination_layout_with("index.json")),
+]
+
+LOCAL_IO = [
+    case("full-tmpdir-decompressing-archive", 6, "{b.tmp}/tmpfs: decompressing {b.tmp}/a.tar.gz:",
+         full_tmpdir_archive),
+    case("full-tmpdir-recompressing-layer", 6, "{b.tmp}/tmpfs: spilling a compressed chunk of blob",
+         full_tmpdir_recompressing),
+    case("full-disk-oci-destination", 6, "{b.broken}",
+         local_destination_on("oci", read_only=False)),
+    case("full-disk-oci-archive-destination", 6, "{b.tmp}/disk/.out.",
+         local_destination_on("oci-archive", read_only=False)),
+    case("read-only-oci-destination", 6, "{b.broken}",
+         local_destination_on("oci", read_only=True)),
+    case("read-only-oci-archive-destination", 6, "{b.tmp}/disk/",
+         local_destination_on("oci-archive", read_only=True)),
 ]
 
 UPLOADS = "POST http://{b.host}/v2/{b.repo}/blobs/uploads/"
@@ -420,7 +656,7 @@ def tag_status(host: str, repo: str, auth: tuple[str, str] | None) -> int:
     return response.status_code
 
 
-@pytest.mark.parametrize("make, code, culprit", SOURCES + USAGE + REGISTRY)
+@pytest.mark.parametrize("make, code, culprit", SOURCES + USAGE + LOCAL_IO + REGISTRY)
 def test_bad_input_fails_in_one_line_and_tags_nothing(make, code, culprit, proxy, registry, repo, tmp_path,
                                                       capsys, request):
     bench = Bench(tmp_path, proxy.host, repo, request)
@@ -433,6 +669,11 @@ def test_bad_input_fails_in_one_line_and_tags_nothing(make, code, culprit, proxy
     # Wherever the case pushed, the registry behind it has no tag.
     registry_host = bench.host if bench.tag_auth else registry.host
     assert tag_status(registry_host, repo, bench.tag_auth) == 404
+    if bench.local_out is not None:  # an oci-archive: not written; an oci: layout: no index entry
+        index = bench.local_out / "index.json"
+        assert not bench.local_out.is_file() and (index.is_fifo() or not index.exists())
+        if bench.local_out.parent.name == "disk":  # and a full disk keeps no temporary file
+            assert [p.name for p in bench.local_out.parent.rglob(".*")] == []
 
 
 def test_missing_authfile_is_refused_before_any_request(tmp_path, capsys):
@@ -443,3 +684,26 @@ def test_missing_authfile_is_refused_before_any_request(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [100])
     assert main([f"oci:{info.layout}", f"127.0.0.1:{free_port()}/x:y", "--authfile", str(tmp_path / "nope.json")]) == 2
     assert capsys.readouterr().err == f"ocipush: --authfile {tmp_path / 'nope.json'}: no such file\n"
+
+
+def test_full_tmpdir_while_recompressing_cancels_the_open_upload(proxy, registry, repo, tmp_path, capsys, request):
+    """The spill fails mid-upload: every upload the push began is committed or cancelled
+    (DELETE answered 204), and there is no tag.
+
+    Checked in the proxy's log rather than in the registry's ``_uploads`` directory: the
+    CNCF registry (2.8) answers the DELETE of an upload that has received no bytes with
+    204 but then writes the upload's hash state again ("error closing blobwriter: …
+    file already closed"), leaving ``_uploads/UUID/hashstates/sha256/0`` behind."""
+    bench = Bench(tmp_path, proxy.host, repo, request)
+    argv = full_tmpdir_recompressing(bench)
+    since = proxy.mark()
+    got, _, err = run_cli(argv, capsys)
+    assert got == 6 and "Traceback" not in err, err
+    last: dict[str, tuple[str, int]] = {}  # upload URL path -> its last request
+    for r in proxy.requests(since):
+        if "/blobs/uploads/" in r.path and not r.path.endswith("/uploads/"):
+            last[r.path] = (r.method, r.status)
+    cancelled = [p for p, (method, status) in last.items() if (method, status) == ("DELETE", 204)]
+    assert cancelled, f"no upload was cancelled: {last}"
+    assert all((method, status) in (("PUT", 201), ("DELETE", 204)) for method, status in last.values()), last
+    assert tag_status(registry.host, repo, None) == 404

@@ -79,3 +79,79 @@ def test_round_trip(host, parts, tag, scheme):
     assert Reference.parse(str(ref)) == ref
     d = Digest.parse("sha256:" + HEX)
     assert Reference.parse(str(ref.with_digest(d))) == ref.with_digest(d)
+
+
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("localhost:5000/img:v1\n", r"'localhost:5000/img:v1\n'"),
+        ("localhost:5000/img\n", r"'localhost:5000/img\n'"),
+        ("img@sha256:" + HEX + "\n", r"\n'"),
+        ("img:v1\r\n", r"\r\n"),
+        (" img:v1", "' img:v1'"),
+        ("img:v1 ", "'img:v1 '"),
+        ("img\t:v1", r"\t"),
+        ("img:v\x001", r"\x00"),
+        ("img:v1\x1b[2J", r"\x1b"),
+        ("img:v1\u00a0", r"\xa0"),
+        ("img:v1\u2028", r"\u2028"),
+        ("img:v1\x85", r"\x85"),
+        ("docker://img:v1\n", r"'docker://img:v1\n'"),
+    ],
+)
+def test_whitespace_and_control_characters_are_usage_errors(text, shown):
+    """$ matched before a trailing newline: a CI variable's newline passed, then broke."""
+    with pytest.raises(UsageError, match="is not allowed in it") as caught:
+        Reference.parse(text)
+    message = str(caught.value)
+    assert shown in message and message.isprintable()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["img:vé", "ímg:v1", "img:v١", "host:0/img", "host:65536/img", "host:123456/img", "host:²/img", "img@sha256:" + HEX.upper()],
+)
+def test_non_ascii_and_out_of_range_are_invalid(text):
+    with pytest.raises(UsageError, match="invalid reference"):
+        Reference.parse(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["sha256:" + HEX + "\n", "sha256:" + HEX + " ", " sha256:" + HEX, "sha256:" + HEX[:-1] + "\u0661", "sha256:" + "０" * 64],
+)
+def test_digests_match_whole(text):
+    with pytest.raises(ValueError):
+        Digest.parse(text)
+
+
+def test_digest_messages_quote_long_values_briefly():
+    with pytest.raises(ValueError) as caught:
+        Digest.parse("x" * 10_000)
+    assert len(str(caught.value)) < 300
+
+
+@given(st.text(max_size=60))
+def test_any_text_is_a_reference_or_a_usage_error(text):
+    try:
+        ref = Reference.parse(text)
+    except UsageError as e:
+        assert str(e).isprintable(), str(e)  # one line, whatever the input held
+        return
+    assert text.isascii() and text.isprintable() and " " not in text
+
+
+@given(st.sampled_from(["", "oci:", "oci-archive:", "docker://", "docker-daemon:"]), st.text(max_size=40))
+def test_any_destination_is_parsed_or_a_usage_error(prefix, text):
+    """Local or registry: a value, or one printable UsageError line; never another exception."""
+    from ocipush.destinations import LocalReference, parse_destination
+
+    try:
+        parsed = parse_destination(prefix + text)
+    except UsageError as e:
+        assert str(e).isprintable(), str(e)
+        return
+    assert isinstance(parsed, (Reference, LocalReference))
+    if isinstance(parsed, LocalReference):
+        assert parsed.path == parsed.path.strip(" ") and parsed.path.isprintable()
+        assert parsed.tag is None or (parsed.tag.isprintable() and " " not in parsed.tag)

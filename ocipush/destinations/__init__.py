@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..reference import Reference
+from ..reference import Reference, check_printable, check_spec
 from ..registry.client import ClientOptions
 from ..registry.retry import RetryPolicy
 from ..report import Reporter
@@ -30,7 +30,10 @@ _NOT_WRITABLE = ("docker-archive", "docker-daemon", "containers-storage", "dir")
 def parse_destination(text: str) -> Reference | LocalReference:
     transport, sep, rest = text.partition(":")
     if sep and transport in _LOCAL:
+        check_spec(text, "destination")
         path, _, tag = rest.partition(":")
+        check_spec(path, "destination path")
+        check_printable(tag, "destination tag")
         if not path:
             raise UsageError(f"{text!r}: missing the path")
         return LocalReference(transport, path, tag or None)

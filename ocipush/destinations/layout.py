@@ -6,6 +6,11 @@ with the same ``org.opencontainers.image.ref.name``, or the same digest when the
 tag) and is written last, to a temporary file renamed over the old one. A failed run
 leaves no half-written ``index.json`` and no entry naming missing blobs.
 
+A file system that fails us (full, read-only, I/O error, permission denied) is a
+LocalIOError naming the file, and the temporary file is removed; an ``oci-layout`` or
+``index.json`` that is not a regular file (a FIFO would block the read forever) or not
+valid JSON means the directory is not a layout we can add to: a UsageError.
+
 ``oci-archive:`` builds the layout in a temporary directory beside the archive, then writes
 the tar under a temporary name and renames it over PATH (the archive is replaced whole,
 as skopeo does); the directory is removed either way.
@@ -22,13 +27,15 @@ import tempfile
 from pathlib import Path
 
 from ..digest import Digest
-from ..errors import UsageError
+from ..errors import UsageError, local_io_error
+from ..localfile import NotRegularFile, read_regular
 from ..registry.upload import BlobContent, UploadOutcome
 
 __all__ = ["ArchiveDestination", "LayoutDestination"]
 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = {"imageLayoutVersion": "1.0.0"}
+_MAX_JSON = 64 << 20  # index.json of a layout we add to: thousands of entries fit
 
 
 def _remove(path: str) -> None:
@@ -39,14 +46,34 @@ def _remove(path: str) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    except OSError as e:
+        raise local_io_error(path, "writing", e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise local_io_error(path, "writing", e) from None
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _read_json(path: Path):
+    """A JSON document of the layout we add to; None when it does not exist."""
+    try:
+        return json.loads(read_regular(path, _MAX_JSON))
+    except FileNotFoundError:
+        return None
+    except NotRegularFile as e:
+        raise UsageError(f"{path}: {e.kind}, not a regular file; not adding to it") from None
+    except OSError as e:
+        raise local_io_error(path, "reading", e) from None
+    except (ValueError, RecursionError) as e:
+        raise UsageError(f"{path}: invalid JSON ({e}); not adding to it") from None
 
 
 class LayoutDestination:
@@ -63,16 +90,22 @@ class LayoutDestination:
             return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            layout = self.path / "oci-layout"
-            if layout.exists():
-                version = json.loads(layout.read_bytes()).get("imageLayoutVersion", "")
-                if not str(version).startswith("1."):
-                    raise UsageError(f"{layout}: unsupported imageLayoutVersion {version!r}; not adding to it")
-            else:
-                _write_atomically(layout, json.dumps(_LAYOUT).encode())
+        except FileExistsError:
+            raise UsageError(f"{self.path}: not a directory; cannot write an OCI layout here") from None
+        except OSError as e:
+            raise local_io_error(self.path, "creating the OCI layout", e) from None
+        layout = self.path / "oci-layout"
+        doc = _read_json(layout)
+        if doc is None:
+            _write_atomically(layout, json.dumps(_LAYOUT).encode())
+        else:
+            version = doc.get("imageLayoutVersion", "") if isinstance(doc, dict) else None
+            if not str(version).startswith("1."):
+                raise UsageError(f"{layout}: unsupported imageLayoutVersion {version!r}; not adding to it")
+        try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        except (OSError, ValueError, RecursionError) as e:
-            raise UsageError(f"{self.path}: cannot write an OCI layout here: {e}") from None
+        except OSError as e:
+            raise local_io_error(self.path / "blobs" / "sha256", "creating the OCI layout", e) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,16 +132,26 @@ class LayoutDestination:
             return UploadOutcome("skipped", blob.digest)
         if self._aborted:
             raise UsageError(f"{self.location}: the push was interrupted")
-        fd, tmp = tempfile.mkstemp(dir=self.path / "blobs", prefix=".tmp-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path / "blobs", prefix=".tmp-")
+        except OSError as e:
+            raise local_io_error(self.path / "blobs", "writing a blob", e) from None
         self._writing.add(tmp)
         try:
-            with os.fdopen(fd, "wb") as f:
-                for block in blob.stream():
-                    f.write(block)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    for block in blob.stream():  # the source's errors pass as they are
+                        self._write(f, block, tmp)
+                    self._write(f, b"", tmp)  # flushed here, so a full disk is met here
+            except OSError as e:  # closing flushes what a failed write left: it fails again
+                raise local_io_error(tmp, "writing a blob", e) from None
             digest = blob.finish()
             target = self._blob(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+            except OSError as e:
+                raise local_io_error(target, "writing a blob", e) from None
         except BaseException:
             _remove(tmp)
             raise
@@ -117,6 +160,15 @@ class LayoutDestination:
             blob.close()
         return UploadOutcome("uploaded", digest)
 
+    @staticmethod
+    def _write(f, block: bytes, tmp: str) -> None:
+        try:
+            f.write(block)
+            if not block:
+                f.flush()
+        except OSError as e:
+            raise local_io_error(tmp, "writing a blob", e) from None
+
     def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None:
         path = self._blob(digest)
         if not path.is_file():
@@ -124,12 +176,11 @@ class LayoutDestination:
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         index_path = self.path / "index.json"
-        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-        if index_path.exists():
-            try:
-                index = json.loads(index_path.read_bytes())
-            except (ValueError, RecursionError) as e:
-                raise UsageError(f"{index_path}: invalid JSON ({e}); not adding to it") from None
+        index = _read_json(index_path)
+        if index is None:
+            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+        if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
+            raise UsageError(f"{index_path}: not an image index; not adding to it")
         entry: dict = {"mediaType": media_type, "digest": str(digest), "size": size}
         if self.tag:
             entry["annotations"] = {_REF_NAME: self.tag}
@@ -164,14 +215,24 @@ class ArchiveDestination(LayoutDestination):
         if self.dry_run:
             self.path = parent / f".{self.archive.name}.never"  # the archive is replaced whole: nothing exists
             return self
-        self._workdir = tempfile.mkdtemp(dir=parent, prefix=f".{self.archive.name}.")
+        try:
+            self._workdir = tempfile.mkdtemp(dir=parent, prefix=f".{self.archive.name}.")
+        except OSError as e:
+            raise local_io_error(self.archive, "creating a working directory beside it", e) from None
         self.path = Path(self._workdir)
-        super().__enter__()
+        try:
+            super().__enter__()
+        except BaseException:  # __exit__ is not called when __enter__ fails: remove it here
+            self.close()
+            raise
         return self
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         super().commit(media_type, digest, size)
-        fd, tmp = tempfile.mkstemp(dir=self.archive.parent, prefix=f".{self.archive.name}.tar-")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.archive.parent, prefix=f".{self.archive.name}.tar-")
+        except OSError as e:
+            raise local_io_error(self.archive, "writing", e) from None
         try:
             with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for file in sorted(self.path.rglob("*")):
@@ -185,8 +246,11 @@ class ArchiveDestination(LayoutDestination):
                     else:
                         tar.addfile(info)
             os.replace(tmp, self.archive)
+        except OSError as e:
+            _remove(tmp)
+            raise local_io_error(self.archive, "writing", e) from None
         except BaseException:
-            os.unlink(tmp)
+            _remove(tmp)
             raise
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..reference import check_printable, check_spec
 from .base import MAX_MANIFEST_SIZE, ImageNode, Source, load_image
 from .docker_archive import DockerArchive
 from .engine import SAVE_COMMANDS, save_image
@@ -42,14 +43,18 @@ def open_source(spec: str) -> Source:
     are not supported there either. Archives are indexed here, and docker-daemon: and
     containers-storage: run their engine's ``save`` here: errors in either are raised now.
     """
+    check_spec(spec, "source")
     transport, sep, rest = spec.partition(":")
     if not sep or transport not in TRANSPORTS:
         raise UsageError(f"unknown source transport in {spec!r}: use one of {_SUPPORTED}")
     if transport in SAVE_COMMANDS:
         if not rest:
             raise UsageError(f"{spec!r}: missing the image name")
+        check_printable(rest, "image name")
         return save_image(transport, rest, name=spec)
     path, _, ref = rest.partition(":")
+    check_spec(path, "source path")
+    check_printable(ref, "source REF")
     if transport in ("oci", "oci-archive", "docker-archive") and not path:
         raise UsageError(f"{spec!r}: missing the {'layout' if transport == 'oci' else 'archive'} path")
     if transport == "oci":

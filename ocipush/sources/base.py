@@ -16,7 +16,17 @@ from ..errors import SourceError
 from ..mediatypes import is_foreign_layer, is_index, is_manifest
 from ..models import Descriptor, Index, Manifest, parse_manifest
 
-__all__ = ["ImageNode", "MAX_INDEX_DEPTH", "MAX_MANIFEST_SIZE", "Source", "load_image", "read_manifest", "read_verified"]
+__all__ = [
+    "ImageNode",
+    "MAX_INDEX_DEPTH",
+    "MAX_MANIFEST_SIZE",
+    "Source",
+    "load_image",
+    "parse_position",
+    "read_manifest",
+    "read_verified",
+    "shown",
+]
 
 # Registries refuse bigger manifests (distribution's default limit), so we refuse to read them.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
@@ -84,6 +94,20 @@ class ImageNode:
                     if not is_foreign_layer(d.media_type):
                         seen.setdefault(d.digest, d)
         return list(seen.values())
+
+
+def parse_position(key: str) -> int | None:
+    """``N`` of a ``@N`` selector, or None when ``key`` is not ASCII digits (``str.isdigit``
+    takes ``²``, which ``int`` refuses). Digits too many for any catalogue give a position
+    past the end, so the caller says "no such image" as for any other."""
+    if not (key.isascii() and key.isdigit()):
+        return None
+    return int(key) if len(key) <= 18 else 10**18
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message, cut to a readable length."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
 def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:

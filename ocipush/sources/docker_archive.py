@@ -56,7 +56,7 @@ from ..mediatypes import (
 )
 from ..models import Descriptor, Index, Manifest, converter
 from ..reference import Reference
-from .base import MAX_MANIFEST_SIZE, Source, read_manifest
+from .base import MAX_MANIFEST_SIZE, Source, parse_position, read_manifest, shown
 from .oci_layout import read_index
 from .store import blob_name, open_sized, parse_json, read_bytes, read_json
 from .tarindex import TarIndex, normalise_name, sniff_compression
@@ -131,15 +131,16 @@ class DockerArchive(Source):
                 f"{where} lists {len(images)} images; choose one as {self.name}:REPO:TAG or "
                 f"{self.name}:@N, one of: {choices}"
             )
-        if ref.startswith("@") and ref[1:].isdigit():
-            if int(ref[1:]) < len(images):
-                return images[int(ref[1:])]
+        position = parse_position(ref[1:]) if ref.startswith("@") else None
+        if position is not None:
+            if position < len(images):
+                return images[position]
         else:
             wanted = _normalised_tag(ref)
             for image in images:
                 if any(_normalised_tag(tag) == wanted for tag in image.repo_tags):
                     return image
-        raise SourceError(f"{where} has no image {ref!r}; choose one of: {choices}")
+        raise SourceError(f"{where} has no image {shown(ref)}; choose one of: {choices}")
 
     # -- an archive that is also an OCI layout ----------------------------------------
 

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ..errors import SourceError
+from ..errors import SourceError, local_io_error
 from .docker_archive import DockerArchive
 from .tarindex import open_tar
 
@@ -29,7 +29,10 @@ def save_image(transport: str, image: str, *, name: str) -> DockerArchive:
     executable = shutil.which(command)
     if executable is None:
         raise SourceError(f"{transport}: the {command} command is not installed")
-    temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+    try:
+        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+    except OSError as e:
+        raise local_io_error(tempfile.gettempdir(), f"spooling {command} save {image}", e) from None
     try:
         _save(executable, [*args, image], temp, f"{name}: {command} {' '.join(args)} {image}")
     except BaseException:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from ..digest import Digest
 from ..errors import SourceError
 from ..models import Descriptor, Index, converter
-from .base import MAX_MANIFEST_SIZE, Source
+from .base import MAX_MANIFEST_SIZE, Source, parse_position, shown
 from .store import FileStore, blob_name, open_sized, read_json
 
 __all__ = ["OCILayout", "read_index"]
@@ -68,9 +68,10 @@ class OCILayout(Source):
         index_json = self.store.describe("index.json")
         if ref.startswith("@"):
             key = ref[1:]
-            if key.isdigit():
-                if int(key) < len(entries):
-                    return entries[int(key)]
+            position = parse_position(key)
+            if position is not None:
+                if position < len(entries):
+                    return entries[position]
             else:
                 try:
                     digest = Digest.parse(key)
@@ -90,7 +91,7 @@ class OCILayout(Source):
                 )
             if by_name:
                 return by_name[0]
-        raise SourceError(f"{index_json} has no image {ref!r}; choose one of: {self._choices(entries)}")
+        raise SourceError(f"{index_json} has no image {shown(ref)}; choose one of: {self._choices(entries)}")
 
     @staticmethod
     def _choices(entries: list[Descriptor]) -> str:

@@ -16,6 +16,7 @@ import attrs
 
 from ..digest import Digest
 from ..errors import SourceError
+from ..localfile import NotRegularFile, open_regular
 
 __all__ = ["DirStore", "FileStore", "blob_name", "open_sized", "parse_json", "read_bytes", "read_json"]
 
@@ -56,7 +57,9 @@ class DirStore:
         if not real.is_relative_to(self.path.resolve()):
             raise SourceError(f"{file}: link points outside the layout")
         try:
-            return real.open("rb")
+            return open_regular(real)  # a FIFO would block open() forever
+        except NotRegularFile as e:
+            raise SourceError(f"{file}: {e.kind}, not a regular file") from None
         except FileNotFoundError:
             if not self.path.is_dir():
                 raise SourceError(f"{self.path}: no such directory") from None

@@ -28,7 +28,6 @@ import gzip
 import io
 import lzma
 import os
-import shutil
 import tarfile
 import tempfile
 from pathlib import Path
@@ -37,7 +36,8 @@ from typing import IO, ClassVar
 import zstandard
 
 from ..compression import detect
-from ..errors import SourceError
+from ..errors import SourceError, local_io_error
+from ..localfile import NotRegularFile, open_regular
 
 __all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression"]
 
@@ -46,12 +46,18 @@ _COPY_BLOCK = 1 << 20
 _MAGIC_LEN = 6  # the longest magic compression.detect knows: xz's
 
 
-def _open_zstd(path):
+def _open_zstd(raw: IO[bytes]):
     # Concatenated frames are valid zstd (pzstd writes them), as gzip members are.
-    return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
 
 
-_DECOMPRESSORS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open, "zstd": _open_zstd}
+# Each wraps an open file: the archive is opened once, by open_regular, never by name.
+_DECOMPRESSORS = {
+    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    "bzip2": lambda raw: bz2.BZ2File(raw, "rb"),
+    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),
+    "zstd": _open_zstd,
+}
 
 
 def sniff_compression(stream: IO[bytes]) -> str | None:
@@ -71,12 +77,10 @@ def open_tar(path: str | os.PathLike, label: str | None = None, *, temp: IO[byte
     label = label or str(path)
     try:
         try:
-            with open(path, "rb") as f:
+            with _open_archive(path, label) as f:
                 compression = sniff_compression(f)
         except FileNotFoundError:
             raise SourceError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise SourceError(f"{label}: a directory, not an archive") from None
         except OSError as e:
             raise SourceError(f"{label}: {e.strerror}") from None
         if compression is not None:
@@ -91,21 +95,53 @@ def open_tar(path: str | os.PathLike, label: str | None = None, *, temp: IO[byte
         raise
 
 
-def _decompress(path, compression: str, label: str) -> IO[bytes]:
-    temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+def _open_archive(path, label: str) -> IO[bytes]:
+    """The archive, which must be a regular file: a FIFO (``<(docker save …)``) would
+    block, and could not be sliced anyway."""
     try:
-        with _DECOMPRESSORS[compression](path) as stream:
-            shutil.copyfileobj(stream, temp, _COPY_BLOCK)
-        temp.flush()
-    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
-        temp.close()
-        if isinstance(e, OSError) and e.errno:  # the disk failed, not the data
-            raise SourceError(f"{label}: decompressing into {tempfile.gettempdir()}: {e.strerror}") from None
-        raise SourceError(f"{label}: corrupt {compression} data: {e}") from None
+        return open_regular(path)
+    except NotRegularFile as e:
+        if e.kind == "a directory":
+            raise SourceError(f"{label}: a directory, not an archive") from None
+        raise SourceError(f"{label}: {e.kind}, not a regular file; save the archive to a file") from None
+
+
+def _decompress(path, compression: str, label: str) -> IO[bytes]:
+    """The archive decompressed into a temporary file in ``$TMPDIR``. A failing read is
+    the archive's fault (SourceError); a failing write is the machine's (LocalIOError,
+    naming the temporary directory: a full ``$TMPDIR`` is the usual cause)."""
+    tmpdir = tempfile.gettempdir()
+    try:
+        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+    except OSError as e:
+        raise local_io_error(tmpdir, f"decompressing {label}", e) from None
+    try:
+        with _open_archive(path, label) as raw, _DECOMPRESSORS[compression](raw) as stream:
+            while block := _read_block(stream, compression, label):
+                try:
+                    temp.write(block)
+                except OSError as e:
+                    raise local_io_error(tmpdir, f"decompressing {label}", e) from None
+            try:
+                temp.flush()
+            except OSError as e:
+                raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     except BaseException:
-        temp.close()
+        try:
+            temp.close()  # flushes, which fails again on a full disk; the file is deleted anyway
+        except OSError:
+            pass
         raise
     return temp
+
+
+def _read_block(stream, compression: str, label: str) -> bytes:
+    try:
+        return stream.read(_COPY_BLOCK)
+    except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
+        if isinstance(e, OSError) and e.errno:  # the disk under the archive failed, not the data
+            raise SourceError(f"{label}: reading: {e.strerror}") from None
+        raise SourceError(f"{label}: corrupt {compression} data: {e}") from None
 
 
 class TarIndex:
@@ -145,7 +181,10 @@ class TarIndex:
 
     def open(self, name: str) -> TarSlice:
         info = self._resolve(name)
-        return TarSlice(open(self.path, "rb", buffering=0), info.offset_data, info.size)
+        try:
+            return TarSlice(open_regular(self.path, buffering=0), info.offset_data, info.size)
+        except OSError as e:  # the archive was removed or replaced since it was indexed
+            raise SourceError(f"{self.label}: {e.strerror or e}") from None
 
     def close(self) -> None:
         if self._temp is not None:
@@ -199,7 +238,7 @@ def normalise_name(name: str) -> str:
 
 
 def _scan(path: Path, label: str) -> list[tarfile.TarInfo]:
-    with open(path, "rb") as f:
+    with _open_archive(path, label) as f:
         if os.fstat(f.fileno()).st_size == 0:
             return []
         try:
