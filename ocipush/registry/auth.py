@@ -192,10 +192,11 @@ class RegistryAuth(httpx.Auth):
         challenge = self._challenged(response)
         if challenge is None:
             return
+        # httpx reads this 401 whole before the next request goes out: bounded, here.
+        _drain(response, BODY_LIMITS["error"], f"{request.method} {_redacted(request.url)}")
         yield from self._prepare(challenge, scope, refused=sent)
         if self._authorize(request, scope) is None:
             return  # nothing to answer with: the caller reports the 401
-        _drain(response, BODY_LIMITS["error"], f"{request.method} {_redacted(request.url)}")
         response = yield request
         if self._challenged(response) is not None:
             raise self._refused(scope, response)
