@@ -218,3 +218,17 @@ def test_credentials_never_show_their_secrets():
     for text in (repr(creds), str(creds), creds.describe(), Credentials("bob", "s3cret-pa55").describe()):
         assert "s3cret" not in text
     assert Credentials("bob", "p", source="--creds").describe() == "user 'bob' (from --creds)"
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"auths": ["x"]}, "'auths' is not a JSON object"),
+    ({"credHelpers": "pass"}, "'credHelpers' is not a JSON object"),
+    ({"credHelpers": {HOST: 5}}, "the credential helper's name is not a plain name"),
+    ({"credsStore": ["pass"]}, "the credential helper's name is not a plain name"),
+    ({"auths": {HOST: "dXNlcjpwdw=="}}, "not a JSON object"),
+])
+def test_a_damaged_auth_file_is_one_line_naming_it(user_config, doc, message):
+    user_config.write_json(user_config.docker_config, doc)
+    with pytest.raises(AuthenticationError, match=message) as e:
+        find()
+    assert str(user_config.docker_config) in str(e.value) and "dXNlcjpwdw" not in str(e.value)

@@ -96,10 +96,10 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
         raise AuthenticationError(f"cannot read auth file {path}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(doc, dict):
         raise AuthenticationError(f"auth file {path}: not a JSON object")
-    helpers = {normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
+    helpers = {normalize_key(k): v for k, v in _section(doc, "credHelpers", path).items()}
     if host in helpers:
         return _run_helper(helpers[host], host, f"{path} (credHelpers)")
-    entries = _auth_entries(doc.get("auths") or {})
+    entries = _auth_entries(_section(doc, "auths", path))
     name = f"{host}/{repository}"
     while True:  # the longest prefix first: host/a/b, host/a, host
         key = entries.get(name)
@@ -113,6 +113,15 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     if doc.get("credsStore"):
         return _run_helper(doc["credsStore"], host, f"{path} (credsStore)")
     return None
+
+
+def _section(doc: dict, name: str, path: Path) -> dict:
+    """``auths`` or ``credHelpers``: absent, or an object (a file is the user's, but it may
+    be damaged or written by another tool)."""
+    section = doc.get(name) or {}
+    if not isinstance(section, dict):
+        raise AuthenticationError(f"auth file {path}: {name!r} is not a JSON object")
+    return section
 
 
 def _auth_entries(auths: Mapping[str, object]) -> dict[str, str]:
