@@ -210,8 +210,9 @@ class RegistryAuth(httpx.Auth):
         if response.status_code != 401:
             return None
         if not self.is_registry(response.url):
+            where = f"{response.request.method} {printable(_redacted(response.url), 200)}"
             raise AuthenticationError(
-                f"{response.url.host} asked for credentials ({response.request.method} {_redacted(response.url)}); "
+                f"{printable(response.url.host, 100)} asked for credentials ({where}); "
                 f"ocipush sends them only to the registry {self.registry}",
                 status=401,
             )
