@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import attrs
@@ -306,3 +310,61 @@ def test_redirect_to_another_origin_carries_nothing_and_its_401_is_not_ours(meth
     assert len(tokens) == 1 and tokens[0].headers["authorization"] == BASIC
     assert [r.path for r in storage.seen] == ["/free", "/locked", "/free"]
     assert all("authorization" not in r.headers for r in storage.seen)
+
+
+# -- an endless token answer, end to end ----------------------------------------------
+
+
+class _EndlessTokenHandler(BaseHTTPRequestHandler):
+    """A registry whose token service streams a chunked body that never ends."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        host = self.headers["Host"]
+        if self.path.startswith("/token"):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            block = b'{"token": "' + b"a" * 65536
+            try:
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+            except OSError:
+                return
+        body = b'{"errors": [{"code": "UNAUTHORIZED"}]}'
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", f'Bearer realm="http://{host}/token",service="r"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_POST = do_GET
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_endless_token_answer_ends_the_push_cleanly(image, tmp_path):
+    """In a process of its own, so that the old code's hang is a failed test, not a stuck run."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EndlessTokenHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    script = ("import resource, sys; from ocipush.cli import main; code = main(sys.argv[1:]); "
+              "sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'); sys.exit(code)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "HOME": str(tmp_path)}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, f"oci:{image.layout}:v1", f"{host}/team/app:v1", "--creds",
+             f"alice:{PASSWORD}", "--retry", "0"],
+            capture_output=True, text=True, timeout=30, env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    *lines, rss = result.stderr.splitlines()
+    assert result.returncode == 4, result.stderr
+    assert lines == [f"ocipush: {host}: the token service http://{host}/token: "
+                     "the answer's body exceeds 1048576 bytes; refused"]
+    assert int(rss.removeprefix("maxrss=")) < 300 * 1024  # KiB
