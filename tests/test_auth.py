@@ -1,3 +1,6 @@
+import time
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,3 +45,19 @@ def test_credentials_repr_hides_the_password():
     creds = Credentials("alice", "s3cret-pa55")
     assert "s3cret" not in repr(creds)
     assert "s3cret" not in str(creds)
+
+
+@given(st.text(max_size=500))
+def test_any_header_text_parses_without_error(header):
+    for challenge in parse_challenges(header):
+        assert challenge.scheme == challenge.scheme.lower() and all(isinstance(v, str) for v in challenge.params.values())
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer " + "a=," * 20000, "Bearer a=\"" + "\\\"" * 30000, "Bearer a=\"" + "\\" * 60000, "a " * 30000,
+    " " * 60000 + "x", "," * 60000, "B " + " =" * 30000,
+])
+def test_pathological_headers_parse_in_linear_time(header):
+    started = time.perf_counter()
+    parse_challenges(header)
+    assert time.perf_counter() - started < 2.0

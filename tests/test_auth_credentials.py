@@ -3,12 +3,15 @@ key forms, entry forms, credential helpers."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ocipush.errors import AuthenticationError, UsageError
 from ocipush.registry.auth import Credentials
+from ocipush.registry import credentials as credentials_module
 from ocipush.registry.credentials import AuthFiles, normalize_key
-from tests.userconfig import auth_entry, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import HELPER_LEAK, auth_entry, user_config  # noqa: F401  (a fixture)
 
 HOST = "registry.example.com:5000"
 
@@ -155,10 +158,51 @@ def test_helper_without_the_login_falls_through(user_config):
 def test_helper_failures_are_one_line(user_config):
     user_config.install_helper("test", {HOST: ("u", "FAIL")})
     user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "test", "x.example.com": "absent"}})
-    with pytest.raises(AuthenticationError, match=f"docker-credential-test get {HOST} failed: .*keychain is locked"):
+    with pytest.raises(AuthenticationError) as e:
         find()
+    # Its name, its exit code, its stderr's first line; never its stdout (the secret's place).
+    assert str(e.value) == f"docker-credential-test get {HOST} failed with exit code 3: keychain is locked"
     with pytest.raises(AuthenticationError, match="docker-credential-absent, which is not on PATH"):
         find("x.example.com")
+
+
+def test_a_failing_helper_never_shows_its_stdout(user_config, capsys):
+    user_config.install_helper("test", {HOST: ("u", "FAIL")})
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "test"}})
+    with pytest.raises(AuthenticationError) as e:
+        find()
+    assert HELPER_LEAK not in str(e.value) and HELPER_LEAK not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ("HANG", "no answer in 1 s"),
+    ("FLOOD", "its output exceeds 65536 bytes"),
+])
+def test_a_helper_that_hangs_or_floods_is_stopped(user_config, monkeypatch, behaviour, message):
+    monkeypatch.setattr(credentials_module, "_HELPER_TIMEOUT", 1.0)
+    user_config.install_helper("test", {HOST: ("u", behaviour)})
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "test"}})
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError, match=f"^docker-credential-test get {HOST}: {message}$"):
+        find()
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("answer", ['{"Username": 5, "Secret": "s"}', '["s"]', "not json", '{"Secret": {"a": 1}}'])
+def test_a_helper_answer_not_in_the_protocol_is_refused(user_config, answer):
+    script = user_config.bin / "docker-credential-odd"
+    script.write_text(f"#!/bin/sh\ncat >/dev/null\necho '{answer}'\n")
+    script.chmod(0o755)
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: "odd"}})
+    with pytest.raises(AuthenticationError, match="its answer is not the helper protocol's JSON"):
+        find()
+
+
+@pytest.mark.parametrize("name", ["../../bin/sh", "a/b", "", " x"])
+def test_a_helper_name_is_never_a_path(user_config, name):
+    user_config.write_json(user_config.docker_config, {"credHelpers": {HOST: name}})
+    with pytest.raises(AuthenticationError, match="not a plain name"):
+        find()
 
 
 @pytest.mark.parametrize("key, expected", [
@@ -174,3 +218,17 @@ def test_credentials_never_show_their_secrets():
     for text in (repr(creds), str(creds), creds.describe(), Credentials("bob", "s3cret-pa55").describe()):
         assert "s3cret" not in text
     assert Credentials("bob", "p", source="--creds").describe() == "user 'bob' (from --creds)"
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"auths": ["x"]}, "'auths' is not a JSON object"),
+    ({"credHelpers": "pass"}, "'credHelpers' is not a JSON object"),
+    ({"credHelpers": {HOST: 5}}, "the credential helper's name is not a plain name"),
+    ({"credsStore": ["pass"]}, "the credential helper's name is not a plain name"),
+    ({"auths": {HOST: "dXNlcjpwdw=="}}, "not a JSON object"),
+])
+def test_a_damaged_auth_file_is_one_line_naming_it(user_config, doc, message):
+    user_config.write_json(user_config.docker_config, doc)
+    with pytest.raises(AuthenticationError, match=message) as e:
+        find()
+    assert str(user_config.docker_config) in str(e.value) and "dXNlcjpwdw" not in str(e.value)

@@ -295,3 +295,34 @@ def test_redirect_to_another_host_carries_no_credentials(storage_status):
         b"alice:pw-alice").decode()
     assert [r.path for r in storage.seen] == ["/blob"]  # never its token endpoint
     assert "authorization" not in storage.seen[0].headers
+
+
+@pytest.mark.parametrize("url, ours", [
+    ("https://registry.example.com:443/v2/team/app/blobs/uploads/1", True),  # the default port, spelled out
+    ("https://REGISTRY.example.com/elsewhere/upload/1", True),  # outside /v2/: still the registry's
+    ("http://registry.example.com/v2/team/app/blobs/uploads/1", False),  # bound to HTTPS
+    ("https://registry.example.com:8443/v2/team/app/blobs/uploads/1", False),
+    ("https://storage.example.com/v2/team/app/blobs/uploads/1", False),  # a /v2/ path proves nothing
+    ("https://registry.example.com.evil.net/v2/team/app/blobs/uploads/1", False),
+])
+def test_only_the_bound_origin_gets_credentials(url, ours):
+    registry = Registry()
+    seen = {}
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        ours_or_realm = auth_module.origin_of(request.url) in (
+            ("https", "registry.example.com", 443), ("https", "auth.example.com", 443))
+        if not ours_or_realm:
+            seen[str(request.url)] = request.headers.get("Authorization")
+            return httpx.Response(202)
+        return registry(request)
+
+    auth = RegistryAuth("registry.example.com", lambda repository: ALICE)
+    auth.bind(REGISTRY)
+    with httpx.Client(transport=httpx.MockTransport(transport), auth=auth) as http:
+        http.get(f"{REGISTRY}/v2/")
+        http.patch(url, content=b"x", extensions=auth_module.for_repository("team/app"))
+    if ours:
+        assert registry.seen[-1] == ("PATCH", "Bearer tok-1")
+    else:
+        assert seen == {url: None} and len(registry.token_calls) == 0

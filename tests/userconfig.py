@@ -19,11 +19,14 @@ import pytest
 
 _CLEARED = ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CONFIG_HOME")
 
-# Speaks the docker-credential-helpers protocol from a JSON store {server: [user, secret]};
-# a secret "FAIL" makes it fail the way a locked keychain does.  Every call is logged.
+# Speaks the docker-credential-helpers protocol from a JSON store {server: [user, secret]}.
+# Secrets that misbehave: "FAIL" fails the way a locked keychain does, after printing
+# HELPER_LEAK on stdout (where a helper's answer, the secret, goes); "HANG" never
+# answers; "FLOOD" writes without end.  Every call is logged.
+HELPER_LEAK = "helper-stdout-SECRET-4e1b"
 _HELPER = """\
 #!{python}
-import json, sys
+import json, sys, time
 server = sys.stdin.read().strip()
 with open({log!r}, "a") as log:
     log.write(" ".join(sys.argv[1:]) + " " + server + "\\n")
@@ -33,8 +36,14 @@ if server not in store:
     sys.exit(1)
 user, secret = store[server]
 if secret == "FAIL":
-    print("error getting credentials - err: exit status 1, out: keychain is locked")
-    sys.exit(1)
+    print(json.dumps({{"Username": user, "Secret": {leak!r}}}))
+    sys.stderr.write("keychain is locked\\nsee the log for {leak}\\n")
+    sys.exit(3)
+if secret == "HANG":
+    time.sleep(3600)
+if secret == "FLOOD":
+    while True:
+        sys.stdout.write("x" * 65536)
 print(json.dumps({{"ServerURL": server, "Username": user, "Secret": secret}}))
 """
 
@@ -76,7 +85,7 @@ class UserConfig:
         log = self.bin / f"{name}.log"
         store_path = self.write_json(self.bin / f"{name}.json", store)
         script = self.bin / f"docker-credential-{name}"
-        script.write_text(_HELPER.format(python=sys.executable, log=str(log), store=str(store_path)))
+        script.write_text(_HELPER.format(python=sys.executable, log=str(log), store=str(store_path), leak=HELPER_LEAK))
         script.chmod(0o755)
         return log
 

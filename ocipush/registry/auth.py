@@ -1,19 +1,27 @@
 """Registry authentication as an httpx auth flow: anonymous first, then what the
 registry's ``WWW-Authenticate`` challenge asks for — Basic, or a Bearer token from its realm.
 
+- Credentials are bound to the registry's origin (scheme, host, port), decided when the
+  client connects (``bind``).  Authorization goes only to that origin; a request anywhere
+  else (an upload ``Location`` on object storage, a redirect target) goes without it, and
+  a 401 from anywhere else is an error, never answered and never taken for the registry's
+  challenge: that host could otherwise collect the password by naming itself as realm.
 - Once challenged (the ``/v2/`` ping usually is), every request is authorized before it
-  is sent: a chunk body must not travel once only to be refused.
+  is sent: a chunk body must not travel once only to be refused.  A request's scope is its
+  repository, given by the caller (``for_repository``: upload Locations are opaque, they
+  need not be under ``/v2/``), else read from its ``/v2/`` path.
 - Bearer tokens are cached per scope, in memory only, and renewed before ``expires_in``
   runs out.  A registry may still refuse one early (its clock, a revocation, a lifetime
   shorter than announced): a 401 to a request sent with a token fetches a new token and
   sends that same request again — a chunk too, its body is replayable — so an expired
   token costs one request, never the push.  Parallel uploads that meet the same expired
   token share one renewal.
+- What the registry and its token service send is untrusted: the token answer is read up
+  to ``BODY_LIMITS["token"]`` and parsed strictly (``parse_token_answer``), the realm must
+  be an http(s) URL, and a 401 we answer is read up to ``BODY_LIMITS["error"]``.
 - Secrets never reach a log, an error message or a repr.  Basic credentials and refresh
   tokens travel over plain HTTP only to this machine or to a registry the user made
-  insecure.  A 401 from a host we were redirected to (object storage) is not answered:
-  httpx drops ``Authorization`` on a cross-origin redirect, and we must not hand our
-  credentials to that host either.
+  insecure; that holds for the token realm too.
 """
 
 from __future__ import annotations
@@ -29,13 +37,31 @@ import httpx
 
 from ..errors import AuthenticationError, RegistryError
 from ..reference import is_loopback_host
+from .headers import BODY_LIMITS, read_bounded
+from .tokens import Challenge, parse_challenges, parse_realm, parse_token_answer, printable
 
-__all__ = ["Challenge", "Credentials", "RegistryAuth", "Scope", "parse_challenges"]
+__all__ = [
+    "Challenge", "Credentials", "REPOSITORY_EXTENSION", "RegistryAuth", "Scope", "for_repository",
+    "parse_challenges",
+]
 
 CLIENT_ID = "ocipush"  # OAuth2 client_id on refresh-token grants
-DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token service gives no expires_in (per the spec)
+REPOSITORY_EXTENSION = "ocipush.repository"  # httpx request extension: the repository a request is for
 
 Flow = Generator[httpx.Request, httpx.Response, None]
+Origin = tuple[str, str, int]
+
+
+def for_repository(repository: str) -> dict[str, str]:
+    """The ``extensions=`` of a request on ``repository`` whose URL may not say so (an
+    upload Location): the auth flow authorizes it for that repository's scope."""
+    return {REPOSITORY_EXTENSION: repository}
+
+
+def origin_of(url: httpx.URL) -> Origin:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+    return url.scheme, url.host.lower(), port
 
 
 @attrs.frozen(repr=False)
@@ -59,12 +85,6 @@ class Credentials:
 
 
 @attrs.frozen
-class Challenge:
-    scheme: str  # lower case: "basic", "bearer"
-    params: dict[str, str]
-
-
-@attrs.frozen
 class Scope:
     """What a request needs: push and pull on its repository (and pull on a mount's source)."""
 
@@ -72,16 +92,24 @@ class Scope:
     tokens: tuple[str, ...]  # token-service scopes, e.g. ("repository:team/app:pull,push",)
 
     @classmethod
-    def of(cls, url: httpx.URL) -> Scope | None:
-        """None for the ``/v2/`` ping, which needs no scope."""
-        m = _API_PATH_RE.match(url.path)
-        if not m:
-            return None
-        tokens = [f"repository:{m[1]}:pull,push"]
+    def of(cls, url: httpx.URL, repository: str | None = None) -> Scope | None:
+        """``repository`` when the caller gave it, else read from a ``/v2/`` API path;
+        None for the ``/v2/`` ping (and anything else outside a repository)."""
+        if not repository:
+            m = _API_PATH_RE.match(url.path)
+            if not m:
+                return None
+            repository = m[1]
+        tokens = [f"repository:{repository}:pull,push"]
         source = url.params.get("from")
-        if "mount" in url.params and source and source != m[1]:
+        if "mount" in url.params and source and source != repository:
             tokens.append(f"repository:{source}:pull")
-        return cls(m[1], tuple(tokens))
+        return cls(repository, tuple(tokens))
+
+    @classmethod
+    def of_request(cls, request: httpx.Request) -> Scope | None:
+        given = request.extensions.get(REPOSITORY_EXTENSION)
+        return cls.of(request.url, given if isinstance(given, str) else None)
 
 
 # The repository is what precedes the endpoint; greedy, so a repository may have a
@@ -90,32 +118,20 @@ _API_PATH_RE = re.compile(
     r"^/v2/(.+)/(?:blobs/uploads(?:/[^/]*)?|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+)$"
 )
 
-# RFC 7235: auth-scheme followed by comma-separated auth-params; values may be quoted
-# strings containing commas and escaped quotes.
-_PARAM_RE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)')
-_SCHEME_RE = re.compile(r"\s*,?\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$)")
+def _redacted(url: httpx.URL) -> str:
+    """A URL for messages: its query may carry a signature."""
+    return str(url.copy_with(query=None, fragment=None)) + ("?…" if url.query else "")
 
 
-def parse_challenges(header: str) -> list[Challenge]:
-    challenges: list[Challenge] = []
-    pos = 0
-    while pos < len(header):
-        m = _SCHEME_RE.match(header, pos)
-        if not m:
-            break
-        scheme, pos = m[1].lower(), m.end()
-        params: dict[str, str] = {}
-        while True:
-            p = _PARAM_RE.match(header, pos)
-            if not p:
-                break
-            value = p[2]
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            params[p[1].lower()] = value
-            pos = p.end()
-        challenges.append(Challenge(scheme, params))
-    return challenges
+def _drain(response: httpx.Response, limit: int, what: str) -> bytes:
+    """Read a response the flow consumes, bounded; httpx reads every response the flow
+    answers once more, so it gets the bytes read here instead of the network's."""
+    try:
+        body = read_bounded(response, limit, what)
+    except RegistryError as e:
+        raise RegistryError(str(e), status=response.status_code) from None
+    response._content = body  # what Response.read() itself stores
+    return body
 
 
 @attrs.frozen(repr=False)
@@ -133,9 +149,11 @@ class RegistryAuth(httpx.Auth):
     ``lookup(repository)`` gives the credentials for a repository, or None; it is asked
     once per repository, and only when the registry wants credentials.  ``insecure``:
     the user made this registry insecure, so secrets may go over plain HTTP to it.
+    Until ``bind`` names the registry's URL, its origin is ``registry`` (host[:port]) over
+    HTTPS or plain HTTP: the ping that decides between them must see the challenge.
     """
 
-    requires_response_body = True  # the token service's JSON
+    requires_response_body = False  # bodies are read here, bounded, when the flow needs them
 
     def __init__(self, registry: str, lookup: Callable[[str], Credentials | None], *, insecure: bool = False):
         self.registry = registry
@@ -146,34 +164,58 @@ class RegistryAuth(httpx.Auth):
         self._found: dict[str, Credentials | None] = {}
         self._tokens: dict[tuple[str, ...], _Token] = {}
         self._challenge: Challenge | None = None  # the registry's latest challenge
+        self._origins = _candidate_origins(registry)
+
+    def bind(self, base_url: str) -> None:
+        """The registry lives at ``base_url`` (``https://host:port``): credentials go
+        to that origin only from now on."""
+        self._origins = frozenset({origin_of(httpx.URL(base_url))})
+
+    def is_registry(self, url: httpx.URL) -> bool:
+        return origin_of(url) in self._origins
 
     def auth_flow(self, request: httpx.Request) -> Flow:
-        scope = Scope.of(request.url)
+        if not self.is_registry(request.url):  # object storage, a presigned URL: nothing of ours
+            request.headers.pop("Authorization", None)
+            response = yield request
+            self._challenged(response)  # raises on a 401
+            return
+        scope = Scope.of_request(request)
         if scope is None:  # the ping: no credentials, but its challenge tells us what to send
             response = yield request
-            self._challenged(request, response)
+            self._challenged(response)
             return
         if self._challenge is not None:
             yield from self._prepare(self._challenge, scope, refused=None)
         sent = self._authorize(request, scope)
         response = yield request
-        challenge = self._challenged(request, response)
+        challenge = self._challenged(response)
         if challenge is None:
             return
+        # httpx reads this 401 whole before the next request goes out: bounded, here.
+        _drain(response, BODY_LIMITS["error"], f"{request.method} {_redacted(request.url)}")
         yield from self._prepare(challenge, scope, refused=sent)
         if self._authorize(request, scope) is None:
             return  # nothing to answer with: the caller reports the 401
         response = yield request
-        if self._challenged(request, response) is not None:
+        if self._challenged(response) is not None:
             raise self._refused(scope, response)
 
     # -- the steps ------------------------------------------------------------------
 
-    def _challenged(self, request: httpx.Request, response: httpx.Response) -> Challenge | None:
-        """The challenge of a 401 from the registry itself (not from a redirect target),
-        Bearer preferred; remembered for the requests that follow."""
-        if response.status_code != 401 or not _same_origin(response.url, request.url):
+    def _challenged(self, response: httpx.Response) -> Challenge | None:
+        """The challenge of a 401 from the registry, Bearer preferred; remembered for the
+        requests that follow.  A 401 from another origin (the request's own, or a
+        redirect's target) raises: it is never answered with the registry's credentials."""
+        if response.status_code != 401:
             return None
+        if not self.is_registry(response.url):
+            where = f"{response.request.method} {printable(_redacted(response.url), 200)}"
+            raise AuthenticationError(
+                f"{printable(response.url.host, 100)} asked for credentials ({where}); "
+                f"ocipush sends them only to the registry {self.registry}",
+                status=401,
+            )
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", ""))
         challenge = next((c for c in challenges if c.scheme == "bearer"), None) or next(
             (c for c in challenges if c.scheme == "basic"), None
@@ -214,7 +256,7 @@ class RegistryAuth(httpx.Auth):
         realm = challenge.params.get("realm")
         if not realm:
             raise AuthenticationError(f"{self.registry}: its Bearer challenge names no token service (realm)")
-        url = httpx.URL(realm)
+        url = parse_realm(realm, self.registry)
         service = {"service": challenge.params["service"]} if "service" in challenge.params else {}
         if credentials is not None and credentials.identity_token:
             # OAuth2 refresh-token grant, as docker does with an identity token.
@@ -231,24 +273,17 @@ class RegistryAuth(httpx.Auth):
         return httpx.Request("GET", url.copy_merge_params(params), headers=headers)
 
     def _store_token(self, response: httpx.Response, scope: Scope, credentials: Credentials | None) -> None:
-        realm = response.request.url.copy_with(query=None)
+        realm = _redacted(response.request.url.copy_with(query=None))
+        what = f"{self.registry}: the token service {realm}"
+        body = _drain(response, BODY_LIMITS["token"], what)
         if response.status_code in (400, 401, 403):  # 400: OAuth2's invalid_grant
             who = credentials.describe() if credentials else "anonymous access; give --creds or log in"
-            raise AuthenticationError(
-                f"{self.registry}: authentication failed: the token service {realm} refused {who}"
-            )
-        try:
-            doc = response.json()
-            value = doc.get("token") or doc.get("access_token")
-            lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
-            value, lifetime = None, 0.0
-        if response.status_code != 200 or not isinstance(value, str) or not value or lifetime <= 0:
-            raise RegistryError(
-                f"{self.registry}: the token service {realm} answered {response.status_code} "
-                f"{response.reason_phrase} without a usable token",
-                status=response.status_code,
-            )
+            raise AuthenticationError(f"{self.registry}: authentication failed: the token service {realm} refused {who}")
+        if response.status_code != 200:
+            reason = "".join(c for c in response.reason_phrase[:60] if c.isprintable())
+            raise RegistryError(f"{what} answered {response.status_code} {reason} without a usable token",
+                                status=response.status_code)
+        value, lifetime = parse_token_answer(body, what)
         # Renew early: a token that expires while a chunk is on its way fails that chunk.
         renew_at = time.monotonic() + max(lifetime - 10, lifetime / 2)
         with self._lock:
@@ -278,7 +313,7 @@ class RegistryAuth(httpx.Auth):
         credentials = self._credentials(scope.repository)
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", "")) if response else []
         error = next((c.params["error"] for c in challenges if c.params.get("error")), None)
-        why = f" ({error})" if error else ""
+        why = f" ({printable(error, 60)})" if error else ""
         if credentials is None:
             return AuthenticationError(
                 f"{self.registry}: authentication failed: anonymous access to {scope.repository} refused{why}; "
@@ -292,5 +327,9 @@ class RegistryAuth(httpx.Auth):
         )
 
 
-def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+def _candidate_origins(registry: str) -> frozenset[Origin]:
+    """``registry`` (host[:port]) over HTTPS and over plain HTTP, before ``bind``."""
+    try:
+        return frozenset(origin_of(httpx.URL(f"{scheme}://{registry}")) for scheme in ("https", "http"))
+    except httpx.InvalidURL:
+        return frozenset()

@@ -115,6 +115,7 @@ class RegistryClient:
                     break
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
+                self.auth.bind(self.base_url)  # credentials go to this origin only
                 return
             failures.append(f"{url}: {describe_error(response)}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))

@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
+import re
 import subprocess
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO
 
 import attrs
 
 from ..errors import AuthenticationError, UsageError
 from .auth import Credentials
+from .tokens import printable
 
 __all__ = ["AuthFiles", "normalize_key"]
 
@@ -39,6 +44,8 @@ __all__ = ["AuthFiles", "normalize_key"]
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _HUB_HELPER_SERVER = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT = 60.0  # a helper may ask the user to unlock a keychain
+_HELPER_OUTPUT_LIMIT = 64 * 1024  # an answer is a few hundred bytes of JSON
+_HELPER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a name on PATH, never a path
 
 
 def normalize_key(key: str) -> str:
@@ -89,10 +96,10 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
         raise AuthenticationError(f"cannot read auth file {path}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(doc, dict):
         raise AuthenticationError(f"auth file {path}: not a JSON object")
-    helpers = {normalize_key(k): v for k, v in (doc.get("credHelpers") or {}).items()}
+    helpers = {normalize_key(k): v for k, v in _section(doc, "credHelpers", path).items()}
     if host in helpers:
         return _run_helper(helpers[host], host, f"{path} (credHelpers)")
-    entries = _auth_entries(doc.get("auths") or {})
+    entries = _auth_entries(_section(doc, "auths", path))
     name = f"{host}/{repository}"
     while True:  # the longest prefix first: host/a/b, host/a, host
         key = entries.get(name)
@@ -106,6 +113,15 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     if doc.get("credsStore"):
         return _run_helper(doc["credsStore"], host, f"{path} (credsStore)")
     return None
+
+
+def _section(doc: dict, name: str, path: Path) -> dict:
+    """``auths`` or ``credHelpers``: absent, or an object (a file is the user's, but it may
+    be damaged or written by another tool)."""
+    section = doc.get(name) or {}
+    if not isinstance(section, dict):
+        raise AuthenticationError(f"auth file {path}: {name!r} is not a JSON object")
+    return section
 
 
 def _auth_entries(auths: Mapping[str, object]) -> dict[str, str]:
@@ -139,26 +155,27 @@ def _decode_entry(entry: object, where: str, source: str) -> Credentials | None:
 
 
 def _run_helper(name: str, host: str, where: str) -> Credentials | None:
-    """``docker-credential-NAME get`` with the server on stdin, as docker runs it."""
+    """``docker-credential-NAME get`` with the server on stdin, as docker runs it.
+
+    Its stdout may hold the secret, so no message ever shows it: a failure names the
+    helper, its exit code and at most the first line of its stderr."""
+    if not isinstance(name, str) or not _HELPER_NAME_RE.fullmatch(name):
+        raise AuthenticationError(f"{where}: the credential helper's name is not a plain name (letters, digits, ._-)")
     program = f"docker-credential-{name}"
     server = _HUB_HELPER_SERVER if host == "docker.io" else host
-    try:
-        result = subprocess.run(
-            [program, "get"], input=server, capture_output=True, text=True, timeout=_HELPER_TIMEOUT
-        )
-    except FileNotFoundError:
-        raise AuthenticationError(f"{where} names the credential helper {program}, which is not on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise AuthenticationError(f"{program} get {server}: no answer in {_HELPER_TIMEOUT:g} s") from None
+    result = _run_bounded([program, "get"], server, where)
     if result.returncode != 0:
         # The helper protocol's "not found" is a message on stdout (docker-credential-helpers).
-        message = (result.stdout.strip() or result.stderr.strip() or f"exit code {result.returncode}").splitlines()[0]
-        if "credentials not found" in message.lower():
+        if b"credentials not found" in result.stdout.lower():
             return None
-        raise AuthenticationError(f"{program} get {server} failed: {message[:200]}")
+        first = result.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
+        detail = ": " + printable(first[0], 200) if first else ""
+        raise AuthenticationError(f"{program} get {server} failed with exit code {result.returncode}{detail}")
     try:
         doc = json.loads(result.stdout)
         username, secret = doc.get("Username") or "", doc.get("Secret") or ""
+        if not isinstance(username, str) or not isinstance(secret, str):
+            raise ValueError("not strings")
     except (ValueError, AttributeError, RecursionError):
         raise AuthenticationError(f"{program} get {server}: its answer is not the helper protocol's JSON") from None
     if not secret:
@@ -166,3 +183,56 @@ def _run_helper(name: str, host: str, where: str) -> Credentials | None:
     if username == "<token>":  # the helper protocol's way of saying "an identity token"
         return Credentials("", identity_token=secret, source=program)
     return Credentials(username, secret, source=program)
+
+
+def _run_bounded(args: list[str], stdin: str, where: str) -> subprocess.CompletedProcess[bytes]:
+    """Run a helper with a deadline and bounded output: one that hangs, or writes without
+    end, is killed and reported instead of hanging the push or filling memory."""
+    try:
+        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise AuthenticationError(f"{where} names the credential helper {args[0]}, which is not on PATH") from None
+    except OSError as e:
+        raise AuthenticationError(f"{where}: cannot run the credential helper {args[0]}: {e.strerror}") from None
+    outputs = [_BoundedReader(process.stdout, process.kill), _BoundedReader(process.stderr, process.kill)]
+    try:
+        with contextlib.suppress(OSError):  # a helper may exit without reading its stdin
+            process.stdin.write(stdin.encode())
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        process.wait(timeout=_HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AuthenticationError(f"{' '.join(args)} {stdin}: no answer in {_HELPER_TIMEOUT:g} s") from None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for reader in outputs:
+            reader.join()
+    if any(reader.overflowed for reader in outputs):
+        raise AuthenticationError(f"{' '.join(args)} {stdin}: its output exceeds {_HELPER_OUTPUT_LIMIT} bytes")
+    return subprocess.CompletedProcess(args, process.returncode, outputs[0].data, outputs[1].data)
+
+
+class _BoundedReader(threading.Thread):
+    """Reads a pipe up to _HELPER_OUTPUT_LIMIT bytes; past that, ``stop`` (kill the
+    helper) and drain the rest."""
+
+    def __init__(self, pipe: IO[bytes], stop: Callable[[], None]):
+        super().__init__(daemon=True)
+        self.pipe, self.stop, self.data, self.overflowed = pipe, stop, b"", False
+        self.start()
+
+    def run(self) -> None:
+        with self.pipe:
+            while block := self.pipe.read1(65536):
+                if len(self.data) + len(block) > _HELPER_OUTPUT_LIMIT:
+                    if not self.overflowed:
+                        self.overflowed = True
+                        with contextlib.suppress(OSError):
+                            self.stop()
+                else:
+                    self.data += block
+
+    def join(self, timeout: float | None = 5.0) -> None:  # a grandchild may keep the pipe open
+        super().join(timeout)

@@ -34,6 +34,7 @@ import httpx
 
 from ..digest import Digest
 from ..errors import RegistryError, UploadError
+from .auth import for_repository
 from .chunks import choose_chunk_size, content_range, parse_range
 from .client import RegistryClient, redact
 from .headers import strict_int
@@ -244,6 +245,7 @@ class BlobUploader:
                     "Content-Length": str(chunk.length),
                 },
                 content=chunk,
+                extensions=for_repository(self.repository),  # Location is opaque: the auth flow's scope
             )
         except RegistryError as e:
             if e.status == 413:
@@ -275,7 +277,8 @@ class BlobUploader:
     def _resync(self, session: _Session, chunk: ChunkBody) -> bool:
         """After a failed chunk: ask where the upload stands. True if it holds the chunk."""
         try:
-            response = self.client.idempotent("GET", session.location, expect=(204,))
+            response = self.client.idempotent("GET", session.location, expect=(204,),
+                                              extensions=for_repository(self.repository))
         except RegistryError as e:
             if e.status == 404 or _GONE_CODES & set(e.codes):
                 raise _Restart(e) from None
@@ -301,7 +304,8 @@ class BlobUploader:
         attempt = 0
         while True:
             try:
-                response = self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"})
+                response = self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
+                                               extensions=for_repository(self.repository))
                 break
             except RegistryError as e:
                 if _GONE_CODES & set(e.codes) or e.status == 404 or "DIGEST_INVALID" in e.codes:
@@ -325,7 +329,8 @@ class BlobUploader:
         """Best effort: free the registry's half-finished upload."""
         try:
             extra = {"timeout": timeout} if timeout else {}
-            self.client.request("DELETE", location, expect=(202, 204, 404), **extra)
+            self.client.request("DELETE", location, expect=(202, 204, 404),
+                                extensions=for_repository(self.repository), **extra)
         except Exception:
             pass
 
