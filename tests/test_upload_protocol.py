@@ -144,7 +144,7 @@ def test_missing_location_is_named(image):
 def test_bad_chunk_header_is_named(image):
     with FakeRegistry() as fake:
         fake.inject(lambda r: r.method == "POST", Reply(202, {"Location": "/x", "OCI-Chunk-Max-Length": "100MB"}), times=10)
-        with pytest.raises(UploadError, match=r"header OCI-Chunk-Max-Length: '100MB' is not a positive number"):
+        with pytest.raises(RegistryError, match=r"header OCI-Chunk-Max-Length from POST http://\S+: '100MB' is not a positive number"):
             push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
 
 
