@@ -13,7 +13,7 @@ from ocipush.errors import AuthenticationError, RegistryError, UploadError
 from ocipush.push import PushOptions, push
 from ocipush.registry.auth import Credentials
 from ocipush.registry.retry import RetryPolicy
-from tests.fakeregistry import Drop, FakeRegistry, Reply, html, nth, oci_error
+from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, nth, oci_error
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
 
 FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05)
@@ -205,3 +205,108 @@ def test_digest_mismatch_at_commit_restarts_once_then_fails(image):
         with pytest.raises(UploadError, match=r"another digest than sha256:\w+ twice \(DIGEST_INVALID\)"):
             push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
         assert not fake.tags.get("r")
+
+
+# -- recoveries serverless-registry needs, and headers read strictly ---------------------------
+
+def commit_of(digest: str):
+    """Predicate: a closing PUT of the blob ``digest``."""
+    return lambda r: r.method == "PUT" and r.query.get("digest") == digest
+
+
+def methods(fake: FakeRegistry, method: str, path: str = "") -> list:
+    return [r for r in fake.log if r.method == method and path in r.path]
+
+
+@pytest.mark.parametrize("lost", [Drop(after_handling=True), Alter(status=500)], ids=["answer-lost", "500-after-commit"])
+def test_commit_that_happened_is_confirmed_by_head_not_redone(image, lost):
+    # serverless-registry: the PUT committed and the upload is gone; the PUT again would get 500.
+    layer = image.layers[0].digest
+    with FakeRegistry(gone_status=500, serverless_final_put=True) as fake:
+        fake.inject(commit_of(layer), lost)
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+        assert len(methods(fake, "POST")) == 3  # no restart: one upload per blob
+        assert len([r for r in fake.log if commit_of(layer)(r)]) == 1  # the HEAD answered, no PUT again
+        heads = methods(fake, "HEAD", layer)
+        assert [r.status for r in heads] == [404, 200]  # before the upload, and after the failed PUT
+
+
+def test_commit_head_with_another_size_is_not_a_commit(image):
+    layer = image.layers[0].digest
+    with FakeRegistry(gone_status=500) as fake:
+        fake.inject(commit_of(layer), Alter(status=500))
+        # The blob is there, but the HEAD after the failed PUT says 1 byte: not what we sent.
+        fake.inject(lambda r: r.method == "HEAD" and layer in r.path and layer in fake.blobs.get("r", {}),
+                    Alter(headers={"Content-Length": "1"}), times=100)
+        with pytest.raises(RegistryError, match=r"PUT http://\S+: 500 Internal Server Error"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert not fake.tags.get("r")
+
+
+def test_commit_head_naming_another_digest_is_not_a_commit(image):
+    layer = image.layers[0].digest
+    with FakeRegistry(gone_status=500) as fake:
+        fake.inject(commit_of(layer), Alter(status=500))
+        fake.inject(lambda r: r.method == "HEAD" and layer in fake.blobs.get("r", {}),
+                    Alter(headers={"Docker-Content-Digest": "sha256:" + "0" * 64}), times=100)
+        with pytest.raises(RegistryError, match=r"PUT http://\S+: 500 Internal Server Error"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+
+
+def test_nothing_stored_range_resends_the_first_chunk_on_the_same_upload(image):
+    with FakeRegistry(empty_range="0--1", max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 1), oci_error(500, "INTERNAL_ERROR", "R2 hiccup"))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+        status = methods(fake, "GET", "/uploads/")
+        assert [r.status for r in status] == [204]  # asked, and heard "0--1"
+        assert len(methods(fake, "POST")) == 3  # the same upload went on: no restart
+        first = patches(fake)[:2]
+        assert first[0].path == first[1].path  # the same upload
+        assert first[0].headers["content-range"] == first[1].headers["content-range"]  # the same chunk
+        assert first[1].headers["content-range"].startswith("0-")
+
+
+def test_patch_answered_201_is_accepted(image):
+    # ECR answers 201 Created to a PATCH.
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(lambda r: r.method == "PATCH", Alter(status=201), times=100)
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+
+
+def test_unreadable_retry_after_is_ignored(image):
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 2), html(503, {"Retry-After": "²"}))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        stored(fake, "r", image)
+
+
+@pytest.mark.parametrize(
+    "method, header, value, message",
+    [
+        ("POST", "OCI-Chunk-Max-Length", "²", r"header OCI-Chunk-Max-Length from POST http://\S+/v2/r/blobs/uploads/: '²' is not a positive number of bytes"),
+        ("POST", "OCI-Chunk-Min-Length", "9" * 5000, r"header OCI-Chunk-Min-Length from POST \S+: '9{40}…' is not a positive"),
+        ("PATCH", "Range", "0-²", r"header Range from PATCH http://\S+/v2/r/blobs/uploads/\S+: '0-²' is not a range 0-END"),
+        ("PATCH", "Range", "0-" + "9" * 5000, r"header Range from PATCH \S+: '0-9{38}…' is not a range 0-END"),
+        ("POST", "Location", "javascript:alert(1)", r"header Location from POST \S+: 'javascript:alert\(1\)' is not an http\(s\) URL"),
+        ("PATCH", "Location", "http://[::1", r"header Location from PATCH \S+: 'http://\[::1' is not a URL"),
+        ("PUT", "Docker-Content-Digest", "sha256:²", r"header Docker-Content-Digest from PUT \S+: 'sha256:²' is not a digest"),
+    ],
+)
+def test_garbage_header_is_a_clean_error_naming_it(image, method, header, value, message):
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(lambda r: r.method == method and "/blobs/" in r.path, Alter(headers={header: value}), times=100)
+        with pytest.raises(RegistryError, match=message) as e:
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        assert "\n" not in str(e.value)
+        assert not fake.tags.get("r")
+
+
+def test_garbage_range_in_a_status_answer_is_a_clean_error(image):
+    with FakeRegistry(max_chunk=100_000) as fake:
+        fake.inject(nth("PATCH", 1), oci_error(500, "INTERNAL_ERROR", "hiccup"))
+        fake.inject(lambda r: r.method == "GET" and "/uploads/" in r.path, Alter(headers={"Range": "0-١٢"}))
+        with pytest.raises(RegistryError, match=r"header Range from GET \S+: '0-١٢' is not a range 0-END"):
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
