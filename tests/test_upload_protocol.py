@@ -4,9 +4,10 @@ state in Location, 416 with Range, lost answers, odd headers and error bodies.""
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ocipush.errors import AuthenticationError, RegistryError, UploadError
@@ -15,6 +16,7 @@ from ocipush.registry.auth import Credentials
 from ocipush.registry.retry import RetryPolicy
 from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, nth, oci_error
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
+from tests.userconfig import user_config  # noqa: F401  (a fixture: no machine logins or registries.conf)
 
 FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05)
 
@@ -310,3 +312,82 @@ def test_garbage_range_in_a_status_answer_is_a_clean_error(image):
         fake.inject(lambda r: r.method == "GET" and "/uploads/" in r.path, Alter(headers={"Range": "0-١٢"}))
         with pytest.raises(RegistryError, match=r"header Range from GET \S+: '0-١٢' is not a range 0-END"):
             push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+
+
+# -- any header value, any status: a clean outcome ---------------------------------------------
+
+# Where a lie can land: the request it answers.
+TARGETS = {
+    "ping": lambda r: r.path == "/v2/",
+    "blob HEAD": lambda r: r.method == "HEAD" and "/blobs/" in r.path,
+    "POST": lambda r: r.method == "POST",
+    "PATCH": lambda r: r.method == "PATCH",
+    "status GET": lambda r: r.method == "GET" and "/uploads/" in r.path,
+    "commit PUT": lambda r: r.method == "PUT" and "digest" in r.query,
+    "manifest PUT": lambda r: r.method == "PUT" and "/manifests/" in r.path,
+}
+READ_HEADERS = ["Range", "Location", "OCI-Chunk-Max-Length", "OCI-Chunk-Min-Length", "Retry-After",
+                "Docker-Content-Digest"]
+DIGEST = "sha256:" + "ab" * 32
+# Hostile and plausible values alike. Free text has no "/", ":", "@" or "\": a Location that names
+# another host would send the test off this machine (cross-origin is the hostile-registry table's).
+header_values = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n/:@\\"), max_size=30),
+    st.from_regex(r"(bytes=)?0?-?[0-9²٣١-]{0,6}", fullmatch=True),
+    st.text("0123456789²³¹٣०１-", min_size=1, max_size=8),
+    st.integers(-10, 10**30).map(str),
+    st.sampled_from(
+        ["0-0", "0--1", "0-99", "0-1023", "0-" + "9" * 5000, "²", "9" * 5000, "1e3", "nan", "inf", "-1", "0",
+         "Mon, 30 Nov 2026 05:00:00 GMT", "Sun, 31 Feb 2026 05:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT",
+         "javascript:alert(1)", "ftp://127.0.0.1/x", "http://[::1", "http://127.0.0.1:99999/x", "http://",
+         "http://127.0.0.1:1/closed", "/v2/r/blobs/uploads/unknown", "/v2/r/blobs/uploads/unknown?_state=x",
+         "?_state=stale", "http://u:p@127.0.0.1:1/x", DIGEST, "sha256:²", "sha512:" + "0" * 128, "md5:x"]
+    ),
+)
+STATUSES = st.one_of(st.none(), st.sampled_from([200, 201, 202, 204, 206, 301, 307, 400, 401, 403, 404, 413, 416,
+                                                  429, 500, 502, 503]), st.integers(200, 599))
+lies = st.lists(
+    st.tuples(st.sampled_from(sorted(TARGETS)), STATUSES, st.sampled_from(READ_HEADERS), header_values,
+              st.integers(1, 4)),
+    min_size=1, max_size=3,
+)
+
+
+@pytest.fixture(scope="module")
+def small_image(tmp_path_factory):
+    return make_layout(tmp_path_factory.mktemp("small"), [LayerSpec(3000, files=1)], ref="t")
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# The tracebacks of issue 9, always tried: str.isdigit() took "²", int() did not.
+@example(lies=[("POST", None, "OCI-Chunk-Max-Length", "²", 4)], style="relative", max_chunk=None, serverless=False)
+@example(lies=[("PATCH", None, "Range", "0-²", 1)], style="relative", max_chunk=1024, serverless=False)
+@example(lies=[("PATCH", 503, "Retry-After", "²", 1)], style="state", max_chunk=1024, serverless=True)
+@example(lies=[("PATCH", 500, "Retry-After", "9" * 5000, 1), ("status GET", None, "Range", "0--1", 1)],
+         style="relative", max_chunk=1024, serverless=True)
+@example(lies=[("commit PUT", 500, "Retry-After", "1", 1)], style="rotating", max_chunk=None, serverless=True)
+@given(lies=lies, style=st.sampled_from(["relative", "state", "rotating"]), max_chunk=st.sampled_from([None, 1024]),
+       serverless=st.booleans())
+def test_any_header_any_status_is_a_clean_outcome(small_image, user_config, capsys, monkeypatch,
+                                                  lies, style, max_chunk, serverless):
+    """No exception but ocipush's own; exit 0 with every blob stored intact, or 4/5 with one
+    ``ocipush:`` line; every retry wait finite and within the policy's cap."""
+    from ocipush.cli import main
+
+    waits: list[float] = []
+    monkeypatch.setattr(RetryPolicy, "sleep", lambda self, attempt, error=None: waits.append(self.wait(attempt, error)))
+    capsys.readouterr()
+    with FakeRegistry(location_style=style, max_chunk=max_chunk, empty_range="0--1" if serverless else "0-0",
+                      gone_status=500 if serverless else 404) as fake:
+        for target, status, header, value, times in lies:
+            fake.inject(TARGETS[target], Alter(status=status, headers={header: value}), times=times)
+        code = main([f"oci:{small_image.layout}", f"{fake.host}/r:t", "--no-cache", "-q", "--retry", "2"])
+        out, err = capsys.readouterr()
+        if code == 0:
+            stored(fake, "r", small_image)
+            assert err == ""
+        else:
+            assert code in (4, 5), err
+            assert err.count("\n") == 1 and err.startswith("ocipush: "), err
+    assert all(math.isfinite(w) and 0 <= w <= RetryPolicy().max_delay * 4 for w in waits), waits
