@@ -304,6 +304,9 @@ def test_garbage_header_is_a_clean_error_naming_it(image, method, header, value,
             push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
         assert "\n" not in str(e.value)
         assert not fake.tags.get("r")
+        if header.startswith("OCI-Chunk"):  # the upload was opened: it is cancelled, not left behind
+            deletes = methods(fake, "DELETE", "/uploads/")
+            assert len(deletes) == len(methods(fake, "POST")) and all(r.status == 204 for r in deletes)
 
 
 def test_garbage_range_in_a_status_answer_is_a_clean_error(image):

@@ -16,15 +16,17 @@ does not parse is a one-line ``RegistryError`` naming the header and the request
 When a chunk fails, we ask the registry where the upload stands (``GET <location>`` →
 ``204`` and ``Range``) and go on from there: the chunk again, or the next one when it did
 arrive (serverless-registry says ``Range: 0--1`` when it holds nothing: offset 0, the
-first chunk again on the same upload).  When the upload is gone (404, ``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF
-registry invalidates an upload whose PATCH answer was lost; serverless-registry answers
-500 to a stale one) or stands where the equal-chunk rule cannot continue, the blob starts
-again with a new POST.  A commit that fails, whatever the status and after its retries,
-is first checked with ``HEAD`` on the blob: when the answer to a PUT is lost,
+first chunk again on the same upload).  When the upload is gone (404,
+``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF registry invalidates an upload whose PATCH
+answer was lost; serverless-registry answers 500 to a stale one) or stands where the
+equal-chunk rule cannot continue, the blob starts again with a new POST.  A ``413`` means
+an unadvertised body limit: the chunk size is halved for the rest of the push to this
+registry and the blob starts again.
+
+Every failed commit ``PUT``, whatever its status, is checked with one ``HEAD`` on the
+blob before it is retried or given up: when the answer to a PUT is lost,
 serverless-registry has already stored the blob and dropped the upload, and answers the
-PUT sent again with 500; a blob that is there with the size we sent is committed.  A
-``413`` means an unadvertised body limit: the chunk size is
-halved for the rest of the push to this registry and the blob starts again.
+same PUT again with 500.  A blob that is there, with the size we sent, is committed.
 
 The bytes come from a ``BlobContent`` that can give any chunk again; it is verified after
 the last chunk and before the commit, so a corrupt source is never committed.
@@ -207,11 +209,16 @@ class BlobUploader:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
-        session = _Session(
-            location=_location(response),
-            minimum=headers.chunk_length(response.headers.get(MIN_HEADER), headers.what_of(response, MIN_HEADER)),
-            maximum=headers.chunk_length(response.headers.get(MAX_HEADER), headers.what_of(response, MAX_HEADER)),
-        )
+        location = _location(response)
+        try:
+            minimum, maximum = (
+                headers.chunk_length(response.headers.get(name), headers.what_of(response, name))
+                for name in (MIN_HEADER, MAX_HEADER)
+            )
+        except RegistryError:
+            self._delete(location)  # the upload exists, its limits are unreadable: free it
+            raise
+        session = _Session(location=location, minimum=minimum, maximum=maximum)
         with self._lock:
             self._open[id(session)] = session
         return session
