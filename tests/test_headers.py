@@ -28,7 +28,7 @@ nasty = st.one_of(
 
 @pytest.mark.parametrize(
     "value, held",
-    [("0-99", 100), ("bytes=0-9", 10), (" 0-0 ", 1), ("0--1", 0), (None, None), ("0-999999999999999999", 10**18)],
+    [("0-99", 100), ("bytes=0-9", 10), ("bytes 0-9", 10), (" 0-0 ", 1), ("0--1", 0), (None, None), ("0-999999999999999999", 10**18)],
 )
 def test_range_grammar(value, held):
     assert headers.parse_range(value, "header Range") == held

@@ -8,7 +8,7 @@ traceback.
 
 The grammars (docs/chunked-upload.md lists them for users):
 
-- ``Range``:  ``0-END`` (``bytes=0-END`` tolerated), END at most 18 ASCII digits, or
+- ``Range``:  ``0-END`` (``bytes=0-END``, ``bytes 0-END`` tolerated), END at most 18 ASCII digits, or
   ``0--1``, serverless-registry's "nothing stored yet";
 - ``OCI-Chunk-Min-Length`` / ``OCI-Chunk-Max-Length``: 1 to 18 ASCII digits, not 0;
 - ``Retry-After``: delta-seconds (ASCII digits) or an IMF-fixdate, capped at an hour;
@@ -81,7 +81,7 @@ def what_of(response: httpx.Response, header: str) -> str:
 
 # -- Range ---------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"(?:bytes=)?0-([0-9]{1,18})")
+_RANGE = re.compile(r"(?:bytes[= ])?0-([0-9]{1,18})")
 _NOTHING = "0--1"  # serverless-registry: nothing stored yet (the end before byte 0)
 
 
