@@ -155,3 +155,12 @@ def test_content_digest_parses():
     digest = "sha256:" + "a" * 64
     assert headers.content_digest(f" {digest} ", "h") == Digest.parse(digest)
     assert headers.content_digest(None, "h") is None
+
+
+@pytest.mark.parametrize("delay", ["nan", "inf", "1e400"])
+def test_cli_refuses_a_retry_delay_that_is_not_a_number_of_seconds(delay, capsys):
+    from ocipush.cli import main
+
+    assert main(["oci:/nonexistent", "127.0.0.1:1/r:t", "--retry-delay", delay]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ocipush: ") and "Traceback" not in err

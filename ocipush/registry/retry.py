@@ -39,8 +39,10 @@ def _count(instance: object, attribute: attrs.Attribute, value: int) -> None:
 
 @attrs.frozen
 class RetryPolicy:
-    attempts: int = attrs.field(default=3, validator=_count)  # retries after the first try, per request (podman's --retry)
-    delay: float = attrs.field(default=1.0, validator=_seconds)  # the first wait, doubled each time (podman's --retry-delay)
+    # Retries after the first try, per request (podman's --retry).
+    attempts: int = attrs.field(default=3, validator=_count)
+    # The first wait, doubled each time (podman's --retry-delay).
+    delay: float = attrs.field(default=1.0, validator=_seconds)
     max_delay: float = attrs.field(default=30.0, validator=_seconds)
 
     def wait(self, attempt: int, error: BaseException | None = None) -> float:

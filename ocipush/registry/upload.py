@@ -345,7 +345,9 @@ class BlobUploader:
             response = self.client.request("HEAD", url, expect=(200, 404), follow_redirects=True)
             if response.status_code != 200:
                 return False
-            length = headers.strict_int(response.headers.get("Content-Length"), headers.what_of(response, "Content-Length"))
+            length = headers.strict_int(
+                response.headers.get("Content-Length"), headers.what_of(response, "Content-Length")
+            )
             named = headers.content_digest(
                 response.headers.get("Docker-Content-Digest"), headers.what_of(response, "Docker-Content-Digest")
             )
