@@ -384,6 +384,9 @@ def test_any_header_any_status_is_a_clean_outcome(small_image, user_config, caps
     with FakeRegistry(location_style=style, max_chunk=max_chunk, empty_range="0--1" if serverless else "0-0",
                       gone_status=500 if serverless else 404) as fake:
         for target, status, header, value, times in lies:
+            # A registry that refuses a manifest and answers 2xx is beyond what a client sees without
+            # reading everything back; with a lying HEAD it makes any client exit 0 on a broken image.
+            assume(not (target == "manifest PUT" and status is not None and 200 <= status < 300))
             fake.inject(TARGETS[target], Alter(status=status, headers={header: value}), times=times)
         code = main([f"oci:{small_image.layout}", f"{fake.host}/r:t", "--no-cache", "-q", "--retry", "2"])
         out, err = capsys.readouterr()
