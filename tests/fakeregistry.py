@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import secrets
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -67,6 +68,22 @@ class Drop:
 
 
 @dataclass(frozen=True)
+class Alter:
+    """Fault: handle the request (it takes effect), then answer with `status` instead of the registry's
+    and with `headers` set over its headers (a None value removes one). Lies about what happened —
+    a 500 to a PUT that committed, a garbage `Range` on a good PATCH — on top of real state."""
+
+    status: int | None = None
+    headers: dict[str, str | None] = field(default_factory=dict)
+    body: bytes | None = None
+
+    def apply(self, reply: Reply) -> Reply:
+        headers = {k: v for k, v in reply.headers.items() if k.lower() not in {n.lower() for n in self.headers}}
+        headers.update({k: v for k, v in self.headers.items() if v is not None})
+        return Reply(self.status or reply.status, headers, reply.body if self.body is None else self.body)
+
+
+@dataclass(frozen=True)
 class LogRecord:
     method: str
     path: str
@@ -79,7 +96,7 @@ class LogRecord:
 @dataclass
 class _Fault:
     predicate: Callable[[Request], bool]
-    action: Reply | Drop
+    action: Reply | Drop | Alter
     remaining: int
 
 
@@ -128,10 +145,10 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _range(offset: int) -> str:
+def _range(offset: int, empty: str = "0-0") -> str:
     # Spec: "Range: 0-<end-of-range>", inclusive. With nothing received there is no valid end;
-    # we answer "0-0" like distribution, the reference implementation (serverless-registry says "0--1").
-    return f"0-{max(offset - 1, 0)}"
+    # distribution, the reference implementation, answers "0-0", serverless-registry "0--1".
+    return f"0-{offset - 1}" if offset else empty
 
 
 class FakeRegistry(ThreadingHTTPServer):
@@ -147,6 +164,10 @@ class FakeRegistry(ThreadingHTTPServer):
     require_basic: (user, password) for HTTP Basic auth on every request.
     serverless_mount_head: HEAD on a blob mounted from another repository answers the link file's
     length (85) and a digest of the link's path, like serverless-registry; an upload makes it real.
+    empty_range: the Range of an upload holding nothing: "0-0" (distribution) or "0--1" (serverless-registry).
+    gone_status: the answer to a request on an upload that is no longer open: 404 BLOB_UPLOAD_UNKNOWN
+    (spec, distribution) or 500 INTERNAL_ERROR (serverless-registry, e.g. to a PUT sent again after it
+    committed the blob).
     """
 
     def __init__(
@@ -160,6 +181,8 @@ class FakeRegistry(ThreadingHTTPServer):
         serverless_final_put: bool = False,
         require_basic: tuple[str, str] | None = None,
         serverless_mount_head: bool = False,
+        empty_range: Literal["0-0", "0--1"] = "0-0",
+        gone_status: Literal[404, 500] = 404,
     ) -> None:
         if location_style not in get_args(LocationStyle):
             raise ValueError(f"unknown location_style {location_style!r}")
@@ -171,6 +194,7 @@ class FakeRegistry(ThreadingHTTPServer):
         self.require_basic = require_basic
         self.serverless_mount_head = serverless_mount_head
         self.links: set[tuple[str, str]] = set()  # (repo, digest) mounted, not uploaded
+        self.empty_range, self.gone_status = empty_range, gone_status
         self.host = f"127.0.0.1:{self.server_address[1]}"
         self.url = f"http://{self.host}"
         self.blobs: dict[str, dict[str, bytes]] = {}  # repo -> digest -> content
@@ -194,6 +218,12 @@ class FakeRegistry(ThreadingHTTPServer):
             self._thread.join()
         self.server_close()
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hangs up before reading the answer (as ocipush does after a bad header) is not
+        # a fault of the fake; anything else is, and is printed.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     # ---- test API ----------------------------------------------------------------------------
 
     @property
@@ -201,7 +231,7 @@ class FakeRegistry(ThreadingHTTPServer):
         with self._lock:
             return list(self._records)
 
-    def inject(self, predicate: Callable[[Request], bool], action: Reply | Drop, times: int = 1) -> None:
+    def inject(self, predicate: Callable[[Request], bool], action: Reply | Drop | Alter, times: int = 1) -> None:
         """Answer the next `times` requests matching `predicate` with `action` instead of handling them.
         Every armed predicate sees every request (so `nth` counts right); the first armed match wins."""
         with self._lock:
@@ -223,6 +253,8 @@ class FakeRegistry(ThreadingHTTPServer):
                 reply: Reply | None = action
             elif isinstance(action, Drop) and not action.after_handling:
                 reply = None
+            elif isinstance(action, Alter):
+                reply = action.apply(self._handle(req))
             else:
                 reply = self._handle(req)
                 if action is not None:  # Drop(after_handling=True)
@@ -232,7 +264,7 @@ class FakeRegistry(ThreadingHTTPServer):
             self._records.append(LogRecord(req.method, req.path, req.query, headers, len(req.body), status))
             return reply
 
-    def _take_fault(self, req: Request) -> Reply | Drop | None:
+    def _take_fault(self, req: Request) -> Reply | Drop | Alter | None:
         matches = [fault for fault in self._faults if fault.predicate(req)]
         if not matches:
             return None
@@ -314,6 +346,8 @@ class FakeRegistry(ThreadingHTTPServer):
     def _session(self, req: Request, name: str, handle: str) -> _Upload:
         upload = self._uploads.get(handle)
         if upload is None or upload.repo != name:
+            if self.gone_status == 500:
+                raise _fail(500, "INTERNAL_ERROR", "internal error")  # serverless-registry: no such state
             raise _fail(404, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry", {"upload": handle})
         # Spec: clients SHOULD use the Location of the previous response; a stale token means they didn't.
         if self.location_style == "state" and req.query.get("_state") != upload.token:
@@ -337,7 +371,7 @@ class FakeRegistry(ThreadingHTTPServer):
         return {"Location": location, "Docker-Upload-UUID": upload.uuid}
 
     def _progress(self, upload: _Upload, status: int, error: str | None = None) -> Reply:
-        headers = {**self._session_headers(upload), "Range": _range(len(upload.data))}
+        headers = {**self._session_headers(upload), "Range": _range(len(upload.data), self.empty_range)}
         if error is None:
             return Reply(status, headers)
         return oci_error(status, "BLOB_UPLOAD_INVALID", error, headers=headers)
@@ -515,6 +549,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)
+
+    def send_header(self, keyword: str, value: str) -> None:
+        try:
+            super().send_header(keyword, value)
+        except UnicodeEncodeError:  # a hostile value from a test ("0-١٢"): UTF-8 on the wire, as a server may
+            self._headers_buffer.append(f"{keyword}: ".encode() + value.encode("utf-8", "replace") + b"\r\n")
 
     def _read_body(self) -> bytes:
         # RFC 9112 §6.3: Transfer-Encoding chunked wins over Content-Length; neither means no body.

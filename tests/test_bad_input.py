@@ -611,7 +611,7 @@ REGISTRY = [
          answer(400, b"\x00\xff\x1b[2J\x07garbage\r\n\x1b]0;pwned\x07", method="PUT", path="/manifests/")),
     case("registry-is-not-a-registry", 4, "http://{b.host}/v2/: 404 Not Found",
          answer(404, html_error_page(404), "text/html")),
-    case("registry-chunk-header-not-a-number", 4, "header OCI-Chunk-Max-Length: 'lots'",
+    case("registry-chunk-header-not-a-number", 4, "header OCI-Chunk-Max-Length from " + UPLOADS + ": 'lots' is not",
          answer(202, headers={"Location": "/v2/x/blobs/uploads/1", "OCI-Chunk-Max-Length": "lots"}, method="POST")),
     case("registry-upload-without-location", 4, UPLOADS + ": 202 without a Location header",
          answer(202, method="POST")),

@@ -7,13 +7,16 @@ Rules (distribution-spec 1.1 plus what serverless registries require):
 - every chunk but the last is at least ``OCI-Chunk-Min-Length``;
 - no chunk is larger than ``OCI-Chunk-Max-Length`` (not in the spec; sent by
   serverless-registry) nor than the user's ``--chunk-size``.
+
+The registry's answers (``Range``, the ``OCI-Chunk-*`` limits) are read by the strict
+grammars of ``headers.py``; what arrives here is already a checked number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-__all__ = ["choose_chunk_size", "chunk_ranges", "content_range", "parse_range"]
+__all__ = ["choose_chunk_size", "chunk_ranges", "content_range"]
 
 
 def choose_chunk_size(requested: int | None, minimum: int | None, maximum: int | None) -> int | None:
@@ -45,18 +48,3 @@ def chunk_ranges(size: int, chunk: int | None, start: int = 0) -> Iterator[tuple
 def content_range(offset: int, length: int) -> str:
     """The spec's form: inclusive, no ``bytes `` prefix, no ``/total``."""
     return f"{offset}-{offset + length - 1}"
-
-
-def parse_range(value: str | None) -> int | None:
-    """A registry's ``Range: 0-END`` answer → how many bytes it holds (END + 1).
-
-    None when absent or malformed. ``0-0`` is ambiguous (distribution sends it for an empty
-    upload too) and is read as 0 bytes only by the caller that knows nothing was sent.
-    """
-    if not value:
-        return None
-    value = value.strip().removeprefix("bytes=").removeprefix("bytes ")
-    first, sep, last = value.partition("-")
-    if not sep or not first.isdigit() or not last.isdigit() or int(first) != 0:
-        return None
-    return int(last) + 1

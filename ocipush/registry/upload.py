@@ -4,19 +4,29 @@ OCI distribution spec 1.1, as serverless registries need it — under one retry 
 - check:    ``HEAD /v2/<repo>/blobs/<digest>``; 200 means there is nothing to do.
 - initiate: ``POST /v2/<repo>/blobs/uploads/`` → 202, a ``Location`` and the optional
             ``OCI-Chunk-Min-Length`` / ``OCI-Chunk-Max-Length`` limits.
-- stream:   one ``PATCH`` per chunk with ``Content-Range: start-end``; each answer's
-            ``Range`` must say the registry holds exactly what we sent, and its
-            ``Location`` (which may carry state, e.g. ``_state=``) is the next URL.
+- stream:   one ``PATCH`` per chunk with ``Content-Range: start-end`` → 202 (ECR: 201);
+            each answer's ``Range`` must say the registry holds exactly what we sent, and
+            its ``Location`` (which may carry state, e.g. ``_state=``) is the next URL.
 - commit:   ``PUT <location>&digest=…`` with an empty body (serverless-registry fails
             with 500 when the final PUT carries data) → 201 and ``Docker-Content-Digest``.
 
+Every header read here goes through the strict grammars of ``headers.py``: a value that
+does not parse is a one-line ``RegistryError`` naming the header and the request.
+
 When a chunk fails, we ask the registry where the upload stands (``GET <location>`` →
 ``204`` and ``Range``) and go on from there: the chunk again, or the next one when it did
-arrive.  When the upload is gone (404, ``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF
-registry invalidates an upload whose PATCH answer was lost; serverless-registry answers
-500 to a stale one) or stands where the equal-chunk rule cannot continue, the blob starts
-again with a new POST.  A ``413`` means an unadvertised body limit: the chunk size is
-halved for the rest of the push to this registry and the blob starts again.
+arrive (serverless-registry says ``Range: 0--1`` when it holds nothing: offset 0, the
+first chunk again on the same upload).  When the upload is gone (404,
+``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF registry invalidates an upload whose PATCH
+answer was lost; serverless-registry answers 500 to a stale one) or stands where the
+equal-chunk rule cannot continue, the blob starts again with a new POST.  A ``413`` means
+an unadvertised body limit: the chunk size is halved for the rest of the push to this
+registry and the blob starts again.
+
+Every failed commit ``PUT``, whatever its status, is checked with one ``HEAD`` on the
+blob before it is retried or given up: when the answer to a PUT is lost,
+serverless-registry has already stored the blob and dropped the upload, and answers the
+same PUT again with 500.  A blob that is there, with the size we sent, is committed.
 
 The bytes come from a ``BlobContent`` that can give any chunk again; it is verified after
 the last chunk and before the commit, so a corrupt source is never committed.
@@ -34,10 +44,10 @@ import httpx
 
 from ..digest import Digest
 from ..errors import RegistryError, UploadError
+from . import headers
 from .auth import for_repository
-from .chunks import choose_chunk_size, content_range, parse_range
+from .chunks import choose_chunk_size, content_range
 from .client import RegistryClient, redact
-from .headers import strict_int
 from .retry import is_transient
 
 __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "HostLimits", "UploadOutcome"]
@@ -150,7 +160,7 @@ class BlobUploader:
                     chunk = self.limits.chunk_size(session.minimum, session.maximum)
                     self._stream(session, blob, chunk, stats)
                     digest = blob.finish()
-                    self._commit(session, digest)
+                    self._commit(session, digest, stats.sent)
                     self._close(session)
                     return UploadOutcome("uploaded", digest, stats.requests, chunk, stats.retries)
                 except _Restart as restart:
@@ -210,16 +220,22 @@ class BlobUploader:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
-        session = _Session(
-            location=_location(response),
-            minimum=_int_header(response, MIN_HEADER),
-            maximum=_int_header(response, MAX_HEADER),
-        )
+        location = _location(response)
+        try:
+            minimum, maximum = (
+                headers.chunk_length(response.headers.get(name), headers.what_of(response, name))
+                for name in (MIN_HEADER, MAX_HEADER)
+            )
+        except RegistryError:
+            self._delete(location)  # the upload exists, its limits are unreadable: free it
+            raise
+        session = _Session(location=location, minimum=minimum, maximum=maximum)
         with self._lock:
             self._open[id(session)] = session
         return session
 
     def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
+        stats.sent = 0
         for chunk in blob.chunks(chunk_size):
             attempt = 0
             while not self._send_chunk(session, chunk, stats):
@@ -230,6 +246,7 @@ class BlobUploader:
                 self.client.retry.sleep(attempt, stats.last_error)
                 if self._resync(session, chunk):
                     break  # the registry has the chunk after all
+            stats.sent = chunk.end
 
     def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> bool:
         """True when the registry confirmed the chunk; False for a transient failure."""
@@ -238,7 +255,7 @@ class BlobUploader:
             response = self.client.request(
                 "PATCH",
                 session.location,
-                expect=(202,),
+                expect=(202, 201),  # 201: ECR
                 headers={
                     "Content-Type": "application/octet-stream",
                     "Content-Range": content_range(chunk.offset, chunk.length),
@@ -259,12 +276,14 @@ class BlobUploader:
             if e.status == 416:
                 # Out of order for the registry: its Range and Location say where it stands.
                 stats.last_error = e
-                return self._position(session, chunk, e.headers.get("range"), e.headers.get("location"))
+                answer = f"PATCH {redact(session.location)}"
+                return self._position(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
             if not is_transient(e):
                 raise
             stats.last_error = e
             return False
-        held = parse_range(response.headers.get("Range"))  # after data arrived, 0-0 is 1 byte
+        # After data arrived, 0-0 is 1 byte.
+        held = headers.parse_range(response.headers.get("Range"), headers.what_of(response, "Range"))
         if held is not None and held != chunk.end:
             raise UploadError(
                 f"PATCH {redact(session.location)}: registry holds {held} bytes after a chunk "
@@ -283,22 +302,28 @@ class BlobUploader:
             if e.status == 404 or _GONE_CODES & set(e.codes):
                 raise _Restart(e) from None
             raise
-        return self._position(session, chunk, response.headers.get("Range"), response.headers.get("Location"))
+        answer = f"GET {redact(session.location)}"
+        return self._position(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
 
-    def _position(self, session: _Session, chunk: ChunkBody, range_: str | None, location: str | None) -> bool:
+    def _position(
+        self, session: _Session, chunk: ChunkBody, answer: str, range_: str | None, location: str | None
+    ) -> bool:
+        """Where a 416 or a status answer (``answer`` names its request) says the upload
+        stands: True if it holds the chunk, False to send it again; else start over."""
+        held = _held(range_, chunk.offset, f"header Range from {answer}")
         if location:
-            session.location = str(httpx.URL(session.location).join(location))
-        held = _held(range_, chunk.offset)
+            session.location = headers.resolve_location(session.location, location, f"header Location from {answer}")
         if held == chunk.end:
             return True
         if held == chunk.offset:
-            return False  # send it again
+            return False  # send it again (``0--1``: nothing stored, the first chunk again)
         # Anywhere else would break the equal-chunk rule (or the registry lost data).
+        holds = "does not say how many bytes it holds" if held is None else f"holds {held} bytes"
         raise _Restart(UploadError(
-            f"{redact(session.location)}: the registry holds {held} bytes, expected {chunk.offset} or {chunk.end}",
+            f"{redact(session.location)}: the registry {holds}, expected {chunk.offset} or {chunk.end}",
         ))
 
-    def _commit(self, session: _Session, digest: Digest) -> None:
+    def _commit(self, session: _Session, digest: Digest, size: int) -> None:
         sep = "&" if "?" in session.location else "?"
         url = f"{session.location}{sep}digest={quote(str(digest), safe=':')}"
         attempt = 0
@@ -308,18 +333,32 @@ class BlobUploader:
                                                extensions=for_repository(self.repository))
                 break
             except RegistryError as e:
+                # Whatever the status: an earlier PUT whose answer we lost may have committed
+                # it (serverless-registry then answers 500 to the same PUT; distribution 404).
+                if self._committed(digest, size):
+                    return
                 if _GONE_CODES & set(e.codes) or e.status == 404 or "DIGEST_INVALID" in e.codes:
-                    # Maybe an earlier PUT whose answer we lost did commit it.
-                    if self.exists(digest):
-                        return
                     raise _Restart(e) from None
                 attempt += 1
                 if not is_transient(e) or attempt > self.client.retry.attempts:
                     raise
                 self.client.retry.sleep(attempt, e)
-        got = response.headers.get("Docker-Content-Digest")
-        if got and got != str(digest):
+        got = headers.content_digest(
+            response.headers.get("Docker-Content-Digest"), headers.what_of(response, "Docker-Content-Digest")
+        )
+        if got is not None and got != digest:
             raise UploadError(f"PUT {redact(url)}: registry stored {got}, expected {digest}")
+
+    def _committed(self, digest: Digest, size: int) -> bool:
+        """Whether the registry holds ``digest`` with the ``size`` we sent, by one ``HEAD``
+        (no retries: a failing commit has waited enough) that ``_contradiction`` accepts;
+        anything else, an error included, is "not committed"."""
+        url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
+        try:
+            response = self.client.request("HEAD", url, expect=(200, 404), follow_redirects=True)
+        except RegistryError:
+            return False
+        return response.status_code == 200 and _contradiction(response, digest, size) is None
 
     def _cancel(self, session: _Session, timeout: float | None = None) -> None:
         if self._close(session):  # not already committed or cancelled
@@ -345,50 +384,39 @@ class _Stats:
     retries: int = 0
     restarts: int = 0
     digest_mismatches: int = 0
+    sent: int = 0  # the end of the last chunk the registry confirmed
     last_error: RegistryError | None = None
 
 
-def _held(value: str | None, expected_offset: int) -> int | None:
+def _held(value: str | None, expected_offset: int, what: str) -> int | None:
     """Bytes the registry holds per its ``Range``. ``0-0`` is ambiguous (distribution says
     it for an empty upload too): read as 0 when we have not sent anything before."""
-    if value and value.strip() == "0-0" and expected_offset == 0:
+    if value is not None and value.strip() == "0-0" and expected_offset == 0:
         return 0
-    return parse_range(value)
+    return headers.parse_range(value, what)
 
 
 def _contradiction(response: httpx.Response, digest: Digest, size: int | None) -> str | None:
-    """How a blob ``HEAD`` 200 contradicts the descriptor, or None when it confirms it."""
-    if size is not None:
-        try:
-            length = strict_int(response.headers.get("Content-Length"), "Content-Length")
-        except RegistryError:
-            return f"its Content-Length {response.headers.get('Content-Length', '(none)')[:40]!r} is not a size"
-        if length != size:
-            return f"says {length} bytes where the descriptor says {size}"
-    said = response.headers.get("Docker-Content-Digest")
-    if said is not None and said.strip() != str(digest):
-        return f"names digest {said[:80]!r}"
+    """How a blob ``HEAD`` 200 contradicts the descriptor, or None when it confirms it:
+    its ``Content-Length`` must be ``size`` (when known) and its ``Docker-Content-Digest``,
+    when sent, ``digest``; a value that does not parse contradicts too."""
+    try:
+        if size is not None:
+            length = headers.strict_int(
+                response.headers.get("Content-Length"), headers.what_of(response, "Content-Length")
+            )
+            if length != size:
+                return f"says {length} bytes where the descriptor says {size}"
+        named = headers.content_digest(
+            response.headers.get("Docker-Content-Digest"), headers.what_of(response, "Docker-Content-Digest")
+        )
+    except RegistryError as e:
+        return str(e)
+    if named is not None and named != digest:
+        return f"names digest {named}"
     return None
 
 
 def _location(response: httpx.Response) -> str:
-    location = response.headers.get("Location")
-    if not location:
-        raise UploadError(
-            f"{response.request.method} {redact(response.request.url)}: "
-            f"{response.status_code} without a Location header"
-        )
-    # Relative locations are resolved against the URL that answered, as the spec says.
-    return str(response.request.url.join(location))
-
-
-def _int_header(response: httpx.Response, name: str) -> int | None:
-    value = response.headers.get(name)
-    if value is None:
-        return None
-    if not value.strip().isdigit() or int(value) <= 0:
-        raise UploadError(
-            f"{response.request.method} {redact(response.request.url)}: "
-            f"header {name}: {value!r} is not a positive number of bytes"
-        )
-    return int(value)
+    """The answer's ``Location``, absolute and checked (``headers.location``)."""
+    return headers.location(response)
