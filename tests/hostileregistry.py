@@ -1,0 +1,564 @@
+"""A registry that misbehaves on purpose, and a recording server to play the foreign origin.
+
+``HostileRegistry`` speaks HTTP/1.1 over raw sockets so that it can do what no proper
+server library lets it: stream a body forever, trickle bytes, send header values of any
+bytes (``²``, 5,000-digit numbers), send any status line, never answer, cut the
+connection.  For everything a row does not break it plays a plausible registry (ping
+200/401, HEAD 404, POST 202 with Location, PATCH 202 with Range, PUT 201, manifest PUT
+201, Basic or Bearer auth with its own token endpoint), so each row breaks exactly one
+thing.  Misbehaviour is declared as ``Rule``s: method + path pattern → a ``Reply`` (whose
+body may be ``Endless`` or ``Trickle``), ``Hang``, ``Cut``, ``Raw``, or a function of the
+request that returns one (or None to fall through to the plausible registry).
+
+``Recorder`` is a second server on another port: it logs every request (method, target,
+headers, body prefix) and answers as told — as a presigned-URL upload store
+(``"store"``), with a 401 Bearer challenge whose realm is itself (``"challenge"``), or
+with a fixed ``Reply``.  Tests point upload Locations, redirects and token realms at it
+and check that no credential ever reached it.
+
+Both are bounded themselves: an endless stream stops when the client goes away, after
+``STREAM_CAP_BYTES`` or ``STREAM_CAP_SECONDS``; a hang ends at ``HANG_CAP_SECONDS`` or on
+``close()``; request heads and bodies are read up to a limit.  A broken client can make a
+row fail, never hang the suite.  The servers share no code with ocipush.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "Cut", "Endless", "Hang", "HostileRegistry", "Raw", "Recorder", "Reply", "Request", "Rule", "Trickle",
+    "PASSWORD", "TOKEN", "USER", "basic", "sha256_digest",
+]
+
+USER = "user"
+PASSWORD = "SECRET-PASSWORD"
+TOKEN = "HOSTILE-TOKEN-0123456789"  # what the registry's own token endpoint hands out
+
+STREAM_CAP_BYTES = 320 * 1024 * 1024  # an "endless" body stops here (past the tests' memory limit)
+STREAM_CAP_SECONDS = 40.0
+HANG_CAP_SECONDS = 40.0
+_HEAD_LIMIT = 1024 * 1024
+_BODY_LIMIT = 64 * 1024 * 1024
+_BODY_PREFIX = 4096  # what a log record keeps of a body
+_SOCKET_TIMEOUT = 10.0  # a client that neither sends nor reads for this long is dropped
+
+
+def basic(user: str = USER, password: str = PASSWORD) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# -- what a rule answers ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endless:
+    """A body that never ends: ``block`` again and again (until the caps)."""
+
+    block: bytes = b"x" * 65536
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """A body sent one byte every ``every`` seconds, forever unless ``data`` runs out."""
+
+    data: bytes = b""  # empty: endless spaces
+    every: float = 0.5
+
+
+Headers = tuple[tuple[str, "str | bytes"], ...]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A response.  ``headers`` go out verbatim (str values as UTF-8, bytes as given);
+    a ``Content-Length`` is added for a bytes body unless ``headers`` has one or
+    ``framing`` says otherwise.  A streamed body (``Endless``/``Trickle``) is sent
+    chunked, or delimited by closing the connection (``framing="close"``).
+    ``trickle_head`` sends the status line and headers a byte at a time, that many
+    seconds apart."""
+
+    status: int | str = 200  # a str goes out as is: "999", "20", "abc"
+    headers: Headers | dict = ()
+    body: bytes | Endless | Trickle = b""
+    reason: str = "Hostile"
+    framing: str = "auto"  # auto | length | chunked | close | none
+    trickle_head: float = 0.0
+
+    def header_items(self) -> list[tuple[str, str | bytes]]:
+        return list(self.headers.items()) if isinstance(self.headers, dict) else list(self.headers)
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Read the request, then say nothing until the client leaves (or the cap)."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Read the request, then close the connection without a word."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Send these bytes (``repeat``: over and over, until the caps) and close."""
+
+    data: bytes
+    repeat: bool = False
+
+
+Behaviour = Reply | Hang | Cut | Raw
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # as on the request line
+    headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
+    body: bytes  # up to _BODY_LIMIT
+    body_length: int
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name.lower()), None)
+
+    def raw_text(self) -> str:
+        """Everything the client sent, as text, for secret searches."""
+        head = "\n".join(f"{k}: {v}" for k, v in self.headers)
+        return f"{self.method} {self.target}\n{head}\n\n" + self.body[:_BODY_PREFIX].decode("latin-1")
+
+
+Action = Behaviour | Callable[[Request], "Behaviour | None"]
+
+
+@dataclass
+class Rule:
+    """``method`` (or "*") and a regex searched in the request target → ``then``.
+    ``times``: how often the rule fires (None: always).  A callable ``then`` may return
+    None to let the plausible registry answer."""
+
+    method: str
+    target: str
+    then: Action
+    times: int | None = None
+    fired: int = 0
+
+    def matches(self, request: Request) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        return self.method in ("*", request.method) and re.search(self.target, request.target) is not None
+
+
+# -- the socket server -----------------------------------------------------------------
+
+
+class _Server:
+    """Accepts on 127.0.0.1:<free port>; one thread per connection; logs every request."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self.log: list[Request] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True, name=f"hostile-{self.port}")
+
+    def __enter__(self):
+        self._acceptor.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            _quiet(conn.shutdown, socket.SHUT_RDWR)
+        self._acceptor.join(5)
+        for thread in list(self._threads):
+            thread.join(5)
+
+    def requests(self, method: str | None = None, target: str = "") -> list[Request]:
+        with self._lock:
+            log = list(self.log)
+        return [r for r in log if (method is None or r.method == method) and re.search(target, r.target)]
+
+    def answer(self, request: Request) -> Behaviour:
+        raise NotImplementedError
+
+    # -- connections ------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.settimeout(_SOCKET_TIMEOUT)
+            with self._lock:
+                self._conns.add(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        try:
+            while not self._stop.is_set():
+                request = _read_request(reader)
+                if request is None:
+                    return
+                with self._lock:
+                    self.log.append(request)
+                behaviour = self.answer(request)
+                if not self._send(conn, request, behaviour):
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            _quiet(reader.close)
+            _quiet(conn.close)
+
+    def _send(self, conn: socket.socket, request: Request, behaviour: Behaviour) -> bool:
+        """Answer; True to keep the connection for another request."""
+        if isinstance(behaviour, Cut):
+            _quiet(conn.shutdown, socket.SHUT_RDWR)
+            return False
+        if isinstance(behaviour, Hang):
+            self._stop.wait(HANG_CAP_SECONDS)
+            return False
+        if isinstance(behaviour, Raw):
+            self._stream(conn, behaviour.data, endless=behaviour.repeat)
+            return False
+        return self._reply(conn, request, behaviour)
+
+    def _reply(self, conn: socket.socket, request: Request, reply: Reply) -> bool:
+        headers = reply.header_items()
+        names = {k.lower() for k, _ in headers}
+        body = reply.body
+        framing = reply.framing
+        if framing == "auto":
+            framing = "length" if isinstance(body, bytes) else "chunked"
+        if framing == "length" and "content-length" not in names and isinstance(body, bytes):
+            headers.append(("Content-Length", str(len(body))))
+        if framing == "chunked":
+            headers.append(("Transfer-Encoding", "chunked"))
+        if framing == "close":
+            headers.append(("Connection", "close"))
+        head = f"HTTP/1.1 {reply.status} {reply.reason}\r\n".encode()
+        for name, value in headers:
+            head += name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()) + b"\r\n"
+        head += b"\r\n"
+        if reply.trickle_head:
+            if not self._trickle(conn, head, reply.trickle_head):
+                return False
+        else:
+            conn.sendall(head)
+        if request.method == "HEAD" or framing == "none":
+            return framing != "close"
+        chunked = framing == "chunked"
+        if isinstance(body, Endless):
+            self._stream(conn, body.block, endless=True, chunked=chunked)
+            return False
+        if isinstance(body, Trickle):
+            self._trickle(conn, body.data, body.every, chunked=chunked)
+            return False
+        conn.sendall(_chunk(body) + _chunk(b"") if chunked and body else (_chunk(b"") if chunked else body))
+        return framing != "close"
+
+    def _stream(self, conn: socket.socket, block: bytes, *, endless: bool, chunked: bool = False) -> None:
+        data = _chunk(block) if chunked else block
+        deadline = time.monotonic() + STREAM_CAP_SECONDS
+        sent = 0
+        try:
+            while True:
+                conn.sendall(data)
+                sent += len(data)
+                if not endless or sent >= STREAM_CAP_BYTES or time.monotonic() > deadline or self._stop.is_set():
+                    return
+        except OSError:
+            return  # the client went away: what we wanted
+
+    def _trickle(self, conn: socket.socket, data: bytes, every: float, *, chunked: bool = False) -> bool:
+        """One byte every ``every`` seconds; empty ``data``: spaces until the caps.
+        False when the client left or a cap was reached before the end."""
+        deadline = time.monotonic() + STREAM_CAP_SECONDS
+        i = 0
+        try:
+            while data == b"" or i < len(data):
+                byte = data[i:i + 1] if data else b" "
+                conn.sendall(_chunk(byte) if chunked else byte)
+                i += 1
+                if self._stop.wait(every) or time.monotonic() > deadline:
+                    return False
+        except OSError:
+            return False
+        return True
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _quiet(function, *args) -> None:
+    try:
+        function(*args)
+    except OSError:
+        pass
+
+
+def _read_request(reader) -> Request | None:
+    line = reader.readline(_HEAD_LIMIT)
+    if not line or not line.endswith(b"\n"):
+        return None
+    method, target, _ = (line.decode("latin-1").split(" ", 2) + ["", ""])[:3]
+    headers: list[tuple[str, str]] = []
+    size = len(line)
+    while True:
+        line = reader.readline(_HEAD_LIMIT)
+        size += len(line)
+        if not line or size > _HEAD_LIMIT:
+            return None
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    lookup = dict(headers)
+    if lookup.get("transfer-encoding", "").lower() == "chunked":
+        body, length = _read_chunked(reader)
+    else:
+        length = int(lookup.get("content-length") or 0)
+        body = reader.read(min(length, _BODY_LIMIT))
+        if length > _BODY_LIMIT:
+            return None
+    return Request(method, target, tuple(headers), body, length)
+
+
+def _read_chunked(reader) -> tuple[bytes, int]:
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        size = int(reader.readline(1024).split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while reader.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass
+            return b"".join(parts), total
+        total += size
+        if total > _BODY_LIMIT:
+            raise ValueError("chunked body too large")
+        parts.append(reader.read(size))
+        reader.readline(1024)
+
+
+# -- the plausible registry -------------------------------------------------------------
+
+_API = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>blobs/uploads|blobs|manifests)(?:/(?P<rest>[^/]*))?$")
+
+
+def _json(status: int, doc: object, headers: dict | None = None) -> Reply:
+    return Reply(status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(doc).encode())
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> Reply:
+    return _json(status, {"errors": [{"code": code, "message": message}]}, headers)
+
+
+@dataclass
+class _Upload:
+    name: str
+    data: bytearray = field(default_factory=bytearray)
+
+
+class HostileRegistry(_Server):
+    """``with HostileRegistry(rules, auth="basic"|"bearer"|None) as registry:``.
+
+    Rules are tried in order for every request; the first that matches answers.  The
+    rest is a plausible registry that stores blobs (digest-checked) and manifests.
+    ``token`` / ``token_doc``: what its token endpoint (``/token``) answers to the right
+    Basic credentials; ``realm`` overrides the realm its Bearer challenge names.
+    """
+
+    def __init__(self, rules: list[Rule] | tuple[Rule, ...] = (), *, auth: str | None = "basic",
+                 token_doc: dict | None = None, realm: str | None = None):
+        super().__init__()
+        self.rules = list(rules)
+        self.auth = auth
+        self.token_doc = token_doc if token_doc is not None else {"token": TOKEN, "expires_in": 300}
+        self.realm = realm or f"{self.url}/token"
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[tuple[str, str], bytes] = {}
+        self.uploads: dict[str, _Upload] = {}
+
+    def challenge(self) -> str:
+        if self.auth == "bearer":
+            return f'Bearer realm="{self.realm}",service="hostile"'
+        return 'Basic realm="hostile"'
+
+    def answer(self, request: Request) -> Behaviour:
+        for rule in self.rules:
+            with self._lock:
+                if not rule.matches(request):
+                    continue
+                rule.fired += 1
+            then = rule.then(request) if callable(rule.then) else rule.then
+            if then is not None:
+                return then
+        return self.plausible(request)
+
+    # -- what a well-behaved registry would say -------------------------------------------
+
+    def authorized(self, request: Request) -> bool:
+        given = request.header("authorization")
+        if self.auth == "basic":
+            return given == basic()
+        if self.auth == "bearer":
+            return given == f"Bearer {self.token_doc.get('token', TOKEN)}"
+        return True
+
+    def plausible(self, request: Request) -> Reply:
+        if request.path == "/token":
+            if request.header("authorization") != basic():
+                return _error(401, "UNAUTHORIZED", "bad credentials")
+            return _json(200, self.token_doc)
+        if not request.path.startswith("/v2/"):
+            return _error(404, "NOT_FOUND", "no such endpoint")
+        if not self.authorized(request):
+            return _error(401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": self.challenge()})
+        if request.path == "/v2/":
+            return _json(200, {})
+        m = _API.match(request.path)
+        if not m:
+            return _error(404, "NAME_UNKNOWN", "unknown endpoint")
+        return self._api(request, m["name"], m["kind"], m["rest"] or "")
+
+    def _api(self, request: Request, name: str, kind: str, rest: str) -> Reply:
+        method = request.method
+        if kind == "blobs" and method in ("HEAD", "GET"):
+            data = self.blobs.get(rest)
+            if data is None:
+                return _error(404, "BLOB_UNKNOWN", "blob unknown")
+            return Reply(200, {"Content-Length": str(len(data)), "Docker-Content-Digest": rest}, data)
+        if kind == "blobs/uploads":
+            return self._upload(request, name, rest)
+        if kind == "manifests" and method == "PUT":
+            digest = sha256_digest(request.body)
+            with self._lock:
+                self.manifests[(name, rest)] = request.body
+                self.manifests[(name, digest)] = request.body
+            return Reply(201, {"Docker-Content-Digest": digest, "Location": f"/v2/{name}/manifests/{digest}"})
+        return _error(404, "UNSUPPORTED", f"{method} {kind}")
+
+    def _upload(self, request: Request, name: str, rest: str) -> Reply:
+        method = request.method
+        if method == "POST" and not rest:
+            if "mount" in request.query:
+                with self._lock:
+                    if request.query["mount"] in self.blobs:
+                        return Reply(201, {"Docker-Content-Digest": request.query["mount"]})
+            handle = uuid.uuid4().hex
+            with self._lock:
+                self.uploads[handle] = _Upload(name)
+            return Reply(202, {"Location": f"/v2/{name}/blobs/uploads/{handle}", "Range": "0-0",
+                               "Docker-Upload-UUID": handle})
+        with self._lock:
+            upload = self.uploads.get(rest)
+        if upload is None:
+            return _error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown")
+        location = f"/v2/{name}/blobs/uploads/{rest}"
+        if method == "DELETE":
+            with self._lock:
+                self.uploads.pop(rest, None)
+            return Reply(204)
+        if method == "GET":
+            return Reply(204, {"Location": location, "Range": f"0-{max(len(upload.data) - 1, 0)}"})
+        if method == "PATCH":
+            upload.data += request.body
+            return Reply(202, {"Location": location, "Range": f"0-{len(upload.data) - 1}"})
+        if method == "PUT":
+            upload.data += request.body
+            digest = request.query.get("digest", "")
+            if sha256_digest(bytes(upload.data)) != digest:
+                return _error(400, "DIGEST_INVALID", "digest does not match")
+            with self._lock:
+                self.blobs[digest] = bytes(upload.data)
+                self.uploads.pop(rest, None)
+            return Reply(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        return _error(405, "UNSUPPORTED", method)
+
+
+# -- the foreign origin ------------------------------------------------------------------
+
+
+class Recorder(_Server):
+    """Another origin that logs everything it is sent.
+
+    ``answer``: ``"store"`` plays a presigned-URL upload store (PATCH → 202 with the
+    Range it holds per path and its own Location; PUT → 201 with the digest asked for,
+    when it matches the bytes); ``"challenge"`` answers 401 with
+    ``Bearer realm="<itself>/token"`` (and hands out a token to whoever asks it, to
+    tempt a client into sending credentials); a ``Reply`` answers every request with it.
+    """
+
+    def __init__(self, answer: str | Behaviour = "store"):
+        super().__init__()
+        self.mode = answer
+        self._held: dict[str, bytearray] = {}
+        self.committed: dict[str, bytes] = {}
+
+    def answer(self, request: Request) -> Behaviour:
+        if not isinstance(self.mode, str):
+            return self.mode
+        if self.mode == "challenge":
+            if request.path == "/token":
+                return _json(200, {"token": "FOREIGN-TOKEN", "expires_in": 300})
+            challenge = f'Bearer realm="{self.url}/token",service="foreign",scope="repository:x:push"'
+            return _error(401, "UNAUTHORIZED", "who are you", {"WWW-Authenticate": challenge})
+        return self._store(request)
+
+    def _store(self, request: Request) -> Reply:
+        held = self._held.setdefault(request.path, bytearray())
+        if request.method == "PATCH":
+            held += request.body
+            return Reply(202, {"Location": f"{self.url}{request.path}", "Range": f"0-{max(len(held) - 1, 0)}"})
+        if request.method == "GET":
+            return Reply(204, {"Location": f"{self.url}{request.path}", "Range": f"0-{max(len(held) - 1, 0)}"})
+        if request.method == "PUT":
+            held += request.body
+            digest = request.query.get("digest", "")
+            if sha256_digest(bytes(held)) != digest:
+                return _error(400, "DIGEST_INVALID", "digest does not match")
+            self.committed[digest] = bytes(held)
+            return Reply(201, {"Docker-Content-Digest": digest})
+        if request.method == "DELETE":
+            return Reply(204)
+        return _error(404, "NOT_FOUND", "nothing here")
