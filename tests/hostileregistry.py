@@ -131,6 +131,7 @@ class Request:
     headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
     body: bytes  # up to _BODY_LIMIT
     body_length: int
+    at: float = field(default_factory=time.monotonic)  # when its head and body had arrived
 
     @property
     def path(self) -> str:
@@ -338,6 +339,8 @@ def _quiet(function, *args) -> None:
 
 
 def _read_request(reader) -> Request | None:
+    if reader.peek(1)[:1] == b"\x16":
+        return None  # a TLS ClientHello (the client tries HTTPS first): plain HTTP only here
     line = reader.readline(_HEAD_LIMIT)
     if not line or not line.endswith(b"\n"):
         return None

@@ -1,0 +1,448 @@
+"""``python -m ocipush`` against a registry that misbehaves on purpose (tests/hostileregistry.py),
+with real credentials and a second, recording origin it must never hand them to.
+
+Every row of ``ROWS`` breaks exactly one thing; the rest of the registry behaves.  Each
+row runs the CLI as a subprocess (so hangs and memory are measurable) with
+``--creds user:SECRET-PASSWORD --timeout 2s --retry 1 --retry-delay 10ms`` and asserts:
+
+- the exit code (4 registry error, 5 authentication; 0 only where the push must succeed,
+  and then the registry — or the foreign upload store — holds every blob, digest-checked,
+  and the tag names the source's manifest: exit 0 with a broken image fails the row);
+- stderr ends with one ``ocipush: …`` line, it is the only one, and there is no traceback;
+- the run ends within ``WALL_LIMIT`` seconds and its peak RSS stays under ``RSS_LIMIT``;
+- the recording server received no ``Authorization`` and nothing carrying the password
+  (plain or Basic-encoded) or the registry's token — and, for rows that aim at it, that
+  it did receive the request (so the check can fail);
+- neither the password nor the token appears in stdout or stderr.
+
+Rows whose answer is a success status with an endless body accept 0 as well as 4: a
+client that never reads a body it does not need is as safe as one that refuses it.
+
+The rows run in parallel threads (``WORKERS``) from one module fixture, each with its own
+pair of servers and its own home (tests/userconfig.py's ``UserConfig``, as the
+``user_config`` fixture sets it up) and ``XDG_CACHE_HOME``; the test of a row asserts its
+outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.hostileregistry import (
+    PASSWORD,
+    TOKEN,
+    USER,
+    Cut,
+    Endless,
+    Hang,
+    HostileRegistry,
+    Raw,
+    Recorder,
+    Reply,
+    Request,
+    Rule,
+    Trickle,
+    basic,
+)
+from tests.imagegen import ImageInfo, LayerSpec, make_layout
+from tests.userconfig import UserConfig
+
+REPO = "hostile/app"
+COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--retry", "1", "--retry-delay", "10ms")
+SECRETS = (PASSWORD, basic().removeprefix("Basic "), TOKEN)
+WALL_LIMIT = 20.0  # seconds a row may take
+CHILD_LIMIT = 30.0  # then the child is killed (and the row fails on WALL_LIMIT)
+RSS_LIMIT = 300 * 1024 * 1024
+WORKERS = 6
+_ENV_CLEARED = ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_CONFIG_HOME", "HTTP_PROXY", "HTTPS_PROXY",
+                "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy", "SSL_CERT_FILE")
+
+# Request targets, as the rules match them.
+PING = r"^/v2/$"
+TOKEN_PATH = r"^/token"
+HEAD_BLOB = r"/blobs/sha256:"
+POST_UPLOAD = r"/blobs/uploads/$"
+PATCH_UPLOAD = r"/blobs/uploads/[^?]"
+COMMIT = r"/blobs/uploads/.*digest="
+MANIFEST = r"/manifests/"
+
+
+@dataclass
+class Ctx:
+    """What a row's rules may refer to: both servers and the image being pushed."""
+
+    registry: HostileRegistry
+    recorder: Recorder
+    image: ImageInfo
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {b.digest: b.size for b in (self.image.config, *self.image.layers)}
+
+    def amend(self, headers: dict | None = None, **changes) -> Callable[[Request], Reply]:
+        """The plausible answer, with ``headers`` set (None drops one) and ``changes``."""
+
+        def answer(request: Request) -> Reply:
+            reply = self.registry.plausible(request)
+            merged = {k: v for k, v in reply.header_items() if k.lower() not in {h.lower() for h in headers or {}}}
+            merged.update({k: v for k, v in (headers or {}).items() if v is not None})
+            return dataclasses.replace(reply, headers=tuple(merged.items()), **changes)
+
+        return answer
+
+    def foreign_location(self, path: str) -> Callable[[Request], Reply]:
+        """POST's plausible answer, its Location moved to the recorder (``path`` + a fresh id)."""
+
+        def answer(request: Request) -> Reply:
+            location = f"{self.recorder.url}{path}{uuid.uuid4().hex}?X-Amz-Signature=0a1b2c"
+            return self.amend({"Location": location})(request)
+
+        return answer
+
+    def lying_head(self, **fields: Callable[[str, int], str | None]) -> Callable[[Request], Reply | None]:
+        """HEAD 200 for a blob the registry does not hold, its headers from ``fields``
+        (name → f(digest, true size)); once the blob is stored, the truth."""
+
+        def answer(request: Request) -> Reply | None:
+            digest = request.path.rsplit("/", 1)[-1]
+            if digest in self.registry.blobs or digest not in self.sizes:
+                return None
+            values = {k.replace("_", "-"): f(digest, self.sizes[digest]) for k, f in fields.items()}
+            return Reply(200, {k: v for k, v in values.items() if v is not None}, framing="none")
+
+        return answer
+
+    def other_digest(self, digest: str) -> str:
+        return next(d for d in self.sizes if d != digest)
+
+
+Rules = Callable[[Ctx], list[Rule]]
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    rules: Rules
+    exit: frozenset[int]
+    today: str = ""  # how the code before issue 9's fixes did, in a word (see the report)
+    auth: str | None = "basic"
+    recorder: str | Reply = "store"
+    token_doc: dict | None = None
+    realm: Callable[[Ctx], str] | None = None
+    env: Callable[[Ctx], dict[str, str]] = lambda ctx: {}
+    args: tuple[str, ...] = ()
+    hit: str | None = None  # the recorder must have received a request matching "METHOD target"
+    mention: str | None = None  # the error line must match this (it names the header at fault)
+    stored_at: str = "registry"  # where a successful push's blobs must be: registry | recorder
+
+
+def row(id: str, rules: Rules, exit: int | set[int], **kw) -> Row:
+    return Row(id, rules, frozenset({exit} if isinstance(exit, int) else exit), **kw)
+
+
+def on(method: str, target: str, then, times: int | None = None) -> Rule:
+    return Rule(method, target, then, times)
+
+
+def rules(*made: Callable[[Ctx], Rule]) -> Rules:
+    return lambda ctx: [m(ctx) for m in made]
+
+
+def fixed(method: str, target: str, then, times: int | None = None) -> Callable[[Ctx], Rule]:
+    return lambda ctx: on(method, target, then, times)
+
+
+def html_page(title: str, size: int = 0) -> bytes:
+    return f"<html><head><title>{title}</title></head><body>{'x' * size}</body></html>".encode()
+
+
+DIGITS_5000 = "9" * 5000
+OCI_JSON = {"Content-Type": "application/json"}
+FOREIGN_V2 = "/v2/hostile/app/blobs/uploads/"
+PROXY_REALM = "http://tokens.hostile.invalid/token"  # plain HTTP, not loopback: reached only through HTTP_PROXY
+
+ROWS: list[Row] = [
+    # -- credentials stay with their origin ---------------------------------------------
+    row("location-foreign-v2-path", lambda c: [on("POST", POST_UPLOAD, c.foreign_location(FOREIGN_V2))], 0,
+        hit="PATCH " + FOREIGN_V2, stored_at="recorder"),
+    row("location-foreign-presigned-path", lambda c: [on("POST", POST_UPLOAD, c.foreign_location("/bucket/"))], 0,
+        hit="PATCH /bucket/", stored_at="recorder"),
+    row("location-foreign-v2-path-bearer", lambda c: [on("POST", POST_UPLOAD, c.foreign_location(FOREIGN_V2))], 0,
+        auth="bearer", hit="PATCH " + FOREIGN_V2, stored_at="recorder"),
+    row("location-foreign-401-bearer-realm", lambda c: [on("POST", POST_UPLOAD, c.foreign_location(FOREIGN_V2))],
+        {4, 5}, recorder="challenge", hit="PATCH " + FOREIGN_V2),
+    row("location-foreign-401-bearer-realm-bearer", lambda c: [on("POST", POST_UPLOAD,
+        c.foreign_location(FOREIGN_V2))], {4, 5}, auth="bearer", recorder="challenge", hit="PATCH " + FOREIGN_V2),
+    row("location-foreign-401-basic", lambda c: [on("POST", POST_UPLOAD, c.foreign_location("/bucket/"))], {4, 5},
+        recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="foreign"'}), hit="PATCH /bucket/"),
+    row("patch-location-foreign-401", lambda c: [on("PATCH", PATCH_UPLOAD, lambda r: c.amend(
+        {"Location": f"{c.recorder.url}{FOREIGN_V2}moved?sig=1"})(r))], {4, 5}, auth="bearer",
+        recorder="challenge", hit="PUT " + FOREIGN_V2),
+    row("head-redirect-foreign", lambda c: [on("HEAD", HEAD_BLOB, lambda r: Reply(
+        307, {"Location": f"{c.recorder.url}{r.path}"}))], 0, hit="HEAD /v2/"),
+    row("head-redirect-foreign-bearer", lambda c: [on("HEAD", HEAD_BLOB, lambda r: Reply(
+        307, {"Location": f"{c.recorder.url}{r.path}"}))], 0, auth="bearer", hit="HEAD /v2/"),
+    row("head-redirect-foreign-401", lambda c: [on("HEAD", HEAD_BLOB, lambda r: Reply(
+        307, {"Location": f"{c.recorder.url}{r.path}"}))], {4, 5}, auth="bearer", recorder="challenge",
+        hit="HEAD /v2/"),
+    row("ping-redirect-foreign-401", lambda c: [on("GET", PING, Reply(
+        307, {"Location": f"{c.recorder.url}/v2/"}))], {4, 5}, recorder="challenge"),
+    row("token-redirect-foreign", lambda c: [on("GET", TOKEN_PATH, lambda r: Reply(
+        307, {"Location": f"{c.recorder.url}{r.target}"}))], {4, 5}, auth="bearer", recorder="challenge"),
+    row("realm-plain-http-not-loopback", lambda c: [], 5, auth="bearer", recorder="challenge",
+        realm=lambda c: PROXY_REALM,
+        env=lambda c: {"HTTP_PROXY": c.recorder.url, "NO_PROXY": "127.0.0.1,localhost"}),
+    # -- endless and slow answers ---------------------------------------------------------
+    row("endless-ping-200", rules(fixed("GET", PING, Reply(200, OCI_JSON, Endless(b"{" * 65536)))), 4, auth=None),
+    row("endless-ping-401", lambda c: [on("GET", PING, Reply(401, {"WWW-Authenticate": c.registry.challenge()},
+                                                             Endless()))], {4, 5}),
+    row("endless-post-500", rules(fixed("POST", POST_UPLOAD, Reply(500, OCI_JSON, Endless(b"[" * 65536)))), 4),
+    row("endless-patch-202", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend(body=Endless()))], {0, 4}),
+    row("endless-patch-500", rules(fixed("PATCH", PATCH_UPLOAD, Reply(500, {}, Endless()))), 4),
+    row("endless-token-200", rules(fixed("GET", TOKEN_PATH, Reply(200, OCI_JSON, Endless(b" " * 65536)))), 4,
+        auth="bearer"),
+    row("endless-token-401", rules(fixed("GET", TOKEN_PATH, Reply(401, OCI_JSON, Endless()))), {4, 5},
+        auth="bearer"),
+    row("endless-manifest-201", lambda c: [on("PUT", MANIFEST, c.amend(body=Endless()))], {0, 4}),
+    row("endless-manifest-500", rules(fixed("PUT", MANIFEST, Reply(500, {}, Endless(), framing="close"))), 4),
+    row("endless-100-continue", rules(fixed("POST", POST_UPLOAD, Raw(b"HTTP/1.1 100 Continue\r\n\r\n" * 1000,
+                                                                    repeat=True))), 4),
+    row("endless-header-block", rules(fixed("POST", POST_UPLOAD, Raw(b"HTTP/1.1 202 Accepted\r\n" + b"X-A: b\r\n"
+                                                                    * 5000, repeat=True))), 4),
+    row("trickle-post-500-body", rules(fixed("POST", POST_UPLOAD, Reply(500, {}, Trickle(every=0.2)))), 4),
+    row("trickle-post-head", rules(fixed("POST", POST_UPLOAD, Reply(202, {"X-Pad": "p" * 400}, trickle_head=0.1))),
+        4),
+    row("trickle-token-body", rules(fixed("GET", TOKEN_PATH, Reply(
+        200, OCI_JSON, Trickle(b'{"token": "' + b"t" * 400 + b'"}', every=0.1)))), 4, auth="bearer"),
+    row("trickle-patch-500-body", rules(fixed("PATCH", PATCH_UPLOAD, Reply(500, {}, Trickle(every=0.2)))), 4),
+    row("hang-post", rules(fixed("POST", POST_UPLOAD, Hang())), 4),
+    row("hang-patch", rules(fixed("PATCH", PATCH_UPLOAD, Hang())), 4),
+    row("hang-token", rules(fixed("GET", TOKEN_PATH, Hang())), 4, auth="bearer"),
+    row("hang-manifest", rules(fixed("PUT", MANIFEST, Hang())), 4),
+    row("cut-patch", rules(fixed("PATCH", PATCH_UPLOAD, Cut())), 4),
+    # -- hostile header values -------------------------------------------------------------
+    row("chunk-max-superscript", lambda c: [on("POST", POST_UPLOAD, c.amend({"OCI-Chunk-Max-Length": "²"}))], 4,
+        mention="(?i)OCI-Chunk-Max-Length"),
+    row("chunk-max-5000-digits", lambda c: [on("POST", POST_UPLOAD, c.amend({"OCI-Chunk-Max-Length": DIGITS_5000}))],
+        4, mention="(?i)OCI-Chunk-Max-Length"),
+    row("chunk-min-5000-digits", lambda c: [on("POST", POST_UPLOAD, c.amend({"OCI-Chunk-Min-Length": DIGITS_5000}))],
+        4, mention="(?i)OCI-Chunk-Min-Length"),
+    row("range-superscript", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend({"Range": "0-²"}))], 4,
+        mention=r"(?i)\brange\b"),
+    row("range-5000-digits", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend({"Range": "0-" + DIGITS_5000}))], 4,
+        mention=r"(?i)\brange\b"),
+    row("range-arabic-indic-digits", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend({"Range": "٠-١٢٣"}))], 4,
+        mention=r"(?i)\brange\b"),
+    row("retry-after-superscript", rules(fixed("POST", POST_UPLOAD, Reply(503, {"Retry-After": "²"}))), 4),
+    row("retry-after-5000-digits", rules(fixed("POST", POST_UPLOAD, Reply(503, {"Retry-After": DIGITS_5000}))), 4),
+    row("head-content-length-superscript", rules(fixed("HEAD", HEAD_BLOB, Reply(
+        200, {"Content-Length": "²"}, framing="none"))), {0, 4}),
+    row("head-content-length-5000-digits", rules(fixed("HEAD", HEAD_BLOB, Reply(
+        200, {"Content-Length": DIGITS_5000}, framing="none"))), {0, 4}),
+    row("realm-unparseable", lambda c: [], {4, 5}, auth="bearer", realm=lambda c: "http://[::1/token"),
+    row("realm-not-http", lambda c: [], {4, 5}, auth="bearer", realm=lambda c: "file:///etc/passwd"),
+    row("expires-in-400-digits", lambda c: [on("GET", TOKEN_PATH, Reply(
+        200, OCI_JSON, f'{{"token": "{TOKEN}", "expires_in": 1{"0" * 400}}}'.encode()))], {0, 4}, auth="bearer"),
+    row("expires-in-1e400", lambda c: [on("GET", TOKEN_PATH, Reply(
+        200, OCI_JSON, f'{{"token": "{TOKEN}", "expires_in": 1e400}}'.encode()))], {0, 4}, auth="bearer"),
+    row("expires-in-negative", lambda c: [], 4, auth="bearer", token_doc={"token": TOKEN, "expires_in": -5},
+        mention="(?i)expires_in|token"),
+    row("expires-in-string", lambda c: [], 4, auth="bearer", token_doc={"token": TOKEN, "expires_in": "soon"},
+        mention="(?i)expires_in|token"),
+    row("token-html", rules(fixed("GET", TOKEN_PATH, Reply(200, {}, html_page("Sign in")))), 4, auth="bearer"),
+    row("location-unparseable", lambda c: [on("POST", POST_UPLOAD, c.amend({"Location": "http://[::1/up"}))], 4,
+        mention="(?i)location"),
+    row("location-not-http", lambda c: [on("POST", POST_UPLOAD, c.amend({"Location": "file:///etc/passwd"}))], 4),
+    row("location-missing", lambda c: [on("POST", POST_UPLOAD, c.amend({"Location": None}))], 4),
+    # -- a HEAD that lies: not there, so the blob is uploaded -------------------------------
+    row("lying-head-size", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
+        Content_Length=lambda d, n: str(n + 1), Docker_Content_Digest=lambda d, n: d))], 0),
+    row("lying-head-size-no-digest", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
+        Content_Length=lambda d, n: "1"))], 0),
+    row("lying-head-digest-garbage", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
+        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: "sha256:¹²³"))], 0),
+    row("lying-head-digest-other", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
+        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: c.other_digest(d)))], 0),
+    row("commit-digest-other", lambda c: [on("PUT", COMMIT, lambda r: c.amend(
+        {"Docker-Content-Digest": "sha256:" + "0" * 64})(r))], {0, 4}),
+    row("manifest-digest-other", lambda c: [on("PUT", MANIFEST, c.amend(
+        {"Docker-Content-Digest": "sha256:" + "0" * 64}))], 4),
+    row("manifest-digest-garbage", lambda c: [on("PUT", MANIFEST, c.amend({"Docker-Content-Digest": "²" * 70}))],
+        4),
+    # -- garbage bodies, huge headers, odd statuses -----------------------------------------
+    row("error-json-broken", rules(fixed("POST", POST_UPLOAD, Reply(500, OCI_JSON, b'{"errors": "\xc2\xb2", ['))), 4),
+    row("error-json-deep", rules(fixed("POST", POST_UPLOAD, Reply(400, OCI_JSON, b"[" * 60_000))), 4),
+    row("error-html-huge", rules(fixed("POST", POST_UPLOAD, Reply(502, {}, html_page("Bad Gateway", 2_000_000)))),
+        4),
+    row("error-escape-sequences", rules(fixed("POST", POST_UPLOAD, Reply(400, OCI_JSON, b'{"errors": [{"code": '
+        b'"DENIED", "message": "\\u001b[2J\\u001b]0;pwned\\u0007\\nocipush: fake line"}]}'))), 4),
+    row("www-authenticate-huge", rules(fixed("GET", PING, Reply(401, {"WWW-Authenticate": 'Basic realm="'
+                                                                      + "r" * 200_000 + '"'}))), {4, 5}),
+    row("www-authenticate-binary", rules(fixed("GET", PING, Reply(401, {"WWW-Authenticate": b'Bearer realm="\xff\xfe'
+                                                                      b'\x80",service=\xc2\xb2'}))), {4, 5}),
+    row("status-999", rules(fixed("POST", POST_UPLOAD, Reply(999))), 4),
+    row("status-two-digits", rules(fixed("PATCH", PATCH_UPLOAD, Reply("20"))), 4),
+    row("status-not-a-number", rules(fixed("GET", PING, Reply("abc"))), 4),
+    row("status-200-for-post", rules(fixed("POST", POST_UPLOAD, Reply(200))), 4),
+]
+
+
+# -- running a row ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+    max_rss: int  # bytes
+    registry: HostileRegistry
+    recorder: Recorder
+    ctx: Ctx = field(repr=False)
+
+    def describe(self) -> str:
+        tail = "\n".join(self.stderr.splitlines()[-8:])
+        return (f"exit {self.code} after {self.seconds:.1f}s, peak RSS {self.max_rss >> 20} MiB; stderr tail:\n{tail}")
+
+
+def child_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment the ``user_config`` fixture gives a test, for a child of our own."""
+    config = UserConfig(home / "home", home / "run", home / "registries.conf", home / "bin")
+    for directory in (config.home, config.runtime_dir, config.bin, home / "cache"):
+        directory.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in _ENV_CLEARED}
+    env.update(
+        HOME=str(config.home),
+        XDG_RUNTIME_DIR=str(config.runtime_dir),
+        CONTAINERS_REGISTRIES_CONF=str(config.registries_conf),
+        PATH=f"{config.bin}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        XDG_CACHE_HOME=str(home / "cache"),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    env.update(extra)
+    return env
+
+
+def run_child(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, str, str, float, int]:
+    """Exit code, stdout, stderr, seconds and peak RSS (bytes) of ``argv``, killed after CHILD_LIMIT."""
+    out_path, err_path = workdir / "stdout", workdir / "stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        started = time.monotonic()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir)
+    done = threading.Event()
+
+    def kill_when_late() -> None:
+        if not done.wait(CHILD_LIMIT):
+            os.kill(process.pid, signal.SIGKILL)  # not reaped yet: the pid is still the child's
+
+    killer = threading.Thread(target=kill_when_late, daemon=True)
+    killer.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    done.set()
+    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    read = lambda p: p.read_bytes().decode("utf-8", "replace")  # noqa: E731
+    return process.returncode, read(out_path), read(err_path), seconds, usage.ru_maxrss * 1024
+
+
+def run_row(case: Row, image: ImageInfo, workdir: Path) -> Outcome:
+    recorder = Recorder(case.recorder)
+    registry = HostileRegistry(auth=case.auth, token_doc=case.token_doc)
+    with recorder, registry:
+        ctx = Ctx(registry, recorder, image)
+        registry.rules = case.rules(ctx)
+        if case.realm is not None:
+            registry.realm = case.realm(ctx)
+        argv = [sys.executable, "-m", "ocipush", f"oci:{image.layout}", f"{registry.host}/{REPO}:v1",
+                *COMMON_FLAGS, *case.args]
+        code, out, err, seconds, rss = run_child(argv, child_env(workdir, case.env(ctx)), workdir)
+    return Outcome(code, out, err, seconds, rss, registry, recorder, ctx)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> ImageInfo:
+    return make_layout(tmp_path_factory.mktemp("hostile-image"), [LayerSpec(20_000)], ref="v1")
+
+
+@pytest.fixture(scope="module")
+def outcomes(request, image, tmp_path_factory) -> dict[str, Outcome]:
+    """Every selected row, run WORKERS at a time."""
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if item.module is sys.modules[__name__] and hasattr(item, "callspec") and "case" in item.callspec.params}
+    cases = [c for c in ROWS if c.id in selected]
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        futures = {c.id: pool.submit(run_row, c, image, tmp_path_factory.mktemp(c.id)) for c in cases}
+    return {id: future.result() for id, future in futures.items()}
+
+
+# -- the checks --------------------------------------------------------------------------------
+
+
+def test_rows_are_many_and_distinct():
+    assert len(ROWS) >= 40
+    assert len({r.id for r in ROWS}) == len(ROWS)
+
+
+@pytest.mark.parametrize("case", ROWS, ids=[r.id for r in ROWS])
+def test_hostile_row(case: Row, outcomes, image):
+    outcome = outcomes[case.id]
+    why = outcome.describe()
+    assert "Traceback" not in outcome.stderr, why
+    assert outcome.code in case.exit, why
+    assert outcome.seconds < WALL_LIMIT, why
+    assert outcome.max_rss < RSS_LIMIT, why
+    check_lines(case, outcome)
+    check_no_secret_left_home(case, outcome)
+    if outcome.code == 0:
+        check_pushed(case, outcome, image)
+
+
+def check_lines(case: Row, outcome: Outcome) -> None:
+    lines = outcome.stderr.splitlines()
+    if outcome.code == 0:
+        assert not [l for l in lines if l.startswith("ocipush: ")], outcome.describe()
+        return
+    assert lines and lines[-1].startswith("ocipush: "), outcome.describe()
+    assert [l for l in lines if l.startswith("ocipush: ")] == lines[-1:], outcome.describe()
+    assert all(c.isprintable() for c in lines[-1]), repr(lines[-1])
+    if case.mention:
+        assert re.search(case.mention, lines[-1]), f"the error names no {case.mention}: {lines[-1]}"
+
+
+def check_no_secret_left_home(case: Row, outcome: Outcome) -> None:
+    for secret in SECRETS:
+        assert secret not in outcome.stdout and secret not in outcome.stderr, f"secret in output: {outcome.describe()}"
+    received = outcome.recorder.requests()
+    for request in received:
+        assert request.header("authorization") is None, f"Authorization sent to the foreign origin: {request}"
+        text = request.raw_text()
+        assert not any(secret in text for secret in SECRETS), f"a secret reached the foreign origin: {request}"
+    if case.hit:
+        method, target = case.hit.split(" ", 1)
+        assert outcome.recorder.requests(method, re.escape(target)), (
+            f"the foreign origin never got {case.hit}; it got {[(r.method, r.target) for r in received]}; "
+            + outcome.describe())
+
+
+def check_pushed(case: Row, outcome: Outcome, image: ImageInfo) -> None:
+    """Exit 0 only with the whole image where it belongs, digest-checked, and the tag."""
+    store = outcome.recorder.committed if case.stored_at == "recorder" else outcome.registry.blobs
+    for blob in (image.config, *image.layers):
+        assert store.get(blob.digest) == blob.path.read_bytes(), (
+            f"exit 0 but {blob.digest} is not stored at the {case.stored_at}; {outcome.describe()}")
+    assert outcome.registry.manifests.get((REPO, "v1")) == image.manifest.path.read_bytes(), outcome.describe()
