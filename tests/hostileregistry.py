@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -184,6 +185,7 @@ class _Server:
         self.url = f"http://{self.host}"
         self.log: list[Request] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._conns: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
@@ -198,6 +200,7 @@ class _Server:
 
     def close(self) -> None:
         self._stop.set()
+        _quiet(self._sock.shutdown, socket.SHUT_RDWR)  # wakes the blocked accept()
         self._sock.close()
         with self._lock:
             conns = list(self._conns)
@@ -211,6 +214,11 @@ class _Server:
         with self._lock:
             log = list(self.log)
         return [r for r in log if (method is None or r.method == method) and re.search(target, r.target)]
+
+    def wait_for_requests(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until ``count`` requests have arrived (False after ``timeout``)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.log) >= count, timeout)
 
     def answer(self, request: Request) -> Behaviour:
         raise NotImplementedError
@@ -239,6 +247,7 @@ class _Server:
                     return
                 with self._lock:
                     self.log.append(request)
+                    self._arrived.notify_all()
                 behaviour = self.answer(request)
                 if not self._send(conn, request, behaviour):
                     return
@@ -256,7 +265,7 @@ class _Server:
             _quiet(conn.shutdown, socket.SHUT_RDWR)
             return False
         if isinstance(behaviour, Hang):
-            self._stop.wait(HANG_CAP_SECONDS)
+            self._hang(conn)
             return False
         if isinstance(behaviour, Raw):
             self._stream(conn, behaviour.data, endless=behaviour.repeat)
@@ -296,6 +305,14 @@ class _Server:
             return False
         conn.sendall(_chunk(body) + _chunk(b"") if chunked and body else (_chunk(b"") if chunked else body))
         return framing != "close"
+
+    def _hang(self, conn: socket.socket) -> None:
+        """Say nothing until the client closes its end, the server closes, or the cap."""
+        deadline = time.monotonic() + HANG_CAP_SECONDS
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([conn], [], [], 0.2)
+            if readable and not conn.recv(65536):
+                return
 
     def _stream(self, conn: socket.socket, block: bytes, *, endless: bool, chunked: bool = False) -> None:
         data = _chunk(block) if chunked else block
@@ -537,6 +554,8 @@ class Recorder(_Server):
         self.mode = answer
         self._held: dict[str, bytearray] = {}
         self.committed: dict[str, bytes] = {}
+        # Told of every committed blob, as an object store tells the registry behind it.
+        self.on_commit: Callable[[str, bytes], None] = lambda digest, data: None
 
     def answer(self, request: Request) -> Behaviour:
         if not isinstance(self.mode, str):
@@ -561,6 +580,7 @@ class Recorder(_Server):
             if sha256_digest(bytes(held)) != digest:
                 return _error(400, "DIGEST_INVALID", "digest does not match")
             self.committed[digest] = bytes(held)
+            self.on_commit(digest, bytes(held))
             return Reply(201, {"Docker-Content-Digest": digest})
         if request.method == "DELETE":
             return Reply(204)

@@ -62,7 +62,7 @@ from tests.imagegen import ImageInfo, LayerSpec, make_layout
 from tests.userconfig import UserConfig
 
 REPO = "hostile/app"
-COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--retry", "1", "--retry-delay", "10ms")
+COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--timeout", "2s", "--retry", "1", "--retry-delay", "10ms")
 SECRETS = (PASSWORD, basic().removeprefix("Basic "), TOKEN)
 WALL_LIMIT = 20.0  # seconds a row may take
 CHILD_LIMIT = 30.0  # then the child is killed (and the row fails on WALL_LIMIT)
@@ -126,6 +126,17 @@ class Ctx:
 
         return answer
 
+    def same_origin_store(self, request: Request) -> Reply:
+        """Uploads under ``/store/`` on the registry's own origin, outside ``/v2/``: the
+        spec calls a Location opaque, so they get credentials like the API."""
+        if not self.registry.authorized(request):
+            return Reply(401, {"WWW-Authenticate": self.registry.challenge()})
+        api = f"/v2/{REPO}/blobs/uploads/"
+        inner = dataclasses.replace(request, target=request.target.replace("/store/", api, 1))
+        reply = self.registry.plausible(inner)
+        headers = [(k, v.replace(api, "/store/") if k == "Location" else v) for k, v in reply.header_items()]
+        return dataclasses.replace(reply, headers=tuple(headers))
+
     def other_digest(self, digest: str) -> str:
         return next(d for d in self.sizes if d != digest)
 
@@ -138,7 +149,6 @@ class Row:
     id: str
     rules: Rules
     exit: frozenset[int]
-    today: str = ""  # how the code before issue 9's fixes did, in a word (see the report)
     auth: str | None = "basic"
     recorder: str | Reply = "store"
     token_doc: dict | None = None
@@ -147,7 +157,8 @@ class Row:
     args: tuple[str, ...] = ()
     hit: str | None = None  # the recorder must have received a request matching "METHOD target"
     mention: str | None = None  # the error line must match this (it names the header at fault)
-    stored_at: str = "registry"  # where a successful push's blobs must be: registry | recorder
+    stored_at: str = "registry"  # where a successful push's blobs were uploaded: registry | recorder
+    uploads: bool = False  # exit 0 must mean every blob was uploaded (PATCH), none skipped
 
 
 def row(id: str, rules: Rules, exit: int | set[int], **kw) -> Row:
@@ -177,6 +188,8 @@ PROXY_REALM = "http://tokens.hostile.invalid/token"  # plain HTTP, not loopback:
 
 ROWS: list[Row] = [
     # -- credentials stay with their origin ---------------------------------------------
+    row("location-same-origin-outside-v2", lambda c: [on("POST", POST_UPLOAD, c.same_origin_store),
+                                                      on("*", "^/store/", c.same_origin_store)], 0, uploads=True),
     row("location-foreign-v2-path", lambda c: [on("POST", POST_UPLOAD, c.foreign_location(FOREIGN_V2))], 0,
         hit="PATCH " + FOREIGN_V2, stored_at="recorder"),
     row("location-foreign-presigned-path", lambda c: [on("POST", POST_UPLOAD, c.foreign_location("/bucket/"))], 0,
@@ -203,13 +216,14 @@ ROWS: list[Row] = [
         307, {"Location": f"{c.recorder.url}/v2/"}))], {4, 5}, recorder="challenge"),
     row("token-redirect-foreign", lambda c: [on("GET", TOKEN_PATH, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}{r.target}"}))], {4, 5}, auth="bearer", recorder="challenge"),
-    row("realm-plain-http-not-loopback", lambda c: [], 5, auth="bearer", recorder="challenge",
+    row("realm-plain-http-not-loopback", lambda c: [], {4, 5}, auth="bearer", recorder="challenge",
         realm=lambda c: PROXY_REALM,
         env=lambda c: {"HTTP_PROXY": c.recorder.url, "NO_PROXY": "127.0.0.1,localhost"}),
     # -- endless and slow answers ---------------------------------------------------------
-    row("endless-ping-200", rules(fixed("GET", PING, Reply(200, OCI_JSON, Endless(b"{" * 65536)))), 4, auth=None),
+    row("endless-ping-200", rules(fixed("GET", PING, Reply(200, OCI_JSON, Endless(b"{" * 65536)))), {0, 4},
+        auth=None),
     row("endless-ping-401", lambda c: [on("GET", PING, Reply(401, {"WWW-Authenticate": c.registry.challenge()},
-                                                             Endless()))], {4, 5}),
+                                                             Endless()))], {0, 4, 5}),
     row("endless-post-500", rules(fixed("POST", POST_UPLOAD, Reply(500, OCI_JSON, Endless(b"[" * 65536)))), 4),
     row("endless-patch-202", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend(body=Endless()))], {0, 4}),
     row("endless-patch-500", rules(fixed("PATCH", PATCH_UPLOAD, Reply(500, {}, Endless()))), 4),
@@ -270,13 +284,16 @@ ROWS: list[Row] = [
     row("location-missing", lambda c: [on("POST", POST_UPLOAD, c.amend({"Location": None}))], 4),
     # -- a HEAD that lies: not there, so the blob is uploaded -------------------------------
     row("lying-head-size", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
-        Content_Length=lambda d, n: str(n + 1), Docker_Content_Digest=lambda d, n: d))], 0),
+        Content_Length=lambda d, n: str(n + 1), Docker_Content_Digest=lambda d, n: d))], 0,
+        uploads=True),
     row("lying-head-size-no-digest", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
-        Content_Length=lambda d, n: "1"))], 0),
+        Content_Length=lambda d, n: "1"))], 0, uploads=True),
     row("lying-head-digest-garbage", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
-        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: "sha256:¹²³"))], 0),
+        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: "sha256:¹²³"))], {0, 4},
+        uploads=True, mention="(?i)docker-content-digest"),
     row("lying-head-digest-other", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
-        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: c.other_digest(d)))], 0),
+        Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: c.other_digest(d)))], 0,
+        uploads=True),
     row("commit-digest-other", lambda c: [on("PUT", COMMIT, lambda r: c.amend(
         {"Docker-Content-Digest": "sha256:" + "0" * 64})(r))], {0, 4}),
     row("manifest-digest-other", lambda c: [on("PUT", MANIFEST, c.amend(
@@ -365,6 +382,7 @@ def run_row(case: Row, image: ImageInfo, workdir: Path) -> Outcome:
     registry = HostileRegistry(auth=case.auth, token_doc=case.token_doc)
     with recorder, registry:
         ctx = Ctx(registry, recorder, image)
+        recorder.on_commit = registry.blobs.__setitem__  # the store behind a presigned upload
         registry.rules = case.rules(ctx)
         if case.realm is not None:
             registry.realm = case.realm(ctx)
@@ -441,8 +459,48 @@ def check_no_secret_left_home(case: Row, outcome: Outcome) -> None:
 
 def check_pushed(case: Row, outcome: Outcome, image: ImageInfo) -> None:
     """Exit 0 only with the whole image where it belongs, digest-checked, and the tag."""
-    store = outcome.recorder.committed if case.stored_at == "recorder" else outcome.registry.blobs
+    server = outcome.recorder if case.stored_at == "recorder" else outcome.registry
     for blob in (image.config, *image.layers):
-        assert store.get(blob.digest) == blob.path.read_bytes(), (
-            f"exit 0 but {blob.digest} is not stored at the {case.stored_at}; {outcome.describe()}")
+        assert outcome.registry.blobs.get(blob.digest) == blob.path.read_bytes(), (
+            f"exit 0 but {blob.digest} is not in the registry; {outcome.describe()}")
+        if server is outcome.recorder:
+            assert blob.digest in outcome.recorder.committed, f"{blob.digest} did not go to the upload store"
     assert outcome.registry.manifests.get((REPO, "v1")) == image.manifest.path.read_bytes(), outcome.describe()
+    if case.uploads:
+        patches = server.requests("PATCH")
+        assert len(patches) >= len(image.layers) + 1, f"a blob was skipped: only {len(patches)} PATCH requests"
+
+
+def test_proxy_env_takes_the_plain_http_realm_to_the_recorder(monkeypatch):
+    """realm-plain-http-not-loopback can only catch a leak if httpx, as ocipush uses it,
+    sends requests for PROXY_REALM to the recorder: it does, with these variables."""
+    import httpx
+
+    with Recorder("challenge") as recorder:
+        monkeypatch.setenv("HTTP_PROXY", recorder.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        with httpx.Client() as client:
+            assert client.get(PROXY_REALM).status_code == 200
+        assert [r.target for r in recorder.requests("GET")] == [PROXY_REALM]
+
+
+def test_hostile_server_survives_a_client_that_leaves():
+    """An endless body and a hang end when the client goes away or the server closes:
+    a broken client cannot keep a row's servers (and the suite) alive."""
+    import socket as sockets
+
+    rules = [Rule("GET", "^/endless", Reply(200, {}, Endless())), Rule("GET", "^/hang", Hang())]
+    registry = HostileRegistry(rules, auth=None).__enter__()
+    for target in ("/endless", "/hang", "/hang"):
+        with sockets.create_connection(("127.0.0.1", registry.port)) as conn:
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            if target == "/endless":
+                conn.recv(1000)  # some of it, then leave
+    with sockets.create_connection(("127.0.0.1", registry.port)) as conn:  # still there when we close
+        conn.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert registry.wait_for_requests(4)
+        started = time.monotonic()
+        registry.close()
+        assert time.monotonic() - started < 2
+        assert conn.recv(10) == b""  # closed on us
+    assert [r.target for r in registry.requests()] == ["/endless", "/hang", "/hang", "/hang"]
