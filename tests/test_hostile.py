@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from ocipush.cli import main
 from tests.hostileregistry import (
     PASSWORD,
     TOKEN,
@@ -59,7 +62,7 @@ from tests.hostileregistry import (
     basic,
 )
 from tests.imagegen import ImageInfo, LayerSpec, make_layout
-from tests.userconfig import UserConfig
+from tests.userconfig import UserConfig, user_config  # noqa: F401  (a fixture)
 
 REPO = "hostile/app"
 COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--timeout", "2s", "--retry", "1", "--retry-delay", "10ms")
@@ -504,3 +507,53 @@ def test_hostile_server_survives_a_client_that_leaves():
         assert time.monotonic() - started < 2
         assert conn.recv(10) == b""  # closed on us
     assert [r.target for r in registry.requests()] == ["/endless", "/hang", "/hang", "/hang"]
+
+
+# -- any header value, through the CLI in-process ----------------------------------------------
+
+HEADER_VALUES = st.one_of(
+    st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=40),
+    st.text("0123456789", min_size=1, max_size=6000),
+    st.text("0123456789-,/ ²١٣bytes=", max_size=30),
+    st.integers(min_value=-(2**70), max_value=2**70).map(str),
+)
+
+
+def header_spot(ctx: Ctx, name: str, value: str) -> Rule:
+    """Where the registry sends ``name``, now with ``value``."""
+    if name in ("OCI-Chunk-Max-Length", "OCI-Chunk-Min-Length", "Location"):
+        return on("POST", POST_UPLOAD, ctx.amend({name: value}))
+    if name == "Range":
+        return on("PATCH", PATCH_UPLOAD, ctx.amend({name: value}))
+    if name == "Docker-Content-Digest":
+        return on("PUT", COMMIT, ctx.amend({name: value}))
+    if name == "Content-Length":  # a HEAD 200 that may lie about the size
+        return on("HEAD", HEAD_BLOB, ctx.lying_head(Content_Length=lambda d, n: value))
+    return on("GET", PING, Reply(401, {name: value}))  # WWW-Authenticate
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["OCI-Chunk-Max-Length", "OCI-Chunk-Min-Length", "Location", "Range",
+                             "Docker-Content-Digest", "Content-Length", "WWW-Authenticate"]),
+       value=HEADER_VALUES)
+def test_any_header_value_is_a_clean_error_or_a_whole_image(name, value, image, user_config, tmp_path, capsys,
+                                                            monkeypatch):
+    """The CLI, in-process, with the registry sending an arbitrary value in one header: it
+    exits 0 with the whole image, or 4/5 with one ``ocipush:`` line; nothing else escapes."""
+    assume(not (name == "Location" and "//" in value))  # another host: a DNS lookup, not a parse
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    capsys.readouterr()
+    with Recorder() as recorder, HostileRegistry(auth="basic") as registry:
+        ctx = Ctx(registry, recorder, image)
+        registry.rules = [header_spot(ctx, name, value)]
+        code = main([f"oci:{image.layout}", f"{registry.host}/{REPO}:v1", *COMMON_FLAGS])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert code in (0, 4, 5), err
+    assert not any(secret in out + err for secret in SECRETS)
+    if code:
+        assert [line for line in lines if line.startswith("ocipush: ")] == lines[-1:], err
+        return
+    for blob in (image.config, *image.layers):
+        assert registry.blobs.get(blob.digest) == blob.path.read_bytes(), f"exit 0, {blob.digest} missing: {err}"
+    assert registry.manifests.get((REPO, "v1")) == image.manifest.path.read_bytes()
