@@ -6,22 +6,36 @@ row runs the CLI as a subprocess (so hangs and memory are measurable) with
 ``--creds user:SECRET-PASSWORD --timeout 2s --retry 1 --retry-delay 10ms`` and asserts:
 
 - the exit code (4 registry error, 5 authentication; 0 only where the push must succeed,
-  and then the registry — or the foreign upload store — holds every blob, digest-checked,
-  and the tag names the source's manifest: exit 0 with a broken image fails the row);
-- stderr ends with one ``ocipush: …`` line, it is the only one, and there is no traceback;
-- the run ends within ``WALL_LIMIT`` seconds and its peak RSS stays under ``RSS_LIMIT``;
+  and then the registry holds every blob, digest-checked, and the tag names the source's
+  manifest — exit 0 with a broken image fails the row; ``uploads=True`` rows, the lying
+  HEADs, also need a PATCH per blob: skipping is what the lie asks for);
+- stderr ends with one ``ocipush: …`` line, it is the only one, all of it printable, and
+  there is no traceback; ``mention`` rows also need the header at fault named in it;
+- the run ends within ``WALL_LIMIT`` seconds and its peak RSS (``os.wait4``) stays under
+  ``RSS_LIMIT`` (the server's endless bodies run past it: a client that reads them whole
+  fails here, not by exhausting the machine);
 - the recording server received no ``Authorization`` and nothing carrying the password
-  (plain or Basic-encoded) or the registry's token — and, for rows that aim at it, that
-  it did receive the request (so the check can fail);
+  (plain or Basic-encoded) or the registry's token — and, for ``hit`` rows, that it did
+  receive the request aimed at it (so the check can fail);
 - neither the password nor the token appears in stdout or stderr.
 
-Rows whose answer is a success status with an endless body accept 0 as well as 4: a
-client that never reads a body it does not need is as safe as one that refuses it.
+Where the issue allows either a clean refusal or a safe success, a row accepts both:
+{4, 5} for a 401 from another origin or a refused realm (an authentication or a registry
+error), {0, 4} where a success status comes with an endless body the client need not
+read (ping, PATCH, manifest PUT), where h11 cannot parse a HEAD's Content-Length, where
+``expires_in`` is out of range (docs/auth.md: negative means the default, huge means a
+day), and where a commit's answer names another digest (a HEAD may confirm the blob).
 
-The rows run in parallel threads (``WORKERS``) from one module fixture, each with its own
-pair of servers and its own home (tests/userconfig.py's ``UserConfig``, as the
-``user_config`` fixture sets it up) and ``XDG_CACHE_HOME``; the test of a row asserts its
-outcome.
+``realm-plain-http-not-loopback`` needs a realm that is neither HTTPS nor loopback yet
+reaches the recorder: the child gets ``HTTP_PROXY`` pointing at the recorder (httpx
+honours it; ``test_proxy_env_…`` checks that), so a token request that should never be
+sent would arrive there.
+
+The rows run ``WORKERS`` at a time from one module fixture, each with its own pair of
+servers, its own home (tests/userconfig.py's ``UserConfig``, set up as the
+``user_config`` fixture does) and ``XDG_CACHE_HOME``; the test of a row asserts its
+outcome.  A hypothesis test then sends arbitrary values in one header at a time through
+the CLI in-process.
 """
 
 from __future__ import annotations
@@ -205,8 +219,8 @@ ROWS: list[Row] = [
         c.foreign_location(FOREIGN_V2))], {4, 5}, auth="bearer", recorder="challenge", hit="PATCH " + FOREIGN_V2),
     row("location-foreign-401-basic", lambda c: [on("POST", POST_UPLOAD, c.foreign_location("/bucket/"))], {4, 5},
         recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="foreign"'}), hit="PATCH /bucket/"),
-    row("patch-location-foreign-401", lambda c: [on("PATCH", PATCH_UPLOAD, lambda r: c.amend(
-        {"Location": f"{c.recorder.url}{FOREIGN_V2}moved?sig=1"})(r))], {4, 5}, auth="bearer",
+    row("patch-location-foreign-401", lambda c: [on("PATCH", PATCH_UPLOAD, c.amend(
+        {"Location": f"{c.recorder.url}{FOREIGN_V2}moved?sig=1"}))], {4, 5}, auth="bearer",
         recorder="challenge", hit="PUT " + FOREIGN_V2),
     row("head-redirect-foreign", lambda c: [on("HEAD", HEAD_BLOB, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}{r.path}"}))], 0, hit="HEAD /v2/"),
@@ -297,8 +311,8 @@ ROWS: list[Row] = [
     row("lying-head-digest-other", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
         Content_Length=lambda d, n: str(n), Docker_Content_Digest=lambda d, n: c.other_digest(d)))], 0,
         uploads=True),
-    row("commit-digest-other", lambda c: [on("PUT", COMMIT, lambda r: c.amend(
-        {"Docker-Content-Digest": "sha256:" + "0" * 64})(r))], {0, 4}),
+    row("commit-digest-other", lambda c: [on("PUT", COMMIT, c.amend(
+        {"Docker-Content-Digest": "sha256:" + "0" * 64}))], {0, 4}),
     row("manifest-digest-other", lambda c: [on("PUT", MANIFEST, c.amend(
         {"Docker-Content-Digest": "sha256:" + "0" * 64}))], 4),
     row("manifest-digest-garbage", lambda c: [on("PUT", MANIFEST, c.amend({"Docker-Content-Digest": "²" * 70}))],
