@@ -172,6 +172,15 @@ class RawServer:
         with self._arrived:
             return self._arrived.wait_for(lambda: len(self.log) >= count, timeout)
 
+    def wait_for(self, method: str, target: str = "", count: int = 1, timeout: float = 10.0) -> bool:
+        """Block until ``count`` requests ``method`` with ``target`` (a regex) have arrived."""
+
+        def arrived() -> bool:
+            return sum(r.method == method and re.search(target, r.target) is not None for r in self.log) >= count
+
+        with self._arrived:
+            return self._arrived.wait_for(arrived, timeout)
+
     def answer(self, request: Request) -> Behaviour:
         raise NotImplementedError
 

@@ -559,3 +559,33 @@ def test_any_header_value_is_a_clean_error_or_a_whole_image(name, value, image, 
     for blob in (image.config, *image.layers):
         assert registry.blobs.get(blob.digest) == blob.path.read_bytes(), f"exit 0, {blob.digest} missing: {err}"
     assert registry.manifests.get((REPO, "v1")) == image.manifest.path.read_bytes()
+
+
+# -- a signal while the registry says nothing ------------------------------------------------
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_silent_patch_cancels_every_upload(signum, code, image, tmp_path):
+    """Every PATCH hangs; the signal comes once both are in.  ocipush must stop them, DELETE
+    both uploads and exit ``code`` with one line, long before any deadline would."""
+    with HostileRegistry([Rule("PATCH", PATCH_UPLOAD, Hang())]) as registry:
+        argv = [sys.executable, "-m", "ocipush", f"oci:{image.layout}", f"{registry.host}/{REPO}:v1",
+                "--creds", f"{USER}:{PASSWORD}", "--timeout", "60s", "--retry", "0"]
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env=child_env(tmp_path, {}), cwd=tmp_path, text=True)
+        try:
+            assert registry.wait_for("PATCH", count=2), "the PATCH requests never came"
+            process.send_signal(signum)
+            sent = time.monotonic()
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        seconds = time.monotonic() - sent
+        deleted = {r.path for r in registry.requests("DELETE")}
+    lines = err.splitlines()
+    assert process.returncode == code, err
+    assert lines and lines[-1].startswith("ocipush: ") and "Traceback" not in err, err
+    assert seconds < 10, f"{seconds:.1f}s from the signal to the exit"
+    assert {r.path for r in registry.requests("PATCH")} <= deleted, f"uploads left open; DELETEs: {deleted}"
