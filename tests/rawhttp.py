@@ -136,6 +136,7 @@ class RawServer:
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.log: list[Request] = []
+        self.errors: list[str] = []  # the server's own bugs (a rule that raised): tests assert none
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -209,7 +210,11 @@ class RawServer:
                 with self._lock:
                     self.log.append(request)
                     self._arrived.notify_all()
-                behaviour = self.answer(request)
+                try:
+                    behaviour = self.answer(request)
+                except Exception as e:  # noqa: BLE001  a broken rule must fail its test, not pass as a 500
+                    self.errors.append(f"{request.method} {request.target}: {e!r}")
+                    behaviour = Reply(500, {}, b"the test server failed")
                 if not self._send(conn, request, behaviour):
                     return
         except (OSError, ValueError):

@@ -438,6 +438,7 @@ def test_rows_are_many_and_distinct():
 def test_hostile_row(case: Row, outcomes, image):
     outcome = outcomes[case.id]
     why = outcome.describe()
+    assert not outcome.registry.errors + outcome.recorder.errors, "the test servers failed"
     assert "Traceback" not in outcome.stderr, why
     assert outcome.code in case.exit, why
     assert outcome.seconds < WALL_LIMIT, why
@@ -549,6 +550,7 @@ def test_any_header_value_is_a_clean_error_or_a_whole_image(name, value, image, 
         ctx = Ctx(registry, recorder, image)
         registry.rules = [header_spot(ctx, name, value)]
         code = main([f"oci:{image.layout}", f"{registry.host}/{REPO}:v1", *COMMON_FLAGS])
+    assert not registry.errors, "the test server failed"
     out, err = capsys.readouterr()
     lines = err.splitlines()
     assert code in (0, 4, 5), err
