@@ -75,6 +75,7 @@ from tests.hostileregistry import (
     Rule,
     Trickle,
     basic,
+    sha256_digest,
 )
 from tests.imagegen import ImageInfo, LayerSpec, make_layout
 from tests.userconfig import UserConfig, user_config  # noqa: F401  (a fixture)
@@ -155,6 +156,29 @@ class Ctx:
         headers = [(k, v.replace(api, "/store/") if k == "Location" else v) for k, v in reply.header_items()]
         return dataclasses.replace(reply, headers=tuple(headers))
 
+    def commit_then_cut(self, request: Request) -> Reply | Cut:
+        """serverless-registry's lost commit answer: the first commit of each blob takes
+        effect and the connection drops; asked again, the upload is gone and it says 500."""
+        if request.query.get("digest") in self.registry.blobs:
+            return Reply(500, OCI_JSON, b'{"errors": [{"code": "UNKNOWN", "message": "internal error"}]}')
+        self.registry.plausible(request)
+        return Cut()
+
+    def first_patch_fails(self) -> Callable[[Request], Reply | None]:
+        """serverless-registry after a failed first chunk: 500 to the PATCH, nothing
+        stored, and its status answer says ``Range: 0--1``."""
+        failed: set[str] = set()
+
+        def answer(request: Request) -> Reply | None:
+            if request.method == "PATCH" and request.path not in failed:
+                failed.add(request.path)
+                return Reply(500, {}, b"chunk lost")
+            if request.method == "GET" and request.path in failed:
+                return Reply(204, {"Location": request.path, "Range": "0--1"})
+            return None
+
+        return answer
+
     def other_digest(self, digest: str) -> str:
         return next(d for d in self.sizes if d != digest)
 
@@ -177,6 +201,7 @@ class Row:
     mention: str | None = None  # the error line must match this (it names the header at fault)
     stored_at: str = "registry"  # where a successful push's blobs were uploaded: registry | recorder
     uploads: bool = False  # exit 0 must mean every blob was uploaded (PATCH), none skipped
+    check: Callable[[Outcome], None] | None = None  # anything else the row needs to hold
 
 
 def row(id: str, rules: Rules, exit: int | set[int], **kw) -> Row:
@@ -318,6 +343,13 @@ ROWS: list[Row] = [
         {"Docker-Content-Digest": "sha256:" + "0" * 64}))], 4),
     row("manifest-digest-garbage", lambda c: [on("PUT", MANIFEST, c.amend({"Docker-Content-Digest": "²" * 70}))],
         4),
+    row("head-serverless-mounted-link", lambda c: [on("HEAD", HEAD_BLOB, c.lying_head(
+        Content_Length=lambda d, n: "85", Docker_Content_Digest=lambda d, n: sha256_digest(f"link:{d}".encode())))],
+        0, uploads=True),
+    # -- what serverless-registry does, to be recovered from ----------------------------------
+    row("commit-answer-lost-then-500", lambda c: [on("PUT", COMMIT, c.commit_then_cut)], 0),
+    row("first-chunk-failed-range-0--1", lambda c: [on("*", PATCH_UPLOAD, c.first_patch_fails())], 0,
+        uploads=True, check=lambda o: one_post_per_blob(o)),
     # -- garbage bodies, huge headers, odd statuses -----------------------------------------
     row("error-json-broken", rules(fixed("POST", POST_UPLOAD, Reply(500, OCI_JSON, b'{"errors": "\xc2\xb2", ['))), 4),
     row("error-json-deep", rules(fixed("POST", POST_UPLOAD, Reply(400, OCI_JSON, b"[" * 60_000))), 4),
@@ -447,6 +479,13 @@ def test_hostile_row(case: Row, outcomes, image):
     check_no_secret_left_home(case, outcome)
     if outcome.code == 0:
         check_pushed(case, outcome, image)
+    if case.check is not None:
+        case.check(outcome)
+
+
+def one_post_per_blob(outcome: Outcome) -> None:
+    posts = outcome.registry.requests("POST", POST_UPLOAD)
+    assert len(posts) == len(outcome.ctx.sizes), f"{len(posts)} POSTs: a blob was restarted, not resumed"
 
 
 def check_lines(case: Row, outcome: Outcome) -> None:
