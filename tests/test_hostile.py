@@ -47,7 +47,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -405,26 +404,37 @@ def child_env(home: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+# Runs argv, kills it after a limit, and writes "<exit code> <ru_maxrss KiB>" to a file.
+# Why not wait4 from here: a child started by vfork (subprocess does) inherits the high-water
+# RSS of the process it came from, so every child of a pytest that once held 400 MiB
+# "peaks" at 400 MiB.  This small launcher's own children start from its own few MiB.
+_LAUNCHER = """\
+import os, subprocess, sys, threading
+limit, report = float(sys.argv[1]), sys.argv[2]
+child = subprocess.Popen(sys.argv[3:])
+timer = threading.Timer(limit, child.kill)
+timer.start()
+_, status, usage = os.wait4(child.pid, 0)
+timer.cancel()
+child.returncode = os.waitstatus_to_exitcode(status)
+with open(report, "w") as f:
+    f.write(f"{child.returncode} {usage.ru_maxrss}")
+"""
+
+
 def run_child(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, str, str, float, int]:
     """Exit code, stdout, stderr, seconds and peak RSS (bytes) of ``argv``, killed after CHILD_LIMIT."""
-    out_path, err_path = workdir / "stdout", workdir / "stderr"
+    out_path, err_path, report = workdir / "stdout", workdir / "stderr", workdir / "rusage"
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(CHILD_LIMIT), str(report)]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         started = time.monotonic()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=workdir)
-    done = threading.Event()
-
-    def kill_when_late() -> None:
-        if not done.wait(CHILD_LIMIT):
-            os.kill(process.pid, signal.SIGKILL)  # not reaped yet: the pid is still the child's
-
-    killer = threading.Thread(target=kill_when_late, daemon=True)
-    killer.start()
-    _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run([*launcher, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                                 cwd=workdir, timeout=CHILD_LIMIT + 15)
     seconds = time.monotonic() - started
-    done.set()
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    assert process.returncode == 0, f"the launcher failed: {err_path.read_text()}"
+    code, max_rss = (int(word) for word in report.read_text().split())
     read = lambda p: p.read_bytes().decode("utf-8", "replace")  # noqa: E731
-    return process.returncode, read(out_path), read(err_path), seconds, usage.ru_maxrss * 1024
+    return code, read(out_path), read(err_path), seconds, max_rss * 1024
 
 
 def run_row(case: Row, image: ImageInfo, workdir: Path) -> Outcome:
