@@ -6,14 +6,24 @@ from the user or ``credentials.AuthFiles``; ``auth.RegistryAuth`` answers challe
 Every request goes through ``RegistryClient.request``, which turns transport failures and
 unexpected statuses into one-line ``RegistryError``s naming the method, URL and reason.
 URLs in messages lose their query: upload locations and redirects may carry signatures.
+
+Nothing a server sends is read whole (``transport``): every request has a total deadline
+(``ClientOptions.deadline``, plus time for its body at ``body_rate``) besides the per-read
+timeout, and answers are streamed and read up to a limit by purpose
+(``headers.BODY_LIMITS``).  We ask for ``Accept-Encoding: identity`` and never inflate a
+body a server compresses anyway, so a small answer cannot grow past its limit.
+``interrupt()`` stops every request in flight from another thread; ``cleanup()`` then
+sends the last DELETEs on fresh connections under a short deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +34,18 @@ from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
+from .headers import BODY_LIMITS, read_bounded, strict_int
 from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
+from .transport import CancellableBackend, Interrupted, bind, bounded_transport, request_scope
 
-__all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
+__all__ = ["CLEANUP_DEADLINE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 
 USER_AGENT = f"ocipush/{__version__}"
+CLEANUP_DEADLINE = 5.0  # seconds for each DELETE sent after an interrupt
+# An answer whose body we do not use (202 to a PATCH, 201 to a PUT, the ping's {}) is read
+# anyway, up to this much, so its connection can serve the next request; past it, refused.
+_UNUSED_BODY_LIMIT = BODY_LIMITS["error"]
 _optional_path = attrs.converters.optional(Path)
 
 
@@ -40,6 +56,12 @@ class ClientOptions:
     authfile: Path | None = attrs.field(default=None, converter=_optional_path)  # the only auth file, when given
     cert_dir: Path | None = attrs.field(default=None, converter=_optional_path)  # instead of certs.d/HOST
     timeout: float = 120.0  # per read/write: chunks of 100 MB on slow links need minutes
+    deadline: float = 300.0  # the whole of a request without a body (--timeout), token requests included
+    body_rate: int = 64 * 1024  # bytes/s: a request sending N bytes gets N / body_rate seconds more
+
+    def deadline_for(self, body_size: int) -> float:
+        """Seconds a request may take in all, sending ``body_size`` bytes."""
+        return self.deadline + body_size / self.body_rate
 
 
 class RegistryClient:
@@ -63,12 +85,31 @@ class RegistryClient:
         # Plain HTTP only to this machine, or to a registry the user made insecure.
         self._schemes = ("https", "http") if loopback or self.tls.insecure else ("https",)
         self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure)
-        timeout = httpx.Timeout(options.timeout, connect=30.0)
+        self._backend = CancellableBackend()
+        self._http = self._make_http(self._backend)
+        self._spare: httpx.Client | None = None  # for cleanup() after interrupt()
+        self._spare_lock = threading.Lock()
+        self._local = threading.local()  # .cleanup: the deadline of this thread's cleanup() requests
+
+    def _make_http(self, backend: CancellableBackend) -> httpx.Client:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-        headers = {"User-Agent": USER_AGENT}
-        self._http = httpx.Client(
-            verify=self.tls.context, timeout=timeout, limits=limits, headers=headers, auth=self.auth
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        http = httpx.Client(
+            transport=bounded_transport(backend, verify=self.tls.context, limits=limits),
+            timeout=self._timeout(self.options.deadline),
+            headers=headers,
+            auth=self.auth,
+            event_hooks={"response": [_keep_raw]},
         )
+        for mounted in getattr(http, "_mounts", {}).values():  # proxies from the environment
+            if mounted is not None:
+                bind(mounted, backend)
+        return http
+
+    def _timeout(self, seconds: float) -> httpx.Timeout:
+        # The backend cuts each of these to the time left until the request's deadline;
+        # ``pool`` (waiting for a free connection) it cannot see, so it is the deadline.
+        return httpx.Timeout(self.options.timeout, connect=min(30.0, self.options.timeout), pool=seconds)
 
     def _credentials_lookup(self) -> Callable[[str], Credentials | None]:
         """repository → credentials: the user's own for every repository, else the auth files'."""
@@ -85,6 +126,33 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._spare is not None:
+            self._spare.close()
+
+    # -- interrupts -------------------------------------------------------------------
+
+    def interrupt(self, grace: float = 2.0) -> None:
+        """Stop every request in flight now, from any thread: each connection is half-closed,
+        its server given up to ``grace`` seconds to finish with what it got, then shut
+        down.  Every later request raises ``Interrupted``, except inside ``cleanup()``."""
+        self._backend.cancel(grace)
+
+    @property
+    def interrupted(self) -> bool:
+        return self._backend.cancelled
+
+    @contextlib.contextmanager
+    def cleanup(self, seconds: float = CLEANUP_DEADLINE) -> Iterator[None]:
+        """Requests this thread sends inside go out on fresh connections, even after
+        ``interrupt()``, each bounded by ``seconds``: the DELETEs of open uploads."""
+        with self._spare_lock:
+            if self._spare is None:
+                self._spare = self._make_http(CancellableBackend())
+        self._local.cleanup = seconds
+        try:
+            yield
+        finally:
+            self._local.cleanup = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -94,7 +162,7 @@ class RegistryClient:
         for scheme in self._schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
-                response = self._http.get(url)
+                response, body = self._exchange("GET", url, {})
             except httpx.HTTPError as e:
                 failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
                 continue
@@ -103,20 +171,20 @@ class RegistryClient:
                     break
                 # Busy (503, 429…), not absent: ask again, as for any other request.
                 error = RegistryError(
-                    f"GET {url}: {describe_error(response)}",
+                    f"GET {url}: {describe_error(response, body)}",
                     status=response.status_code,
                     headers={k.lower(): v for k, v in response.headers.items()},
                 )
                 self.on_retry(error)
                 self.retry.sleep(attempt, error)
                 try:
-                    response = self._http.get(url)
+                    response, body = self._exchange("GET", url, {})
                 except httpx.HTTPError:
                     break
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
                 return
-            failures.append(f"{url}: {describe_error(response)}")
+            failures.append(f"{url}: {describe_error(response, body)}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
 
     def _tls_hint(self, error: httpx.HTTPError) -> str:
@@ -131,15 +199,22 @@ class RegistryClient:
     # -- requests -------------------------------------------------------------------
 
     def request(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
-        """Send one request; a status outside ``expect`` raises RegistryError."""
+        """Send one request; a status outside ``expect`` raises RegistryError.
+
+        The answer comes back closed: its status and headers are there, its body was read
+        (up to 64 KiB, refused past it) and dropped.  The request, answers to its auth
+        challenge and redirects included, has ``ClientOptions.deadline_for`` its body in all.
+        """
         try:
-            response = self._http.request(method, url, **kwargs)
+            response, body = self._exchange(method, url, kwargs)
         except httpx.HTTPError as e:
             raise RegistryError(f"{method} {redact(url)}: {_reason(e)}") from None
+        except httpx.InvalidURL as e:
+            raise RegistryError(f"{method} {redact_text(url)}: invalid URL ({e})") from None
         if response.status_code in expect:
             return response
-        codes = _error_codes(response)
-        message = f"{method} {redact(url)}: {describe_error(response)}"
+        codes = _error_codes(body)
+        message = f"{method} {redact(url)}: {describe_error(response, body)}"
         if response.status_code == 401:
             raise AuthenticationError(
                 f"{self.host}: authentication failed ({message})"
@@ -147,6 +222,32 @@ class RegistryClient:
             )
         headers = {k.lower(): v for k, v in response.headers.items()}
         raise RegistryError(message, status=response.status_code, codes=codes, headers=headers)
+
+    def _exchange(self, method: str, url: str, kwargs: dict[str, Any]) -> tuple[httpx.Response, bytes]:
+        """One request under its deadline and read budget: the closed answer and its body."""
+        cleanup = getattr(self._local, "cleanup", None)
+        if cleanup is None and self._backend.cancelled:
+            raise Interrupted()
+        http = self._spare if cleanup is not None else self._http
+        assert http is not None
+        seconds = cleanup if cleanup is not None else self.options.deadline_for(_body_size(kwargs))
+        kwargs = dict(kwargs)
+        follow = kwargs.pop("follow_redirects", False)
+        kwargs.setdefault("timeout", self._timeout(seconds))
+        limit = kwargs.pop("body_limit", _UNUSED_BODY_LIMIT)
+        with request_scope(seconds) as scope:
+            try:
+                response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
+                body = _read(response, limit, f"{method} {redact(url)}")
+            except httpx.HTTPError as e:
+                if cleanup is None and self._backend.cancelled:
+                    raise Interrupted() from None
+                if isinstance(e, httpx.TimeoutException) and scope.remaining() < 0.01:
+                    raise httpx.TimeoutException(
+                        f"no complete answer within {_seconds(seconds)} (the request's deadline; see --timeout)"
+                    ) from None
+                raise
+        return response, body
 
     def idempotent(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
         """``request`` for requests that may simply be sent again: retried when transient."""
@@ -163,8 +264,53 @@ class RegistryClient:
 
 
 def redact(url: str | httpx.URL) -> str:
-    u = httpx.URL(str(url))
+    try:
+        u = httpx.URL(str(url))
+    except httpx.InvalidURL:
+        return redact_text(str(url))
     return str(u.copy_with(query=None, fragment=None)) + ("?…" if u.query else "")
+
+
+def redact_text(url: str) -> str:
+    """A URL httpx cannot parse, shown without its query and at most 200 characters."""
+    head, sep, _ = str(url).partition("?")
+    head = "".join(c if c.isprintable() else "?" for c in head)[:200]
+    return head + ("?…" if sep else "")
+
+
+def _read(response: httpx.Response, limit: int, what: str) -> bytes:
+    """``read_bounded``, with the status of the answer in its error: an endless 200 is not
+    worth another try, an endless 503 is."""
+    try:
+        return read_bounded(response, limit, what)
+    except RegistryError as e:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        raise RegistryError(str(e), status=response.status_code, headers=headers) from None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g}s" if value < 100 else f"{value:.0f}s"
+
+
+def _body_size(kwargs: dict[str, Any]) -> int:
+    """The size of a request's body, for its deadline: 0 when it has none."""
+    content = kwargs.get("content")
+    if isinstance(content, (bytes, bytearray)):
+        return len(content)
+    length = getattr(content, "length", None)
+    if isinstance(length, int):
+        return length
+    declared = (kwargs.get("headers") or {}).get("Content-Length")
+    try:
+        return strict_int(declared, "Content-Length") if declared else 0
+    except RegistryError:
+        return 0
+
+
+def _keep_raw(response: httpx.Response) -> None:
+    """We asked for ``identity``: a body compressed anyway is taken as the bytes it is, never
+    inflated (a few KB of gzip could inflate past any limit)."""
+    response.headers.pop("Content-Encoding", None)
 
 
 def _reason(e: httpx.HTTPError) -> str:
@@ -172,18 +318,24 @@ def _reason(e: httpx.HTTPError) -> str:
     return text.splitlines()[0]
 
 
-def _error_codes(response: httpx.Response) -> tuple[str, ...]:
+def _error_codes(body: bytes) -> tuple[str, ...]:
     try:
-        errors = json.loads(response.content).get("errors") or []
-        return tuple(str(e.get("code")) for e in errors if isinstance(e, dict))
+        errors = json.loads(body).get("errors") or []
+        return tuple(str(e.get("code"))[:100] for e in errors[:100] if isinstance(e, dict))
     except Exception:
         return ()
 
 
-def describe_error(response: httpx.Response) -> str:
-    """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text."""
+def describe_error(response: httpx.Response, body: bytes | None = None) -> str:
+    """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text.
+    ``body``: the answer's body as read (bounded); None: the response's, if it was read."""
     head = f"{response.status_code} {response.reason_phrase}".strip()
-    body = response.content[:8192].decode("utf-8", "replace")
+    if body is None:
+        try:
+            body = response.content
+        except httpx.ResponseNotRead:
+            body = b""
+    body = body[:8192].decode("utf-8", "replace")
     detail = ""
     try:
         errors = json.loads(body).get("errors") or []

@@ -129,12 +129,17 @@ class BlobUploader:
 
     def abort(self) -> None:
         """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
-        when the threads that own them may be stuck waiting on the registry."""
+        when the threads that own them may be stuck waiting on the registry.  The requests
+        in flight stop first: a DELETE that overtakes a PATCH still streaming leaves the
+        upload in the registry's storage (the CNCF registry writes it back)."""
         with self._lock:
             self._aborted = True
             sessions = list(self._open.values())
-        for session in sessions:
-            self._cancel(session, timeout=5.0)
+            self._open.clear()  # ours to cancel: the stopping threads must not DELETE them too
+        self.client.interrupt()
+        with self.client.cleanup():
+            for session in sessions:
+                self._delete(session.location)
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest):
