@@ -201,11 +201,12 @@ class _Blobs:
                 self._stop(futures)
             pool.shutdown(wait=True)  # the others cancel their uploads as they stop
         except BaseException:
-            # A signal (SIGINT, SIGTERM): the destination stops the requests in flight, then
-            # cancels the open uploads from here, without waiting for threads that may be
-            # stuck on a registry that does not answer.
-            self._stop(futures)
+            # A signal (SIGINT, SIGTERM): the destination stops the requests (those in flight
+            # may end first: their bodies must not stop short, hence abort before _stop),
+            # then cancels the open uploads from here, without waiting for threads that may
+            # be stuck on a registry that does not answer.
             self.target.abort()
+            self._stop(futures)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]

@@ -12,8 +12,9 @@ Nothing a server sends is read whole (``transport``): every request has a total 
 timeout, and answers are streamed and read up to a limit by purpose
 (``headers.BODY_LIMITS``).  We ask for ``Accept-Encoding: identity`` and never inflate a
 body a server compresses anyway, so a small answer cannot grow past its limit.
-``interrupt()`` stops every request in flight from another thread; ``cleanup()`` then
-sends the last DELETEs on fresh connections under a short deadline.
+``interrupt()`` stops every request from another thread (those in flight get a few seconds
+to end first); ``cleanup()`` then sends the last DELETEs on fresh connections under a short
+deadline.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
 from .transport import CancellableBackend, Interrupted, bind, bounded_transport, request_scope
 
-__all__ = ["CLEANUP_DEADLINE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
+__all__ = ["CLEANUP_DEADLINE", "INTERRUPT_GRACE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 
 USER_AGENT = f"ocipush/{__version__}"
 CLEANUP_DEADLINE = 5.0  # seconds for each DELETE sent after an interrupt
+INTERRUPT_GRACE = 3.0  # seconds the requests in flight get to end after an interrupt
 # An answer whose body we do not use (202 to a PATCH, 201 to a PUT, the ping's {}) is read
 # anyway, up to this much, so its connection can serve the next request; past it, refused.
 _UNUSED_BODY_LIMIT = BODY_LIMITS["error"]
@@ -90,6 +92,8 @@ class RegistryClient:
         self._spare: httpx.Client | None = None  # for cleanup() after interrupt()
         self._spare_lock = threading.Lock()
         self._local = threading.local()  # .cleanup: the deadline of this thread's cleanup() requests
+        self._idle = threading.Condition()  # notified when no request is in flight
+        self._active = 0  # requests in flight
 
     def _make_http(self, backend: CancellableBackend) -> httpx.Client:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
@@ -131,15 +135,23 @@ class RegistryClient:
 
     # -- interrupts -------------------------------------------------------------------
 
-    def interrupt(self, grace: float = 2.0) -> None:
-        """Stop every request in flight now, from any thread: each connection is half-closed,
-        its server given up to ``grace`` seconds to finish with what it got, then shut
-        down.  Every later request raises ``Interrupted``, except inside ``cleanup()``."""
-        self._backend.cancel(grace)
+    def interrupt(self, grace: float = INTERRUPT_GRACE) -> None:
+        """Stop every request, from any thread: none starts from now on (each raises
+        ``Interrupted``, except inside ``cleanup()``); those in flight get ``grace`` seconds
+        to end, then their connections are shut down.
+
+        Why not cut at once: a PATCH cut midway leaves the CNCF registry holding part of
+        the chunk under a state no client was told, and it refuses the DELETE of that
+        upload (404 BLOB_UPLOAD_INVALID), which then stays in its storage.  A PATCH that
+        ends brings the Location its DELETE needs."""
+        self._backend.refuse()
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=grace)
+        self._backend.cut()
 
     @property
     def interrupted(self) -> bool:
-        return self._backend.cancelled
+        return self._backend.refusing
 
     @contextlib.contextmanager
     def cleanup(self, seconds: float = CLEANUP_DEADLINE) -> Iterator[None]:
@@ -226,7 +238,7 @@ class RegistryClient:
     def _exchange(self, method: str, url: str, kwargs: dict[str, Any]) -> tuple[httpx.Response, bytes]:
         """One request under its deadline and read budget: the closed answer and its body."""
         cleanup = getattr(self._local, "cleanup", None)
-        if cleanup is None and self._backend.cancelled:
+        if cleanup is None and self._backend.refusing:
             raise Interrupted()
         http = self._spare if cleanup is not None else self._http
         assert http is not None
@@ -234,13 +246,12 @@ class RegistryClient:
         kwargs = dict(kwargs)
         follow = kwargs.pop("follow_redirects", False)
         kwargs.setdefault("timeout", self._timeout(seconds))
-        limit = kwargs.pop("body_limit", _UNUSED_BODY_LIMIT)
-        with request_scope(seconds) as scope:
+        with self._in_flight(), request_scope(seconds) as scope:
             try:
                 response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
-                body = _read(response, limit, f"{method} {redact(url)}")
+                body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
             except httpx.HTTPError as e:
-                if cleanup is None and self._backend.cancelled:
+                if cleanup is None and self._backend.refusing:
                     raise Interrupted() from None
                 if isinstance(e, httpx.TimeoutException) and scope.remaining() < 0.01:
                     raise httpx.TimeoutException(
@@ -248,6 +259,17 @@ class RegistryClient:
                     ) from None
                 raise
         return response, body
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     def idempotent(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
         """``request`` for requests that may simply be sent again: retried when transient."""

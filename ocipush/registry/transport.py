@@ -9,11 +9,10 @@ request's deadline)``, and every request may read at most ``READ_BUDGET`` bytes 
 network in all, headers and bodies of every answer it gets.  Both are held per thread by
 ``request_scope``, which ``RegistryClient.request`` opens around the whole request.
 
-``CancellableBackend.cancel`` is the first step of an interrupt: it half-closes every
-socket (the server sees the end of our body, so the CNCF registry finishes with a PATCH
-before we DELETE its upload; a DELETE that overtakes a PATCH leaves the upload behind),
-waits briefly for the servers to answer or close, then shuts every socket down; every
-later connect, read or write fails.  Requests after that go through another backend.
+``CancellableBackend`` is how an interrupt stops requests: ``refuse()`` opens no new
+connection, ``cut()`` shuts every socket down from any thread, so the requests on them fail
+at once and every later connect, read or write too.  Requests after that (the DELETEs of
+open uploads) go through another backend.
 
 This relies on one httpx internal: ``HTTPTransport._pool`` (an httpcore pool, whose
 ``network_backend`` is public).  pyproject.toml pins the versions it was tested with, and
@@ -23,8 +22,6 @@ This relies on one httpx internal: ``HTTPTransport._pool`` (an httpcore pool, wh
 from __future__ import annotations
 
 import contextlib
-import os
-import selectors
 import signal
 import socket
 import threading
@@ -164,19 +161,20 @@ class CancellableBackend(httpcore.NetworkBackend):
         self._inner = httpcore.SyncBackend()
         self._live: set[_Stream] = set()
         self._lock = threading.Lock()
-        self.cancelled = False
+        self.refusing = False  # no new connections
+        self.cancelled = False  # and no more reads or writes on the open ones
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        self.check(httpcore.ConnectError)
+        self.check(httpcore.ConnectError, self.refusing)
         inner = self._inner.connect_tcp(host, port, _bounded(timeout, httpcore.ConnectTimeout),
                                         local_address, socket_options)
         return self._track(_Stream(inner, self))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        self.check(httpcore.ConnectError)
+        self.check(httpcore.ConnectError, self.refusing)
         inner = self._inner.connect_unix_socket(path, _bounded(timeout, httpcore.ConnectTimeout), socket_options)
         return self._track(_Stream(inner, self))
 
@@ -185,15 +183,15 @@ class CancellableBackend(httpcore.NetworkBackend):
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    def check(self, error: type[Exception]) -> None:
-        if self.cancelled:
+    def check(self, error: type[Exception], refused: bool | None = None) -> None:
+        if self.cancelled if refused is None else refused:
             raise error("the push was interrupted")
 
     def _track(self, stream: _Stream) -> _Stream:
         with self._lock:
             self._live.add(stream)
             cancelled = self.cancelled
-        if cancelled:  # cancel() ran while this one was connecting
+        if cancelled:  # cut() ran while this one was connecting
             _shutdown(stream.socket())
         return stream
 
@@ -208,62 +206,29 @@ class CancellableBackend(httpcore.NetworkBackend):
 
     # -- interrupt ----------------------------------------------------------------------
 
-    def cancel(self, grace: float = 2.0) -> None:
-        """Stop every request in flight (from any thread) and refuse new ones.
+    def refuse(self) -> None:
+        """Open no new connection from now on; those open carry on until ``cut()``."""
+        self.refusing = True
 
-        Each socket is half-closed first and we wait up to ``grace`` seconds for its
-        server to answer or close: a server then has finished with the request (the CNCF
-        registry has written what it got of a PATCH) before anything else is sent.
-        Duplicates of the sockets keep the connections ours while their threads give up.
-        """
+    def cut(self) -> None:
+        """Shut every socket down now, from any thread: the requests on them fail at once,
+        and so does every later read, write or connect."""
         with self._lock:
-            self.cancelled = True
+            self.refusing = self.cancelled = True
             socks = [s.socket() for s in self._live]
-        dups = [_dup(sock) for sock in socks if sock is not None]
-        dups = [d for d in dups if d is not None]
-        for d in dups:
-            _shutdown(d, socket.SHUT_WR)
-        _wait_closed(dups, grace)
-        for d in dups:
-            _shutdown(d)
-            d.close()
+        for sock in socks:
+            _shutdown(sock)
 
 
-def _dup(sock: socket.socket) -> socket.socket | None:
-    try:
-        return socket.socket(fileno=os.dup(sock.fileno()))
-    except OSError:
-        return None  # already closed by its thread
-
-
-def _shutdown(sock: socket.socket | None, how: int = socket.SHUT_RDWR) -> None:
+def _shutdown(sock: socket.socket | None) -> None:
     if sock is None:
         return
     try:
-        socket.socket.shutdown(sock, how)  # the plain socket's: ssl.SSLSocket.shutdown unwraps first
+        # The plain socket's shutdown: ssl.SSLSocket's would unwrap the TLS layer first,
+        # under the feet of the thread reading from it.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def _wait_closed(socks: list[socket.socket], grace: float) -> None:
-    """Read and drop what each server still sends, until it closes or ``grace`` passes."""
-    deadline = time.monotonic() + grace
-    with selectors.DefaultSelector() as selector:
-        for sock in socks:
-            sock.setblocking(False)
-            selector.register(sock, selectors.EVENT_READ)
-        open_ = len(socks)
-        while open_ and (left := deadline - time.monotonic()) > 0:
-            for key, _ in selector.select(left):
-                try:
-                    data = key.fileobj.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    selector.unregister(key.fileobj)
-                    open_ -= 1
 
 
 def bounded_transport(
