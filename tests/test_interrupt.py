@@ -189,3 +189,27 @@ def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user
     assert (process.returncode, err.splitlines()[-1:], out) == (143, ["ocipush: terminated"], ""), err
     assert err.count("ocipush: ") == 1, err
     assert seconds < 1.0, f"{seconds:.2f}s after the second signal"
+
+
+def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):  # noqa: F811
+    """The same slow recompression into an OCI layout: SIGINT while a blob is being written
+    removes its temporary file; nothing but what was complete stays."""
+    layout = tmp_path / "out"
+    argv = [sys.executable, "-m", "ocipush", f"oci:{gzip_image.layout}", f"oci:{layout}:v1", *SLOW]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def writing() -> bool:
+        return any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*")) if layout.exists() else False
+
+    try:
+        wait_until(lambda: writing() or process.poll() is not None, 60, "a blob being written")
+        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, err.splitlines()[-1:], out) == (130, ["ocipush: interrupted"], ""), err
+    assert not [p for p in layout.rglob("*") if p.name.startswith(".tmp-")]
+    assert not (layout / "index.json").exists() or "v1" not in (layout / "index.json").read_text()

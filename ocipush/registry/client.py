@@ -357,7 +357,10 @@ def describe_error(response: httpx.Response, body: bytes | None = None) -> str:
             body = response.content
         except httpx.ResponseNotRead:
             body = b""
-    body = body[:8192].decode("utf-8", "replace")
+    raw = body[:8192]
+    body = raw.decode("utf-8", "replace")
+    if body.count("\ufffd") > len(body) // 10:  # not text (compressed, binary): say so, show none of it
+        body = f"{len(raw)}{'+' if len(raw) == 8192 else ''} bytes that are not text"
     detail = ""
     try:
         errors = json.loads(body).get("errors") or []
