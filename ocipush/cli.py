@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import signal
 import sys
@@ -86,6 +87,14 @@ def _duration(text: str) -> float:
     return value
 
 
+def _timeout(text: str) -> float:
+    """A ``--timeout``: a duration, finite and above zero (0 would fail every request)."""
+    value = _duration(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero such as 30s or 5m, not {text!r}")
+    return value
+
+
 def _jobs(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to 64, not {text!r}")
@@ -131,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of a failed request (default 3)")
     p.add_argument("--retry-delay", type=_duration, default=1.0, metavar="DURATION",
                    help="first wait before a retry, doubled each time (default 1s)")
-    p.add_argument("--timeout", type=_duration, default=300.0, metavar="DURATION",
+    p.add_argument("--timeout", type=_timeout, default=300.0, metavar="DURATION",
                    help="total time for one request, e.g. 30s or 2m (default 5m); a request that "
                    "sends a chunk gets 1s more per 64 KiB of it")
     p.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest digest to FILE")

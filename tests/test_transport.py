@@ -291,3 +291,12 @@ def test_interrupt_stops_a_request_in_flight_from_another_thread():
                     client.request("GET", client.url("/v2/"), expect=(200,))
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("value", ["0", "0s", "nan", "inf", "-5s", "soon"])
+def test_a_timeout_that_is_no_deadline_is_a_usage_error(value, capsys):
+    from ocipush.cli import main
+
+    assert main(["oci:/nonexistent", "127.0.0.1:1/r:v1", "--timeout", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ocipush: ") and "--timeout" in err and len(err.splitlines()) == 1, err

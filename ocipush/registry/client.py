@@ -359,7 +359,8 @@ def describe_error(response: httpx.Response, body: bytes | None = None) -> str:
             body = b""
     raw = body[:8192]
     body = raw.decode("utf-8", "replace")
-    if body.count("\ufffd") > len(body) // 10:  # not text (compressed, binary): say so, show none of it
+    junk = sum(1 for c in body if c == "\ufffd" or (not c.isprintable() and c not in "\t\n\r"))
+    if junk > len(body) // 20:  # not text (compressed, binary): say so, show none of it
         body = f"{len(raw)}{'+' if len(raw) == 8192 else ''} bytes that are not text"
     detail = ""
     try:
