@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocipush.errors import RegistryError
 from ocipush.registry.client import ClientOptions, RegistryClient
@@ -80,7 +82,8 @@ def gzip_bomb(sock: socket.socket) -> None:
 
 class MisbehavingRegistry:
     """Answers ping, HEAD (404), POST (202), PATCH (202), PUT (201) and DELETE (204) as a
-    registry would, except the one request ``(method, path prefix)`` given to ``fault``."""
+    registry would, except the requests ``(method, path prefix)`` given to ``fault`` (method
+    ``*``: any)."""
 
     def __init__(self, method: str, path: str, behaviour: Behaviour):
         self.fault = (method, path, behaviour)
@@ -117,7 +120,7 @@ class MisbehavingRegistry:
                 rfile.read(length)
                 self.seen.append(f"{method} {target}")
                 fmethod, fpath, behaviour = self.fault
-                if method == fmethod and target.startswith(fpath):
+                if fmethod in (method, "*") and target.startswith(fpath):
                     behaviour(sock)
                     return
                 sock.sendall(self._answer(method, target))
@@ -300,3 +303,31 @@ def test_a_timeout_that_is_no_deadline_is_a_usage_error(value, capsys):
     assert main(["oci:/nonexistent", "127.0.0.1:1/r:v1", "--timeout", value]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ocipush: ") and "--timeout" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_proxy_from_the_environment_is_bounded_too(monkeypatch):
+    """httpx builds its own transports for HTTP(S)_PROXY: they get the same deadlines."""
+    proxy = MisbehavingRegistry("*", "", silence)  # says nothing, whatever it is asked
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, f"http://{proxy.host}")
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    started = time.monotonic()
+    try:
+        with RegistryClient("registry.test:5000", ClientOptions(deadline=0.5), loopback=True) as client:
+            with pytest.raises(RegistryError, match=r"cannot reach registry registry\.test:5000: .*within 0\.5s"):
+                client.connect()
+    finally:
+        proxy.close()
+    assert time.monotonic() - started < 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=20_000), status=st.integers(100, 599), reason=st.text(max_size=50))
+def test_any_error_body_is_described_in_one_printable_line(body, status, reason):
+    from ocipush.registry.client import describe_error
+
+    response = httpx.Response(status, request=httpx.Request("GET", "http://registry.test/v2/"),
+                              extensions={"reason_phrase": reason.encode("utf-8", "replace")})
+    text = describe_error(response, body)
+    assert text.isprintable() and len(text) < 500, text

@@ -38,7 +38,7 @@ from .credentials import AuthFiles
 from .headers import BODY_LIMITS, read_bounded, strict_int
 from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
-from .transport import CancellableBackend, Interrupted, bind, bounded_transport, request_scope
+from .transport import CancellableBackend, Interrupted, bounded_transport, environment_proxies, request_scope
 
 __all__ = ["CLEANUP_DEADLINE", "INTERRUPT_GRACE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 
@@ -98,17 +98,20 @@ class RegistryClient:
     def _make_http(self, backend: CancellableBackend) -> httpx.Client:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        http = httpx.Client(
-            transport=bounded_transport(backend, verify=self.tls.context, limits=limits),
+        def transport(proxy: str | None = None) -> httpx.HTTPTransport:
+            return bounded_transport(backend, verify=self.tls.context, limits=limits,
+                                     proxy=httpx.Proxy(proxy) if proxy else None)
+
+        # httpx ignores HTTP(S)_PROXY and NO_PROXY once given a transport: mount them as it would.
+        proxies = {pattern: transport(url) if url else None for pattern, url in environment_proxies().items()}
+        return httpx.Client(
+            transport=transport(),
+            mounts=proxies,
             timeout=self._timeout(self.options.deadline),
             headers=headers,
             auth=self.auth,
             event_hooks={"response": [_keep_raw]},
         )
-        for mounted in getattr(http, "_mounts", {}).values():  # proxies from the environment
-            if mounted is not None:
-                bind(mounted, backend)
-        return http
 
     def _timeout(self, seconds: float) -> httpx.Timeout:
         # The backend cuts each of these to the time left until the request's deadline;

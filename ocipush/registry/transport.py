@@ -14,9 +14,10 @@ connection, ``cut()`` shuts every socket down from any thread, so the requests o
 at once and every later connect, read or write too.  Requests after that (the DELETEs of
 open uploads) go through another backend.
 
-This relies on one httpx internal: ``HTTPTransport._pool`` (an httpcore pool, whose
-``network_backend`` is public).  pyproject.toml pins the versions it was tested with, and
-``bounded_transport`` fails at once if the attribute is missing.
+This relies on httpx internals: ``HTTPTransport._pool._network_backend`` (the httpcore pool
+takes ``network_backend`` publicly, httpx does not pass it on) and ``get_environment_proxies``
+(httpx ignores HTTP(S)_PROXY once given a transport).  pyproject.toml pins the versions
+this was tested with, and ``bind`` fails at once if the attribute is missing.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "bind",
     "bounded_transport",
     "current_scope",
+    "environment_proxies",
     "request_scope",
 ]
 
@@ -250,3 +252,11 @@ def bind(transport: httpx.BaseTransport, backend: CancellableBackend) -> None:
             f"{type(transport).__name__} has no pool backend to bound"
         )
     pool._network_backend = backend
+
+
+def environment_proxies() -> dict[str, str | None]:
+    """HTTP(S)_PROXY, ALL_PROXY and NO_PROXY as httpx reads them: {URL pattern: proxy URL, or
+    None for no proxy}."""
+    from httpx._utils import get_environment_proxies
+
+    return get_environment_proxies()
