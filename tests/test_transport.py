@@ -331,3 +331,19 @@ def test_any_error_body_is_described_in_one_printable_line(body, status, reason)
                               extensions={"reason_phrase": reason.encode("utf-8", "replace")})
     text = describe_error(response, body)
     assert text.isprintable() and len(text) < 500, text
+
+
+def test_the_newest_location_of_an_upload_is_known_as_soon_as_its_answer_is():
+    """abort() DELETEs an upload where its last answer said it goes on, even when the thread
+    that got that answer has not stored it yet: the old location is refused by the CNCF
+    registry once it holds more bytes (404 BLOB_UPLOAD_INVALID)."""
+    server = MisbehavingRegistry("-", "", silence)  # PATCH answers 202, Location …/u1
+    try:
+        with RegistryClient(server.host, ClientOptions(deadline=5), loopback=True) as client:
+            client.base_url = f"http://{server.host}"
+            old = client.url("/v2/r/blobs/uploads/u0?_state=a")
+            client.request("PATCH", old, expect=(202,), content=b"x")
+            assert client.moved_to(old) == client.url("/v2/r/blobs/uploads/u1")
+            assert client.moved_to(client.url("/v2/r/blobs/uploads/other")) == client.url("/v2/r/blobs/uploads/other")
+    finally:
+        server.close()

@@ -35,10 +35,11 @@ from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
-from .headers import BODY_LIMITS, read_bounded, strict_int
+from .headers import BODY_LIMITS, read_bounded
 from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
-from .transport import CancellableBackend, Interrupted, bounded_transport, environment_proxies, request_scope
+from .transport import (CancellableBackend, Interrupted, body_size, bounded_transport, environment_proxies,
+                        keep_raw, request_scope)
 
 __all__ = ["CLEANUP_DEADLINE", "INTERRUPT_GRACE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 
@@ -94,10 +95,12 @@ class RegistryClient:
         self._local = threading.local()  # .cleanup: the deadline of this thread's cleanup() requests
         self._idle = threading.Condition()  # notified when no request is in flight
         self._active = 0  # requests in flight
+        self._moved: dict[str, str] = {}  # upload URL → the Location its last answer gave (moved_to)
 
     def _make_http(self, backend: CancellableBackend) -> httpx.Client:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+
         def transport(proxy: str | None = None) -> httpx.HTTPTransport:
             return bounded_transport(backend, verify=self.tls.context, limits=limits,
                                      proxy=httpx.Proxy(proxy) if proxy else None)
@@ -110,7 +113,7 @@ class RegistryClient:
             timeout=self._timeout(self.options.deadline),
             headers=headers,
             auth=self.auth,
-            event_hooks={"response": [_keep_raw]},
+            event_hooks={"response": [keep_raw]},
         )
 
     def _timeout(self, seconds: float) -> httpx.Timeout:
@@ -152,9 +155,18 @@ class RegistryClient:
             self._idle.wait_for(lambda: self._active == 0, timeout=grace)
         self._backend.cut()
 
-    @property
-    def interrupted(self) -> bool:
-        return self._backend.refusing
+    def moved_to(self, location: str) -> str:
+        """The newest ``Location`` the registry gave in answer to a request on ``location``
+        (an upload's next URL, which may carry its state): for the DELETE after an
+        interrupt, when the thread that got that answer may not have stored it yet."""
+        url = location
+        for _ in range(8):
+            with self._idle:
+                following = self._moved.get(_key(url))
+            if following is None:
+                break
+            url = following
+        return url
 
     @contextlib.contextmanager
     def cleanup(self, seconds: float = CLEANUP_DEADLINE) -> Iterator[None]:
@@ -245,7 +257,7 @@ class RegistryClient:
             raise Interrupted()
         http = self._spare if cleanup is not None else self._http
         assert http is not None
-        seconds = cleanup if cleanup is not None else self.options.deadline_for(_body_size(kwargs))
+        seconds = cleanup if cleanup is not None else self.options.deadline_for(body_size(kwargs))
         kwargs = dict(kwargs)
         follow = kwargs.pop("follow_redirects", False)
         kwargs.setdefault("timeout", self._timeout(seconds))
@@ -253,6 +265,7 @@ class RegistryClient:
             try:
                 response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
                 body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
+                self._remember_location(response)
             except httpx.HTTPError as e:
                 if cleanup is None and self._backend.refusing:
                     raise Interrupted() from None
@@ -262,6 +275,20 @@ class RegistryClient:
                     ) from None
                 raise
         return response, body
+
+    def _remember_location(self, response: httpx.Response) -> None:
+        """Before the request counts as ended: where an upload goes on (see moved_to)."""
+        location = response.headers.get("Location")
+        if response.request.method not in ("PATCH", "GET") or response.status_code not in (202, 204) or not location:
+            return
+        try:
+            following = str(response.request.url.join(location))
+        except httpx.InvalidURL:
+            return
+        with self._idle:
+            if len(self._moved) >= 4096:
+                self._moved.pop(next(iter(self._moved)))
+            self._moved[str(response.request.url)] = following
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:
@@ -313,29 +340,15 @@ def _read(response: httpx.Response, limit: int, what: str) -> bytes:
         raise RegistryError(str(e), status=response.status_code, headers=headers) from None
 
 
+def _key(url: str) -> str:
+    try:
+        return str(httpx.URL(url))
+    except httpx.InvalidURL:
+        return url
+
+
 def _seconds(value: float) -> str:
     return f"{value:.3g}s" if value < 100 else f"{value:.0f}s"
-
-
-def _body_size(kwargs: dict[str, Any]) -> int:
-    """The size of a request's body, for its deadline: 0 when it has none."""
-    content = kwargs.get("content")
-    if isinstance(content, (bytes, bytearray)):
-        return len(content)
-    length = getattr(content, "length", None)
-    if isinstance(length, int):
-        return length
-    declared = (kwargs.get("headers") or {}).get("Content-Length")
-    try:
-        return strict_int(declared, "Content-Length") if declared else 0
-    except RegistryError:
-        return 0
-
-
-def _keep_raw(response: httpx.Response) -> None:
-    """We asked for ``identity``: a body compressed anyway is taken as the bytes it is, never
-    inflated (a few KB of gzip could inflate past any limit)."""
-    response.headers.pop("Content-Encoding", None)
 
 
 def _reason(e: httpx.HTTPError) -> str:

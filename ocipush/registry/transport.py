@@ -34,15 +34,20 @@ import attrs
 import httpcore
 import httpx
 
+from ..errors import OcipushError
+from .headers import strict_int
+
 __all__ = [
     "CancellableBackend",
     "Interrupted",
     "READ_BUDGET",
     "RequestScope",
     "bind",
+    "body_size",
     "bounded_transport",
     "current_scope",
     "environment_proxies",
+    "keep_raw",
     "request_scope",
 ]
 
@@ -260,3 +265,24 @@ def environment_proxies() -> dict[str, str | None]:
     from httpx._utils import get_environment_proxies
 
     return get_environment_proxies()
+
+
+def body_size(kwargs: dict[str, Any]) -> int:
+    """The size of a request's body, for its deadline: 0 when it has none."""
+    content = kwargs.get("content")
+    if isinstance(content, (bytes, bytearray)):
+        return len(content)
+    length = getattr(content, "length", None)
+    if isinstance(length, int):
+        return length
+    declared = (kwargs.get("headers") or {}).get("Content-Length")
+    try:
+        return strict_int(declared, "Content-Length") if declared else 0
+    except OcipushError:
+        return 0
+
+
+def keep_raw(response: httpx.Response) -> None:
+    """We asked for ``identity``: a body compressed anyway is taken as the bytes it is, never
+    inflated (a few KB of gzip could inflate past any limit)."""
+    response.headers.pop("Content-Encoding", None)

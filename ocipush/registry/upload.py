@@ -139,7 +139,7 @@ class BlobUploader:
         self.client.interrupt()
         with self.client.cleanup():
             for session in sessions:
-                self._delete(session.location)
+                self._delete(self.client.moved_to(session.location))
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest):
