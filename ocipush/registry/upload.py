@@ -130,8 +130,9 @@ class BlobUploader:
     def abort(self) -> None:
         """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
         when the threads that own them may be stuck waiting on the registry.  The requests
-        in flight stop first: a DELETE that overtakes a PATCH still streaming leaves the
-        upload in the registry's storage (the CNCF registry writes it back)."""
+        in flight end (or are cut, after ``client.interrupt``'s grace) first: a DELETE that
+        overtakes a PATCH, or carries the state from before it, leaves the upload in the
+        CNCF registry's storage.  Each DELETE goes where the upload's last answer said."""
         with self._lock:
             self._aborted = True
             sessions = list(self._open.values())
