@@ -117,8 +117,7 @@ class RegistryClient:
         )
 
     def _timeout(self, seconds: float) -> httpx.Timeout:
-        # The backend cuts each of these to the time left until the request's deadline;
-        # ``pool`` (waiting for a free connection) it cannot see, so it is the deadline.
+        # The backend cuts these to the time left; the wait for a free connection it cannot see.
         return httpx.Timeout(self.options.timeout, connect=min(30.0, self.options.timeout), pool=seconds)
 
     def _credentials_lookup(self) -> Callable[[str], Credentials | None]:
@@ -240,8 +239,9 @@ class RegistryClient:
             raise RegistryError(f"{method} {redact_text(url)}: invalid URL ({e})") from None
         if response.status_code in expect:
             return response
-        codes = _error_codes(body)
-        message = f"{method} {redact(url)}: {describe_error(response, body)}"
+        errors = _oci_errors(body)  # parsed once, for the codes and the message
+        codes = _error_codes(errors)
+        message = f"{method} {redact(url)}: {describe_error(response, body, errors)}"
         if response.status_code == 401:
             raise AuthenticationError(
                 f"{self.host}: authentication failed ({message})"
@@ -356,17 +356,23 @@ def _reason(e: httpx.HTTPError) -> str:
     return text.splitlines()[0]
 
 
-def _error_codes(body: bytes) -> tuple[str, ...]:
+def _oci_errors(body: bytes) -> list[dict] | None:
+    """The ``errors`` of an OCI error body; None when the body is not one."""
     try:
         errors = json.loads(body).get("errors") or []
-        return tuple(str(e.get("code"))[:100] for e in errors[:100] if isinstance(e, dict))
-    except Exception:
-        return ()
+    except Exception:  # not JSON, not an object, nested too deep…
+        return None
+    return [e for e in errors[:100] if isinstance(e, dict)] if isinstance(errors, list) else None
 
 
-def describe_error(response: httpx.Response, body: bytes | None = None) -> str:
+def _error_codes(errors: list[dict] | None) -> tuple[str, ...]:
+    return tuple(str(e.get("code"))[:100] for e in errors or ())
+
+
+def describe_error(response: httpx.Response, body: bytes | None = None, errors: list[dict] | None = None) -> str:
     """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text.
-    ``body``: the answer's body as read (bounded); None: the response's, if it was read."""
+    ``body``: the answer's body as read (bounded); None: the response's, if it was read.
+    ``errors``: its ``_oci_errors``, when the caller has parsed them already."""
     head = f"{response.status_code} {response.reason_phrase}".strip()
     if body is None:
         try:
@@ -374,20 +380,17 @@ def describe_error(response: httpx.Response, body: bytes | None = None) -> str:
         except httpx.ResponseNotRead:
             body = b""
     raw = body[:8192]
-    body = raw.decode("utf-8", "replace")
-    junk = sum(1 for c in body if c == "\ufffd" or (not c.isprintable() and c not in "\t\n\r"))
-    if junk > len(body) // 20:  # not text (compressed, binary): say so, show none of it
-        body = f"{len(raw)}{'+' if len(raw) == 8192 else ''} bytes that are not text"
-    detail = ""
-    try:
-        errors = json.loads(body).get("errors") or []
-        detail = "; ".join(
-            f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors if isinstance(e, dict)
-        )
-    except Exception:
-        title = re.search(r"<title>(.*?)</title>", body, re.I | re.S)
-        text = title[1] if title else re.sub(r"<[^>]+>", " ", body)
-        detail = " ".join(text.split())[:160]
+    text = raw.decode("utf-8", "replace")
+    junk = sum(1 for c in text if c == "\ufffd" or (not c.isprintable() and c not in "\t\n\r"))
+    if errors is None:
+        errors = _oci_errors(body)
+    if errors is not None:
+        detail = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors)
+    elif junk > len(text) // 20:  # not text (compressed, binary): say so, show none of it
+        detail = f"{len(raw)}{'+' if len(raw) == 8192 else ''} bytes that are not text"
+    else:
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        detail = " ".join((title[1] if title else re.sub(r"<[^>]+>", " ", text)).split())[:160]
     # Whatever a server sends is untrusted: no control characters reach the terminal.
     detail = " ".join("".join(c if c.isprintable() else " " for c in detail).split())[:300]
     head = "".join(c for c in head if c.isprintable())
