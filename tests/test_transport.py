@@ -85,10 +85,12 @@ class MisbehavingRegistry:
     registry would, except the requests ``(method, path prefix)`` given to ``fault`` (method
     ``*``: any)."""
 
-    def __init__(self, method: str, path: str, behaviour: Behaviour):
+    def __init__(self, method: str, path: str, behaviour: Behaviour, *, bearer: bool = False):
         self.fault = (method, path, behaviour)
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        # bearer: the ping answers 401 with a challenge whose token service is /token here.
+        self.challenge = f'Bearer realm="http://{self.host}/token",service="test"' if bearer else None
         self.seen: list[str] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -123,6 +125,10 @@ class MisbehavingRegistry:
                 if fmethod in (method, "*") and target.startswith(fpath):
                     behaviour(sock)
                     return
+                if self.challenge and method == "GET" and target == "/v2/":
+                    sock.sendall(f"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {self.challenge}\r\n"
+                                 "Content-Length: 0\r\n\r\n".encode())
+                    continue
                 sock.sendall(self._answer(method, target))
         except OSError:
             pass
@@ -210,13 +216,16 @@ CASES = {
     "PATCH: endless 500": ("PATCH", "/v2/r/blobs/uploads/", endless_body("500 Oops"), "PATCH http"),
     "PATCH: trickled 202": ("PATCH", "/v2/r/blobs/uploads/", trickled_body("202 Accepted"), "deadline"),
     "PATCH: trickled headers": ("PATCH", "/v2/r/blobs/uploads/", trickled_headers, "deadline"),
+    "token: endless": ("GET", "/token", endless_body("200 OK"), "http"),
+    "token: trickled": ("GET", "/token", trickled_body("200 OK"), "deadline"),
 }
+BEARER = {"token: endless", "token: trickled"}  # the registry asks for a token from its realm
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, user_config):  # noqa: F811
     method, path, behaviour, named = CASES[case]
-    server = MisbehavingRegistry(method, path, behaviour)
+    server = MisbehavingRegistry(method, path, behaviour, bearer=case in BEARER)
     try:
         code, err, seconds, rss = run_push(image, server.host)
     finally:

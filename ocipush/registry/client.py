@@ -7,14 +7,10 @@ Every request goes through ``RegistryClient.request``, which turns transport fai
 unexpected statuses into one-line ``RegistryError``s naming the method, URL and reason.
 URLs in messages lose their query: upload locations and redirects may carry signatures.
 
-Nothing a server sends is read whole (``transport``): every request has a total deadline
-(``ClientOptions.deadline``, plus time for its body at ``body_rate``) besides the per-read
-timeout, and answers are streamed and read up to a limit by purpose
-(``headers.BODY_LIMITS``).  We ask for ``Accept-Encoding: identity`` and never inflate a
-body a server compresses anyway, so a small answer cannot grow past its limit.
-``interrupt()`` stops every request from another thread (those in flight get a few seconds
-to end first); ``cleanup()`` then sends the last DELETEs on fresh connections under a short
-deadline.
+Nothing a server sends is read whole: every request has a total deadline besides the
+per-read timeout (``transport``), answers are streamed and read up to a limit by purpose
+(``headers.BODY_LIMITS``), never inflated (we ask for ``identity``).  ``interrupt()`` stops
+every request from another thread; ``cleanup()`` then sends the last DELETEs.
 """
 
 from __future__ import annotations
@@ -24,6 +20,7 @@ import functools
 import json
 import re
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -267,6 +264,9 @@ class RegistryClient:
                 body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
                 self._remember_location(response)
             except httpx.HTTPError as e:
+                # httpx reads an auth-flow answer inside its generator: a failure there keeps
+                # the flow (and a token lock it holds across a yield) alive in the traceback.
+                traceback.clear_frames(e.__traceback__)
                 if cleanup is None and self._backend.refusing:
                     raise Interrupted() from None
                 if isinstance(e, httpx.TimeoutException) and scope.remaining() < 0.01:
