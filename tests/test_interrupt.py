@@ -5,10 +5,12 @@ cancelled at the registry (``DELETE`` of its location), the exit code is 130 wit
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,8 +111,9 @@ def uploads_dir(registry, repo: str):
 
 
 def upload_files(registry, repo: str) -> list:
-    folder = uploads_dir(registry, repo)
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    """Files under the repository's ``_uploads``; os.walk, unlike Path.rglob, does not trip
+    over a directory the registry removes while we look."""
+    return sorted(Path(d, name) for d, _, names in os.walk(uploads_dir(registry, repo)) for name in names)
 
 
 def open_uploads(registry, repo: str) -> list:
