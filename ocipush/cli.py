@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import __version__
 from .cache import BlobCache
@@ -16,6 +21,7 @@ from .registry.retry import RetryPolicy
 from .destinations import parse_destination
 from .push import PushOptions, push
 from .registry.auth import Credentials
+from .registry.transport import Interrupted
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
 from .units import parse_duration, parse_size
 
@@ -37,7 +43,12 @@ destinations:
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
 5 authentication failed, 6 a local file could not be written (TMPDIR, destination),
-130 interrupted.
+130 interrupted (SIGINT), 143 terminated (SIGTERM).
+
+limits: every request has a total deadline (--timeout, plus 1s per 64 KiB of the chunk it
+sends) and a read may wait 120s at most; registry answers are read up to a limit by purpose.
+On SIGINT or SIGTERM the requests in flight are stopped, open uploads are DELETEd, and the
+exit is 130 or 143; a second signal exits at once.
 """
 
 
@@ -68,6 +79,14 @@ def _number(text: str, low: int, high: int) -> int:
 
 def _count(text: str) -> int:
     return _number(text, 0, 100)
+
+
+def _timeout(text: str) -> float:
+    """A ``--timeout``: a duration, finite and above zero (0 would fail every request)."""
+    value = _duration(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero such as 30s or 5m, not {text!r}")
+    return value
 
 
 def _jobs(text: str) -> int:
@@ -132,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of a failed request (default 3)")
     p.add_argument("--retry-delay", type=_duration, default=1.0, metavar="DURATION",
                    help="first wait before a retry, doubled each time (default 1s)")
+    p.add_argument("--timeout", type=_timeout, default=300.0, metavar="DURATION",
+                   help="total time for one request, e.g. 30s or 2m (default 5m); a request that "
+                   "sends a chunk gets 1s more per 64 KiB of it")
     p.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest digest to FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the reference")
@@ -170,6 +192,7 @@ def run(argv: list[str] | None = None) -> int:
         compression=Compression(args.compression_format, args.compression_level),
         cache=None if args.no_cache else BlobCache(),
         retry=RetryPolicy(attempts=args.retry, delay=args.retry_delay),
+        deadline=args.timeout,
         tls_verify=args.tls_verify,
         credentials=_credentials(args),
         authfile=args.authfile,
@@ -220,21 +243,51 @@ def _printable(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with _signals() as said:
+        try:
+            return run(argv)
+        except OcipushError as e:
+            print(f"ocipush: {_printable(str(e))}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:  # Interrupted, once the push below has cancelled what it had open
+            stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+            said.set()
+            print(f"ocipush: {stopped.message}", file=sys.stderr)
+            return stopped.exit_code
+
+
+@contextmanager
+def _signals() -> Iterator[threading.Event]:
+    """SIGINT and SIGTERM raise ``Interrupted`` in the main thread, where the push stops its
+    requests and cancels its uploads on the way out; a second signal exits at once.  The
+    event is set once the one line was printed, so the second signal does not print another."""
+    said = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield said  # signal handlers belong to the main thread
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            if not said.is_set():
+                os.write(2, f"ocipush: {Interrupted(signum).message}\n".encode())
+            os._exit(128 + signum)
+        received.append(signum)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return run(argv)
-    except OcipushError as e:
-        print(f"ocipush: {_printable(str(e))}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("ocipush: interrupted", file=sys.stderr)
-        return 130
+        yield said
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 def entry_point() -> None:
     code = main()
-    if code == 130:
-        # Interrupted: open uploads are cancelled; upload threads stuck on a silent registry
-        # must not keep the process alive until their timeout.
+    if code in (130, 143):
+        # Interrupted: requests were stopped and open uploads cancelled; upload threads
+        # stuck on a silent registry must not keep the process alive until their timeout.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -56,6 +56,7 @@ class PushOptions:
     cert_dir: Path | None = None  # CAs and client certificates, instead of certs.d/HOST
     retry: RetryPolicy = RetryPolicy()
     timeout: float = 120.0  # seconds a request may wait on the registry between bytes
+    deadline: float = 300.0  # seconds a request without a body may take in all (--timeout)
     compression: Compression = Compression()
     cache: BlobCache | None = None  # None: no blob cache
     manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
@@ -116,6 +117,7 @@ def _push(
         authfile=options.authfile,
         cert_dir=options.cert_dir,
         timeout=options.timeout,
+        deadline=options.deadline,
     )
     with open_destination(
         destination, client_options, options.retry, options.chunk_size, reporter, dry_run=options.dry_run
@@ -199,16 +201,18 @@ class _Blobs:
         futures = [pool.submit(self._one, job) for job in self.plan.jobs]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and f.exception() for f in futures):
+                self._stop(futures)
+            pool.shutdown(wait=True)  # the others cancel their uploads as they stop
         except BaseException:
-            # Ctrl-C: cancel the open uploads from here, without waiting for threads that
-            # may be stuck on a registry that does not answer.
-            self._stop(futures)
+            # A signal (SIGINT, SIGTERM): the destination stops the requests (those in flight
+            # may end first: their bodies must not stop short, hence abort before _stop),
+            # then cancels the open uploads from here, without waiting for threads that may
+            # be stuck on a registry that does not answer.
             self.target.abort()
+            self._stop(futures)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        if any(f.done() and f.exception() for f in futures):
-            self._stop(futures)
-        pool.shutdown(wait=True)  # the others cancel their uploads as they stop
         errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
         if errors:
             # The first real error, not a _Cancelled raised in a sibling because of it.

@@ -5,10 +5,12 @@ cancelled at the registry (``DELETE`` of its location), the exit code is 130 wit
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,131 @@ def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, imag
     assert code == 130, f"still running {seconds:.1f}s after SIGINT" if code is None else err
     assert err.splitlines()[-1:] == ["ocipush: interrupted"] and "Traceback" not in err, err
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+# -- against the CNCF registry itself: nothing left in its storage ---------------------------
+#
+# A layer recompressed to zstd -19 streams at a few MB/s, so a PATCH is on its way for
+# seconds: the signal comes while the registry is receiving it (its upload's data file grows).
+# Cancelling for real means the PATCH's connection is closed, the registry done with what it
+# got, and only then the DELETE: a DELETE that overtakes the PATCH leaves the upload in the
+# registry's `_uploads` directory, where the CNCF registry writes it back when the PATCH ends.
+
+SLOW = ("--compression-format", "zstd", "--compression-level", "19", "--chunk-size", "2MB", "--no-cache")
+
+
+@pytest.fixture(scope="module")
+def gzip_image(tmp_path_factory):
+    return make_layout(tmp_path_factory.mktemp("gz"), [LayerSpec(24_000_000)], ref="v1")
+
+
+def uploads_dir(registry, repo: str):
+    return registry.storage_dir / "docker/registry/v2/repositories" / repo / "_uploads"
+
+
+def upload_files(registry, repo: str) -> list:
+    """Files under the repository's ``_uploads``; os.walk, unlike Path.rglob, does not trip
+    over a directory the registry removes while we look."""
+    return sorted(Path(d, name) for d, _, names in os.walk(uploads_dir(registry, repo)) for name in names)
+
+
+def open_uploads(registry, repo: str) -> list:
+    """The uploads the registry still holds: their ``startedat`` or ``data``.  Not the
+    ``hashstates/`` file the CNCF registry 2.8 writes back after every DELETE it answers 204
+    (closing the upload once more after cancelling it): that one it no longer knows as an
+    upload, and its purge removes it."""
+    return [p for p in upload_files(registry, repo) if p.name in ("startedat", "data")]
+
+
+def receiving(registry, repo: str, at_least: int = 512 * 1024) -> bool:
+    """The registry is in the middle of a PATCH: an upload's data file holds some bytes."""
+    for path in upload_files(registry, repo):
+        try:
+            if path.name == "data" and path.stat().st_size >= at_least:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def push_slowly(image, host: str, repo: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "ocipush", f"oci:{image.layout}", f"{host}/{repo}:v1", *SLOW]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signal_mid_patch(process: subprocess.Popen, registry, repo: str, signum: int) -> tuple[int | None, str, str]:
+    try:
+        wait_until(lambda: receiving(registry, repo) or process.poll() is not None, 60, "a PATCH in progress")
+        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=15)
+        return process.returncode, out, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("signum, code, line", [
+    (signal.SIGINT, 130, "ocipush: interrupted"),
+    (signal.SIGTERM, 143, "ocipush: terminated"),
+], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line, registry, gzip_image, repo,
+                                                             user_config):  # noqa: F811
+    got, out, err = signal_mid_patch(push_slowly(gzip_image, registry.host, repo), registry, repo, signum)
+    assert "Traceback" not in out + err, err
+    assert (got, err.splitlines()[-1:], out) == (code, [line], "") and err.count("ocipush: ") == 1, err
+    # The registry may still be writing what it got when we look: give it until its files settle.
+    try:
+        wait_until(lambda: not open_uploads(registry, repo), 5, "the registry to drop the upload")
+    except AssertionError:
+        raise AssertionError(f"left in the registry's storage: {open_uploads(registry, repo)}") from None
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+    """While the first SIGTERM's cleanup waits on a registry that holds a PATCH without a word,
+    a second one ends the process at once, with the one line all the same."""
+    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
+    process = start_push(image, faulty_proxy.host, repo)
+    try:
+        wait_until(lambda: stalled.fired or process.poll() is not None, 15, "the stalled PATCH")
+        assert process.poll() is None, f"ocipush ended before the stall: {process.communicate()}"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the cleanup now waits up to 2 s for the stalled connection to close
+        assert process.poll() is None, f"cleanup ended too soon to test a second signal: {process.communicate()}"
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        out, err = process.communicate(timeout=10)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, err.splitlines()[-1:], out) == (143, ["ocipush: terminated"], ""), err
+    assert err.count("ocipush: ") == 1, err
+    assert seconds < 1.0, f"{seconds:.2f}s after the second signal"
+
+
+def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):  # noqa: F811
+    """The same slow recompression into an OCI layout: SIGINT while a blob is being written
+    removes its temporary file; nothing but what was complete stays."""
+    layout = tmp_path / "out"
+    argv = [sys.executable, "-m", "ocipush", f"oci:{gzip_image.layout}", f"oci:{layout}:v1", *SLOW]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def writing() -> bool:
+        return any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*")) if layout.exists() else False
+
+    try:
+        wait_until(lambda: writing() or process.poll() is not None, 60, "a blob being written")
+        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, err.splitlines()[-1:], out) == (130, ["ocipush: interrupted"], ""), err
+    assert not [p for p in layout.rglob("*") if p.name.startswith(".tmp-")]
+    assert not (layout / "index.json").exists() or "v1" not in (layout / "index.json").read_text()

@@ -6,14 +6,22 @@ from the user or ``credentials.AuthFiles``; ``auth.RegistryAuth`` answers challe
 Every request goes through ``RegistryClient.request``, which turns transport failures and
 unexpected statuses into one-line ``RegistryError``s naming the method, URL and reason.
 URLs in messages lose their query: upload locations and redirects may carry signatures.
+
+Nothing a server sends is read whole: every request has a total deadline besides the
+per-read timeout (``transport``), answers are streamed and read up to a limit by purpose
+(``headers.BODY_LIMITS``), never inflated (we ask for ``identity``).  ``interrupt()`` stops
+every request from another thread; ``cleanup()`` then sends the last DELETEs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
-from collections.abc import Callable
+import threading
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +32,20 @@ from .. import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
+from .headers import BODY_LIMITS, read_bounded
 from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
+from .transport import (CancellableBackend, Interrupted, body_size, bounded_transport, environment_proxies,
+                        keep_raw, request_scope)
 
-__all__ = ["ClientOptions", "RegistryClient", "describe_error", "redact"]
+__all__ = ["CLEANUP_DEADLINE", "INTERRUPT_GRACE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 
 USER_AGENT = f"ocipush/{__version__}"
+CLEANUP_DEADLINE = 5.0  # seconds for each DELETE sent after an interrupt
+INTERRUPT_GRACE = 3.0  # seconds the requests in flight get to end after an interrupt
+# An answer whose body we do not use (202 to a PATCH, 201 to a PUT, the ping's {}) is read
+# anyway, up to this much, so its connection can serve the next request; past it, refused.
+_UNUSED_BODY_LIMIT = BODY_LIMITS["error"]
 _optional_path = attrs.converters.optional(Path)
 
 
@@ -40,6 +56,12 @@ class ClientOptions:
     authfile: Path | None = attrs.field(default=None, converter=_optional_path)  # the only auth file, when given
     cert_dir: Path | None = attrs.field(default=None, converter=_optional_path)  # instead of certs.d/HOST
     timeout: float = 120.0  # per read/write: chunks of 100 MB on slow links need minutes
+    deadline: float = 300.0  # the whole of a request without a body (--timeout), token requests included
+    body_rate: int = 64 * 1024  # bytes/s: a request sending N bytes gets N / body_rate seconds more
+
+    def deadline_for(self, body_size: int) -> float:
+        """Seconds a request may take in all, sending ``body_size`` bytes."""
+        return self.deadline + body_size / self.body_rate
 
 
 class RegistryClient:
@@ -63,12 +85,37 @@ class RegistryClient:
         # Plain HTTP only to this machine, or to a registry the user made insecure.
         self._schemes = ("https", "http") if loopback or self.tls.insecure else ("https",)
         self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure)
-        timeout = httpx.Timeout(options.timeout, connect=30.0)
+        self._backend = CancellableBackend()
+        self._http = self._make_http(self._backend)
+        self._spare: httpx.Client | None = None  # for cleanup() after interrupt()
+        self._spare_lock = threading.Lock()
+        self._local = threading.local()  # .cleanup: the deadline of this thread's cleanup() requests
+        self._idle = threading.Condition()  # notified when no request is in flight
+        self._active = 0  # requests in flight
+        self._moved: dict[str, str] = {}  # upload URL → the Location its last answer gave (moved_to)
+
+    def _make_http(self, backend: CancellableBackend) -> httpx.Client:
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
-        headers = {"User-Agent": USER_AGENT}
-        self._http = httpx.Client(
-            verify=self.tls.context, timeout=timeout, limits=limits, headers=headers, auth=self.auth
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+
+        def transport(proxy: str | None = None) -> httpx.HTTPTransport:
+            return bounded_transport(backend, verify=self.tls.context, limits=limits,
+                                     proxy=httpx.Proxy(proxy) if proxy else None)
+
+        # httpx ignores HTTP(S)_PROXY and NO_PROXY once given a transport: mount them as it would.
+        proxies = {pattern: transport(url) if url else None for pattern, url in environment_proxies().items()}
+        return httpx.Client(
+            transport=transport(),
+            mounts=proxies,
+            timeout=self._timeout(self.options.deadline),
+            headers=headers,
+            auth=self.auth,
+            event_hooks={"response": [keep_raw]},
         )
+
+    def _timeout(self, seconds: float) -> httpx.Timeout:
+        # The backend cuts these to the time left; the wait for a free connection it cannot see.
+        return httpx.Timeout(self.options.timeout, connect=min(30.0, self.options.timeout), pool=seconds)
 
     def _credentials_lookup(self) -> Callable[[str], Credentials | None]:
         """repository → credentials: the user's own for every repository, else the auth files'."""
@@ -85,6 +132,50 @@ class RegistryClient:
 
     def close(self) -> None:
         self._http.close()
+        if self._spare is not None:
+            self._spare.close()
+
+    # -- interrupts -------------------------------------------------------------------
+
+    def interrupt(self, grace: float = INTERRUPT_GRACE) -> None:
+        """Stop every request, from any thread: none starts from now on (each raises
+        ``Interrupted``, except inside ``cleanup()``); those in flight get ``grace`` seconds
+        to end, then their connections are shut down.
+
+        Why not cut at once: a PATCH cut midway leaves the CNCF registry holding part of
+        the chunk under a state no client was told, and it refuses the DELETE of that
+        upload (404 BLOB_UPLOAD_INVALID), which then stays in its storage.  A PATCH that
+        ends brings the Location its DELETE needs."""
+        self._backend.refuse()
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=grace)
+        self._backend.cut()
+
+    def moved_to(self, location: str) -> str:
+        """The newest ``Location`` the registry gave in answer to a request on ``location``
+        (an upload's next URL, which may carry its state): for the DELETE after an
+        interrupt, when the thread that got that answer may not have stored it yet."""
+        url = location
+        for _ in range(8):
+            with self._idle:
+                following = self._moved.get(_key(url))
+            if following is None:
+                break
+            url = following
+        return url
+
+    @contextlib.contextmanager
+    def cleanup(self, seconds: float = CLEANUP_DEADLINE) -> Iterator[None]:
+        """Requests this thread sends inside go out on fresh connections, even after
+        ``interrupt()``, each bounded by ``seconds``: the DELETEs of open uploads."""
+        with self._spare_lock:
+            if self._spare is None:
+                self._spare = self._make_http(CancellableBackend())
+        self._local.cleanup = seconds
+        try:
+            yield
+        finally:
+            self._local.cleanup = None
 
     # -- connection -----------------------------------------------------------------
 
@@ -94,7 +185,7 @@ class RegistryClient:
         for scheme in self._schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
-                response = self._http.get(url)
+                response, body = self._exchange("GET", url, {})
             except httpx.HTTPError as e:
                 failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
                 continue
@@ -103,21 +194,21 @@ class RegistryClient:
                     break
                 # Busy (503, 429…), not absent: ask again, as for any other request.
                 error = RegistryError(
-                    f"GET {url}: {describe_error(response)}",
+                    f"GET {url}: {describe_error(response, body)}",
                     status=response.status_code,
                     headers={k.lower(): v for k, v in response.headers.items()},
                 )
                 self.on_retry(error)
                 self.retry.sleep(attempt, error)
                 try:
-                    response = self._http.get(url)
+                    response, body = self._exchange("GET", url, {})
                 except httpx.HTTPError:
                     break
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
                 self.auth.bind(self.base_url)  # credentials go to this origin only
                 return
-            failures.append(f"{url}: {describe_error(response)}")
+            failures.append(f"{url}: {describe_error(response, body)}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
 
     def _tls_hint(self, error: httpx.HTTPError) -> str:
@@ -132,15 +223,23 @@ class RegistryClient:
     # -- requests -------------------------------------------------------------------
 
     def request(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
-        """Send one request; a status outside ``expect`` raises RegistryError."""
+        """Send one request; a status outside ``expect`` raises RegistryError.
+
+        The answer comes back closed: its status and headers are there, its body was read
+        (up to 64 KiB, refused past it) and dropped.  The request, answers to its auth
+        challenge and redirects included, has ``ClientOptions.deadline_for`` its body in all.
+        """
         try:
-            response = self._http.request(method, url, **kwargs)
+            response, body = self._exchange(method, url, kwargs)
         except httpx.HTTPError as e:
             raise RegistryError(f"{method} {redact(url)}: {_reason(e)}") from None
+        except httpx.InvalidURL as e:
+            raise RegistryError(f"{method} {redact_text(url)}: invalid URL ({e})") from None
         if response.status_code in expect:
             return response
-        codes = _error_codes(response)
-        message = f"{method} {redact(url)}: {describe_error(response)}"
+        errors = _oci_errors(body)  # parsed once, for the codes and the message
+        codes = _error_codes(errors)
+        message = f"{method} {redact(url)}: {describe_error(response, body, errors)}"
         if response.status_code == 401:
             raise AuthenticationError(
                 f"{self.host}: authentication failed ({message})"
@@ -148,6 +247,60 @@ class RegistryClient:
             )
         headers = {k.lower(): v for k, v in response.headers.items()}
         raise RegistryError(message, status=response.status_code, codes=codes, headers=headers)
+
+    def _exchange(self, method: str, url: str, kwargs: dict[str, Any]) -> tuple[httpx.Response, bytes]:
+        """One request under its deadline and read budget: the closed answer and its body."""
+        cleanup = getattr(self._local, "cleanup", None)
+        if cleanup is None and self._backend.refusing:
+            raise Interrupted()
+        http = self._spare if cleanup is not None else self._http
+        assert http is not None
+        seconds = cleanup if cleanup is not None else self.options.deadline_for(body_size(kwargs))
+        kwargs = dict(kwargs)
+        follow = kwargs.pop("follow_redirects", False)
+        kwargs.setdefault("timeout", self._timeout(seconds))
+        with self._in_flight(), request_scope(seconds) as scope:
+            try:
+                response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
+                body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
+                self._remember_location(response)
+            except httpx.HTTPError as e:
+                # httpx reads an auth-flow answer inside its generator: a failure there keeps
+                # the flow (and a token lock it holds across a yield) alive in the traceback.
+                traceback.clear_frames(e.__traceback__)
+                if cleanup is None and self._backend.refusing:
+                    raise Interrupted() from None
+                if isinstance(e, httpx.TimeoutException) and scope.remaining() < 0.01:
+                    raise httpx.TimeoutException(
+                        f"no complete answer within {_seconds(seconds)} (the request's deadline; see --timeout)"
+                    ) from None
+                raise
+        return response, body
+
+    def _remember_location(self, response: httpx.Response) -> None:
+        """Before the request counts as ended: where an upload goes on (see moved_to)."""
+        location = response.headers.get("Location")
+        if response.request.method not in ("PATCH", "GET") or response.status_code not in (202, 204) or not location:
+            return
+        try:
+            following = str(response.request.url.join(location))
+        except httpx.InvalidURL:
+            return
+        with self._idle:
+            if len(self._moved) >= 4096:
+                self._moved.pop(next(iter(self._moved)))
+            self._moved[str(response.request.url)] = following
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     def idempotent(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
         """``request`` for requests that may simply be sent again: retried when transient."""
@@ -164,8 +317,39 @@ class RegistryClient:
 
 
 def redact(url: str | httpx.URL) -> str:
-    u = httpx.URL(str(url))
+    try:
+        u = httpx.URL(str(url))
+    except httpx.InvalidURL:
+        return redact_text(str(url))
     return str(u.copy_with(query=None, fragment=None)) + ("?…" if u.query else "")
+
+
+def redact_text(url: str) -> str:
+    """A URL httpx cannot parse, shown without its query and at most 200 characters."""
+    head, sep, _ = str(url).partition("?")
+    head = "".join(c if c.isprintable() else "?" for c in head)[:200]
+    return head + ("?…" if sep else "")
+
+
+def _read(response: httpx.Response, limit: int, what: str) -> bytes:
+    """``read_bounded``, with the status of the answer in its error: an endless 200 is not
+    worth another try, an endless 503 is."""
+    try:
+        return read_bounded(response, limit, what)
+    except RegistryError as e:
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        raise RegistryError(str(e), status=response.status_code, headers=headers) from None
+
+
+def _key(url: str) -> str:
+    try:
+        return str(httpx.URL(url))
+    except httpx.InvalidURL:
+        return url
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3g}s" if value < 100 else f"{value:.0f}s"
 
 
 def _reason(e: httpx.HTTPError) -> str:
@@ -173,28 +357,41 @@ def _reason(e: httpx.HTTPError) -> str:
     return text.splitlines()[0]
 
 
-def _error_codes(response: httpx.Response) -> tuple[str, ...]:
-    try:
-        errors = json.loads(response.content).get("errors") or []
-        return tuple(str(e.get("code")) for e in errors if isinstance(e, dict))
-    except Exception:
-        return ()
-
-
-def describe_error(response: httpx.Response) -> str:
-    """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text."""
-    head = f"{response.status_code} {response.reason_phrase}".strip()
-    body = response.content[:8192].decode("utf-8", "replace")
-    detail = ""
+def _oci_errors(body: bytes) -> list[dict] | None:
+    """The ``errors`` of an OCI error body; None when the body is not one."""
     try:
         errors = json.loads(body).get("errors") or []
-        detail = "; ".join(
-            f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors if isinstance(e, dict)
-        )
-    except Exception:
-        title = re.search(r"<title>(.*?)</title>", body, re.I | re.S)
-        text = title[1] if title else re.sub(r"<[^>]+>", " ", body)
-        detail = " ".join(text.split())[:160]
+    except Exception:  # not JSON, not an object, nested too deep…
+        return None
+    return [e for e in errors[:100] if isinstance(e, dict)] if isinstance(errors, list) else None
+
+
+def _error_codes(errors: list[dict] | None) -> tuple[str, ...]:
+    return tuple(str(e.get("code"))[:100] for e in errors or ())
+
+
+def describe_error(response: httpx.Response, body: bytes | None = None, errors: list[dict] | None = None) -> str:
+    """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text.
+    ``body``: the answer's body as read (bounded); None: the response's, if it was read.
+    ``errors``: its ``_oci_errors``, when the caller has parsed them already."""
+    head = f"{response.status_code} {response.reason_phrase}".strip()
+    if body is None:
+        try:
+            body = response.content
+        except httpx.ResponseNotRead:
+            body = b""
+    raw = body[:8192]
+    text = raw.decode("utf-8", "replace")
+    junk = sum(1 for c in text if c == "\ufffd" or (not c.isprintable() and c not in "\t\n\r"))
+    if errors is None:
+        errors = _oci_errors(body)
+    if errors is not None:
+        detail = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors)
+    elif junk > len(text) // 20:  # not text (compressed, binary): say so, show none of it
+        detail = f"{len(raw)}{'+' if len(raw) == 8192 else ''} bytes that are not text"
+    else:
+        title = re.search(r"<title>(.*?)</title>", text, re.I | re.S)
+        detail = " ".join((title[1] if title else re.sub(r"<[^>]+>", " ", text)).split())[:160]
     # Whatever a server sends is untrusted: no control characters reach the terminal.
     detail = " ".join("".join(c if c.isprintable() else " " for c in detail).split())[:300]
     head = "".join(c for c in head if c.isprintable())

@@ -142,12 +142,18 @@ class BlobUploader:
 
     def abort(self) -> None:
         """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
-        when the threads that own them may be stuck waiting on the registry."""
+        when the threads that own them may be stuck waiting on the registry.  The requests
+        in flight end (or are cut, after ``client.interrupt``'s grace) first: a DELETE that
+        overtakes a PATCH, or carries the state from before it, leaves the upload in the
+        CNCF registry's storage.  Each DELETE goes where the upload's last answer said."""
         with self._lock:
             self._aborted = True
             sessions = list(self._open.values())
-        for session in sessions:
-            self._cancel(session, timeout=5.0)
+            self._open.clear()  # ours to cancel: the stopping threads must not DELETE them too
+        self.client.interrupt()
+        with self.client.cleanup():
+            for session in sessions:
+                self._delete(self.client.moved_to(session.location))
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
