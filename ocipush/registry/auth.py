@@ -174,6 +174,21 @@ class RegistryAuth(httpx.Auth):
     def is_registry(self, url: httpx.URL) -> bool:
         return origin_of(url) in self._origins
 
+    def sync_auth_flow(self, request: httpx.Request) -> Flow:
+        """httpx's own driver, but the inner flow is closed when httpx closes this one: a
+        request that fails mid-flow (a token answer cut or refused) must release the token
+        lock ``_prepare`` holds across its ``yield`` now, not when a traceback that keeps
+        the flow alive is collected — the other uploads wait on that lock."""
+        flow = self.auth_flow(request)
+        try:
+            response = yield next(flow)
+            while True:
+                response = yield flow.send(response)
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
     def auth_flow(self, request: httpx.Request) -> Flow:
         if not self.is_registry(request.url):  # object storage, a presigned URL: nothing of ours
             request.headers.pop("Authorization", None)

@@ -20,7 +20,6 @@ import functools
 import json
 import re
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,9 +264,6 @@ class RegistryClient:
                 body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
                 self._remember_location(response)
             except httpx.HTTPError as e:
-                # httpx reads an auth-flow answer inside its generator: a failure there keeps
-                # the flow (and a token lock it holds across a yield) alive in the traceback.
-                traceback.clear_frames(e.__traceback__)
                 if cleanup is None and self._backend.refusing:
                     raise Interrupted() from None
                 if isinstance(e, httpx.TimeoutException) and scope.remaining() < 0.01:
