@@ -7,7 +7,8 @@ from ..errors import UploadError
 from ..reference import Reference
 from ..registry.client import ClientOptions, RegistryClient, redact
 from ..registry.retry import RetryPolicy
-from ..registry.upload import BlobContent, BlobUploader, HostLimits, UploadOutcome
+from ..registry.chunks import HostLimits
+from ..registry.upload import BlobContent, BlobUploader, UploadOutcome
 from ..report import Reporter
 
 __all__ = ["RegistryDestination"]

@@ -1,4 +1,4 @@
-"""Chunk arithmetic for the chunked upload: pure functions, no I/O.
+"""Chunk arithmetic for the chunked upload: pure functions and the limits learnt, no I/O.
 
 Rules (distribution-spec 1.1 plus what serverless registries require):
 - a chunk is a ``Content-Range`` of ``start-end``, inclusive, starting at 0, in order;
@@ -14,9 +14,12 @@ grammars of ``headers.py``; what arrives here is already a checked number.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
-__all__ = ["choose_chunk_size", "chunk_ranges", "content_range"]
+from ..errors import UploadError
+
+__all__ = ["HostLimits", "choose_chunk_size", "chunk_ranges", "content_range"]
 
 
 def choose_chunk_size(requested: int | None, minimum: int | None, maximum: int | None) -> int | None:
@@ -48,3 +51,29 @@ def chunk_ranges(size: int, chunk: int | None, start: int = 0) -> Iterator[tuple
 def content_range(offset: int, length: int) -> str:
     """The spec's form: inclusive, no ``bytes `` prefix, no ``/total``."""
     return f"{offset}-{offset + length - 1}"
+
+
+class HostLimits:
+    """What we learnt about the registry's body limit, shared by all uploads of a push."""
+
+    def __init__(self, requested: int | None):
+        self.requested = requested  # the user's --chunk-size
+        self._learnt: int | None = None  # after a 413: the largest size that may pass
+        self._lock = threading.Lock()
+
+    def chunk_size(self, minimum: int | None, maximum: int | None) -> int | None:
+        with self._lock:
+            caps = [c for c in (self.requested, self._learnt) if c]
+        return choose_chunk_size(min(caps) if caps else None, minimum, maximum)
+
+    def too_large(self, size: int, minimum: int | None) -> tuple[int, bool]:
+        """A body of ``size`` got 413: remember half of it (not below the registry's
+        minimum); raise when we cannot go smaller. Returns the size to use from now on,
+        and whether this is the first 413 of the push (the one worth telling the user)."""
+        floor = minimum or 1
+        if size <= floor:
+            raise UploadError(f"the registry refuses bodies of {size} bytes (413), and chunks cannot be smaller")
+        with self._lock:
+            first = self._learnt is None
+            self._learnt = min(self._learnt or size, max(size // 2, floor))
+            return self._learnt, first

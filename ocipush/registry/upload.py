@@ -10,8 +10,8 @@ OCI distribution spec 1.1, as serverless registries need it — under one retry 
 - commit:   ``PUT <location>&digest=…`` with an empty body (serverless-registry fails
             with 500 when the final PUT carries data) → 201 and ``Docker-Content-Digest``.
 
-Every header read here goes through the strict grammars of ``headers.py``: a value that
-does not parse is a one-line ``RegistryError`` naming the header and the request.
+Every header read goes through ``headers.py``'s strict grammars: one that does not
+parse is a one-line ``RegistryError`` naming the header and the request.
 
 When a chunk fails, we ask the registry where the upload stands (``GET <location>`` →
 ``204`` and ``Range``) and go on from there: the chunk again, or the next one when it did
@@ -23,13 +23,11 @@ equal-chunk rule cannot continue, the blob starts again with a new POST.  A ``41
 an unadvertised body limit: the chunk size is halved for the rest of the push to this
 registry and the blob starts again.
 
-Every failed commit ``PUT``, whatever its status, is checked with one ``HEAD`` on the
-blob before it is retried or given up: when the answer to a PUT is lost,
-serverless-registry has already stored the blob and dropped the upload, and answers the
-same PUT again with 500.  A blob that is there, with the size we sent, is committed.
+A failed commit ``PUT`` (any status) is checked with one ``HEAD``: serverless-registry
+stores the blob, then answers a resent PUT with 500; a blob there, our size, is committed.
 
-The bytes come from a ``BlobContent`` that can give any chunk again; it is verified after
-the last chunk and before the commit, so a corrupt source is never committed.
+The bytes come from a ``BlobContent`` that can give any chunk again, verified after the
+last chunk and before the commit: a corrupt source is never committed.
 """
 
 from __future__ import annotations
@@ -46,11 +44,11 @@ from ..digest import Digest
 from ..errors import RegistryError, UploadError
 from . import headers
 from .auth import for_repository
-from .chunks import choose_chunk_size, content_range
+from .chunks import HostLimits, content_range
 from .client import RegistryClient, redact
 from .retry import is_transient
 
-__all__ = ["BlobContent", "BlobUploader", "ChunkBody", "HostLimits", "UploadOutcome"]
+__all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadOutcome"]
 
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
@@ -86,32 +84,6 @@ class UploadOutcome:
     requests: int = 0  # PATCH requests sent, resends included
     chunk_size: int | None = None
     retries: int = 0
-
-
-class HostLimits:
-    """What we learnt about the registry's body limit, shared by all uploads of a push."""
-
-    def __init__(self, requested: int | None):
-        self.requested = requested  # the user's --chunk-size
-        self._learnt: int | None = None  # after a 413: the largest size that may pass
-        self._lock = threading.Lock()
-
-    def chunk_size(self, minimum: int | None, maximum: int | None) -> int | None:
-        with self._lock:
-            caps = [c for c in (self.requested, self._learnt) if c]
-        return choose_chunk_size(min(caps) if caps else None, minimum, maximum)
-
-    def too_large(self, size: int, minimum: int | None) -> tuple[int, bool]:
-        """A body of ``size`` got 413: remember half of it (not below the registry's
-        minimum); raise when we cannot go smaller. Returns the size to use from now on,
-        and whether this is the first 413 of the push (the one worth telling the user)."""
-        floor = minimum or 1
-        if size <= floor:
-            raise UploadError(f"the registry refuses bodies of {size} bytes (413), and chunks cannot be smaller")
-        with self._lock:
-            first = self._learnt is None
-            self._learnt = min(self._learnt or size, max(size // 2, floor))
-            return self._learnt, first
 
 
 @attrs.define
