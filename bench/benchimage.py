@@ -58,13 +58,7 @@ REAL_ROOTS = (
     "/usr/lib",
 )
 
-WORDS = (
-    "def return self import from class if else elif for while in not and or None True "
-    "False try except raise with as yield lambda pass break continue async await print "
-    "len range dict list set tuple str int float bytes value result data path name config "
-    "request response error status = == != ( ) [ ] { } : , . + - * / 0 1 2 3 16 64 256 1024 "
-    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt"
-).split()
+WORDS = ["def", "return", "self", "import", "from", "class", "if", "else", "elif", "for", "while", "in", "not", "and", "or", "None", "True", "False", "try", "except", "raise", "with", "as", "yield", "lambda", "pass", "break", "continue", "async", "await", "print", "len", "range", "dict", "list", "set", "tuple", "str", "int", "float", "bytes", "value", "result", "data", "path", "name", "config", "request", "response", "error", "status", "=", "==", "!=", "(", ")", "[", "]", "{", "}", ":", ",", ".", "+", "-", "*", "/", "0", "1", "2", "3", "16", "64", "256", "1024", "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt"]
 
 
 # -- gzip sink -----------------------------------------------------------------------

@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchimage  # noqa: E402
+
 from tests import services  # noqa: E402
 
 MiB = 1 << 20
@@ -362,7 +363,7 @@ class Bench:
                 m = pushed_manifest(registry_host, repo, tag)
                 s.pushed_size = sum(layer["size"] for layer in m.get("layers", []))
                 s.media_types = sorted({layer["mediaType"].rsplit(".", 1)[-1] for layer in m.get("layers", [])})
-            except Exception as e:  # noqa: BLE001 - recorded, not fatal
+            except Exception as e:
                 s.error = f"cannot read the pushed manifest: {e}"
         self.record(s)
         return s
@@ -575,7 +576,7 @@ class Bench:
                              f"import importlib.metadata as m; print(m.version('{lib}'))"])
         fstype = out(["stat", "-f", "-c", "%T", str(self.workdir)])
         return {
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": os.cpu_count(),
             "cpu": f"{model[1] if model else '?'}" + (f" ({float(mhz[1]):.0f} MHz)" if mhz else ""),
             "memory": f"{int(mem[1]) / (1 << 20):.1f} GiB" if mem else "?",

@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from . import __version__
 from .cache import BlobCache
 from .compression import FORMATS
+from .destinations import parse_destination
 from .errors import OcipushError, UsageError
 from .plan import Compression
-from .registry.retry import RetryPolicy
-from .destinations import parse_destination
 from .push import PushOptions, push
 from .registry.auth import Credentials
+from .registry.retry import RetryPolicy
 from .registry.transport import Interrupted
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
 from .units import parse_duration, parse_size

@@ -26,7 +26,7 @@ try:  # ISA-L: the same gzip, inflated about twice as fast as zlib
 except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
     from gzip import GzipFile as _GzipFile
 
-__all__ = ["Codec", "FORMATS", "check_level", "decompressing_reader", "detect", "encoder"]
+__all__ = ["FORMATS", "Codec", "check_level", "decompressing_reader", "detect", "encoder"]
 
 FORMATS = ("gzip", "zstd")
 _LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default (podman's defaults)

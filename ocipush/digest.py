@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import attrs
 
+import attrs
 
 __all__ = ["Digest"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import attrs
 
 from . import mediatypes
-from .cache import BlobCache, CacheKey, CachedBlob
+from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import check_level
 from .content import FileContent, StreamContent
 from .destinations import Destination, LocalReference, open_destination, parse_destination

@@ -15,7 +15,7 @@ import attrs
 from .digest import Digest
 from .errors import UsageError
 
-__all__ = ["Reference", "DOCKER_HUB", "DEFAULT_TAG", "check_printable", "check_spec", "is_loopback_host"]
+__all__ = ["DEFAULT_TAG", "DOCKER_HUB", "Reference", "check_printable", "check_spec", "is_loopback_host"]
 
 DOCKER_HUB = "docker.io"
 DEFAULT_TAG = "latest"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.imagegen import LayerSpec, make_layout  # noqa: E402
-from tests.services import skopeo_copy, skopeo_pull, start_proxy, start_registry  # noqa: E402
+from tests.imagegen import LayerSpec, make_layout
+from tests.services import skopeo_copy, skopeo_pull, start_proxy, start_registry
 
 
 def step(text: str) -> None:

@@ -29,8 +29,21 @@ from dataclasses import dataclass, field
 from tests.rawhttp import Behaviour, Cut, Endless, Hang, Raw, RawServer, Reply, Request, Trickle
 
 __all__ = [
-    "Cut", "Endless", "Hang", "HostileRegistry", "Raw", "Recorder", "Reply", "Request", "Rule", "Trickle",
-    "PASSWORD", "TOKEN", "USER", "basic", "sha256_digest",
+    "PASSWORD",
+    "TOKEN",
+    "USER",
+    "Cut",
+    "Endless",
+    "Hang",
+    "HostileRegistry",
+    "Raw",
+    "Recorder",
+    "Reply",
+    "Request",
+    "Rule",
+    "Trickle",
+    "basic",
+    "sha256_digest",
 ]
 
 USER = "user"

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from ocipush.errors import AuthenticationError, UsageError
-from ocipush.registry.auth import Credentials
 from ocipush.registry import credentials as credentials_module
+from ocipush.registry.auth import Credentials
 from ocipush.registry.credentials import AuthFiles, normalize_key
 from tests.userconfig import HELPER_LEAK, auth_entry, user_config  # noqa: F401  (a fixture)
 

@@ -16,7 +16,6 @@ from ocipush.registry import tokens as tokens_module
 from ocipush.registry.auth import RegistryAuth, parse_challenges
 from tests.test_auth_flow import ALICE, REALM, REGISTRY
 
-
 # -- what the token service and challenges send is untrusted --------------------------
 
 
@@ -53,11 +52,10 @@ def scripted_client(registry: Scripted) -> httpx.Client:
 
 def test_an_endless_token_answer_is_refused_in_bounded_memory():
     registry = Scripted(lambda s: httpx.Response(200, content=s.stream(b"x" * 65536, 64 * 2**20)))
-    with scripted_client(registry) as http:
-        with pytest.raises(RegistryError, match=(
-                "^registry.example.com: the token service https://auth.example.com/token: "
-                "the answer's body exceeds 1048576 bytes; refused$")) as e:
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+    with scripted_client(registry) as http, pytest.raises(RegistryError, match=(
+            "^registry.example.com: the token service https://auth.example.com/token: "
+            "the answer's body exceeds 1048576 bytes; refused$")) as e:
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert e.value.exit_code == 4 and e.value.status == 200  # not retried as "no answer"
     assert registry.produced <= 2 * 2**20
 
@@ -65,9 +63,8 @@ def test_an_endless_token_answer_is_refused_in_bounded_memory():
 def test_an_endless_401_body_is_read_bounded():
     registry = Scripted(lambda s: httpx.Response(200, json={"token": "t"}),
                         registry_401_body=lambda s: s.stream(b"y" * 65536, 64 * 2**20))
-    with scripted_client(registry) as http:
-        with pytest.raises(RegistryError, match="exceeds 65536 bytes; refused$"):
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+    with scripted_client(registry) as http, pytest.raises(RegistryError, match="exceeds 65536 bytes; refused$"):
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert registry.produced <= 2**20
 
 
@@ -93,9 +90,8 @@ BAD_TOKEN_ANSWERS = [
 @pytest.mark.parametrize("body, why", BAD_TOKEN_ANSWERS)
 def test_a_token_answer_is_parsed_strictly(body, why):
     registry = Scripted(lambda s: httpx.Response(200, content=body))
-    with scripted_client(registry) as http:
-        with pytest.raises(RegistryError) as e:
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+    with scripted_client(registry) as http, pytest.raises(RegistryError) as e:
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     message = str(e.value)
     assert message.startswith("registry.example.com: the token service https://auth.example.com/token answered "
                               "200 OK without a usable token: ") and why in message, message
@@ -128,11 +124,10 @@ def test_expires_in_is_clamped(expires_in, renewed_after, monkeypatch):
 def test_a_realm_that_is_not_an_http_url_is_a_clean_error(realm):
     challenge = 'Bearer realm="' + realm.replace("\\", "\\\\").replace('"', '\\"') + '",service="r"'
     registry = Scripted(lambda s: httpx.Response(200, json={"token": "t"}), challenge=challenge)
-    with scripted_client(registry) as http:
-        with pytest.raises(RegistryError, match=(
-                r"^registry\.example\.com: its Bearer challenge names the realm '.{0,125}', "
-                r"which is not an http\(s\) URL$")) as e:
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+    with scripted_client(registry) as http, pytest.raises(RegistryError, match=(
+            r"^registry\.example\.com: its Bearer challenge names the realm '.{0,125}', "
+            r"which is not an http\(s\) URL$")) as e:
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert e.value.exit_code == 4 and registry.token_calls == 0
 
 

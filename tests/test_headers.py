@@ -5,7 +5,7 @@ names the header — never a traceback, never NaN, never a wait past the cap."""
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -65,7 +65,7 @@ def test_chunk_length_is_positive_or_a_clean_error(value):
     assert 0 < length < 10**18
 
 
-NOW = datetime(2026, 11, 30, 4, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 30, 4, 0, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize(

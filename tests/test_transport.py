@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from ocipush.errors import RegistryError
 from ocipush.registry.client import ClientOptions, RegistryClient
-from ocipush.registry.transport import CancellableBackend, READ_BUDGET, bounded_transport, request_scope
+from ocipush.registry.transport import READ_BUDGET, CancellableBackend, bounded_transport, request_scope
 from tests.imagegen import LayerSpec, make_layout
 from tests.userconfig import user_config  # noqa: F401  (a fixture: a home of its own for the child)
 
@@ -283,7 +283,7 @@ def test_interrupt_stops_a_request_in_flight_from_another_thread():
             def ask() -> None:
                 try:
                     client.request("GET", client.url("/v2/"), expect=(200,))
-                except BaseException as e:  # noqa: B036 - Interrupted is a KeyboardInterrupt
+                except BaseException as e:
                     errors.append(e)
 
             thread = threading.Thread(target=ask)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..digest import Digest
 from ..errors import UploadError
 from ..reference import Reference
+from ..registry.chunks import HostLimits
 from ..registry.client import ClientOptions, RegistryClient, redact
 from ..registry.retry import RetryPolicy
-from ..registry.chunks import HostLimits
 from ..registry.upload import BlobContent, BlobUploader, UploadOutcome
 from ..report import Reporter
 

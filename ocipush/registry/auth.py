@@ -41,7 +41,12 @@ from .headers import BODY_LIMITS, read_bounded
 from .tokens import Challenge, parse_challenges, parse_realm, parse_token_answer, printable
 
 __all__ = [
-    "Challenge", "Credentials", "REPOSITORY_EXTENSION", "RegistryAuth", "Scope", "for_repository",
+    "REPOSITORY_EXTENSION",
+    "Challenge",
+    "Credentials",
+    "RegistryAuth",
+    "Scope",
+    "for_repository",
     "parse_challenges",
 ]
 

@@ -34,8 +34,15 @@ from .credentials import AuthFiles
 from .headers import BODY_LIMITS, read_bounded
 from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
 from .tls import registry_tls
-from .transport import (CancellableBackend, Interrupted, body_size, bounded_transport, environment_proxies,
-                        keep_raw, request_scope)
+from .transport import (
+    CancellableBackend,
+    Interrupted,
+    body_size,
+    bounded_transport,
+    environment_proxies,
+    keep_raw,
+    request_scope,
+)
 
 __all__ = ["CLEANUP_DEADLINE", "INTERRUPT_GRACE", "ClientOptions", "RegistryClient", "describe_error", "redact"]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 
@@ -137,7 +137,7 @@ def retry_after(value: str | None, now: float) -> float | None:
     day, month, year, hour, minute, second = match.groups()
     try:
         when = datetime(int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second),
-                        tzinfo=timezone.utc)
+                        tzinfo=UTC)
     except ValueError:  # 31 Feb, hour 25, year 0000
         return None
     delay = when.timestamp() - now

@@ -19,7 +19,7 @@ import attrs
 from ..errors import AuthenticationError, RegistryError, UsageError
 from . import headers
 
-__all__ = ["RetryPolicy", "TRANSIENT_STATUSES", "is_transient", "retry_after"]
+__all__ = ["TRANSIENT_STATUSES", "RetryPolicy", "is_transient", "retry_after"]
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_EXPONENT = 62  # 2**62 × any delay is past every cap; a larger exponent only risks overflow

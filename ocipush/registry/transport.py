@@ -38,9 +38,9 @@ from ..errors import OcipushError
 from .headers import strict_int
 
 __all__ = [
+    "READ_BUDGET",
     "CancellableBackend",
     "Interrupted",
-    "READ_BUDGET",
     "RequestScope",
     "bind",
     "body_size",

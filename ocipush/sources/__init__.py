@@ -13,12 +13,12 @@ from .store import DirStore
 from .tarindex import open_tar
 
 __all__ = [
+    "MAX_MANIFEST_SIZE",
+    "TRANSPORTS",
     "DockerArchive",
     "ImageNode",
-    "MAX_MANIFEST_SIZE",
     "OCILayout",
     "Source",
-    "TRANSPORTS",
     "load_image",
     "open_source",
 ]

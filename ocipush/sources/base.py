@@ -17,9 +17,9 @@ from ..mediatypes import is_foreign_layer, is_index, is_manifest
 from ..models import Descriptor, Index, Manifest, parse_manifest
 
 __all__ = [
-    "ImageNode",
     "MAX_INDEX_DEPTH",
     "MAX_MANIFEST_SIZE",
+    "ImageNode",
     "Source",
     "load_image",
     "parse_position",
