@@ -7,9 +7,9 @@ request-body limit, optionally recompressed to zstd on the way.
     print(result.reference)   # registry.example.com/team/img@sha256:…
 """
 
-__version__ = "0.1.0"
-
+from .__version__ import __version__ as __version__
 from .cache import BlobCache
+from .compression import Compression
 from .digest import Digest
 from .errors import (
     AuthenticationError,
@@ -22,7 +22,6 @@ from .errors import (
     UsageError,
 )
 from .models import Descriptor, Index, Manifest, Platform
-from .plan import Compression
 from .push import BlobResult, PushOptions, PushResult, push
 from .reference import Reference
 from .registry.auth import Credentials

@@ -11,13 +11,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
-from . import __version__
+from .__version__ import __version__
 from .cache import BlobCache
-from .compression import FORMATS
+from .compression import FORMATS, Compression
 from .destinations import parse_destination
 from .errors import OcipushError, UsageError
-from .plan import Compression
 from .push import PushOptions, push
 from .registry.auth import Credentials
 from .registry.retry import RetryPolicy
@@ -113,7 +113,7 @@ def _duration(text: str) -> float:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own exit code is 2 too, but with usage noise
+    def error(self, message: str) -> NoReturn:  # argparse's own exit code is 2 too, but with usage noise
         raise UsageError(message)
 
 

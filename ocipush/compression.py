@@ -15,18 +15,21 @@ read → decompress → compress in bounded blocks, never whole.
 from __future__ import annotations
 
 import zlib
-from typing import BinaryIO, Protocol
+from collections.abc import Callable
+from typing import Any, BinaryIO, Protocol, cast
 
+import attrs
 import zstandard
 
 from .errors import UsageError
 
+_GzipFile: Callable[..., Any]  # a gzip reader class: ISA-L's when installed, the standard library's otherwise
 try:  # ISA-L: the same gzip, inflated about twice as fast as zlib
     from isal.igzip import IGzipFile as _GzipFile
 except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
     from gzip import GzipFile as _GzipFile
 
-__all__ = ["FORMATS", "Codec", "check_level", "decompressing_reader", "detect", "encoder"]
+__all__ = ["FORMATS", "Codec", "Compression", "check_level", "decompressing_reader", "detect", "encoder"]
 
 FORMATS = ("gzip", "zstd")
 _LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default (podman's defaults)
@@ -36,6 +39,14 @@ _MAGIC = {
     b"\xfd7zXZ\x00": "xz",
     b"BZh": "bzip2",
 }
+
+
+@attrs.frozen
+class Compression:
+    """The user's choice for layers (``--compression-format``, ``--compression-level``)."""
+
+    format: str | None = None  # "gzip", "zstd", or None: keep compressed layers as they are
+    level: int | None = None
 
 
 class Codec(Protocol):
@@ -111,9 +122,9 @@ def decompressing_reader(raw: BinaryIO, fmt: str | None) -> BinaryIO:
     if fmt is None:
         return raw
     if fmt == "gzip":  # concatenated members are one valid stream (pigz writes them)
-        return _GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return cast(BinaryIO, _GzipFile(fileobj=raw, mode="rb"))
     if fmt == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[return-value]
+        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True))
     raise ValueError(f"{fmt} layers are not supported")
 
 

@@ -16,19 +16,13 @@ from typing import Protocol
 import attrs
 
 from . import mediatypes
-from .compression import check_level
+from .compression import Compression, check_level
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .models import Descriptor, Manifest
 from .sources.base import ImageNode
 
-__all__ = ["BlobJob", "Compression", "PushPlan", "make_plan"]
-
-
-@attrs.frozen
-class Compression:
-    format: str | None = None  # "gzip", "zstd", or None: keep compressed layers as they are
-    level: int | None = None
+__all__ = ["BlobJob", "PushPlan", "make_plan"]
 
 
 @attrs.frozen
@@ -63,12 +57,11 @@ def make_plan(
     diff_ids: dict[Digest, list[Digest]] | None = None,
 ) -> PushPlan:
     """``diff_ids`` maps each image config's digest to its ``rootfs.diff_ids``."""
-    if destination.digest is not None:
-        if destination.digest != image.descriptor.digest:
-            raise UsageError(
-                f"destination {destination} names digest {destination.digest}, "
-                f"but the source image is {image.descriptor.digest}"
-            )
+    if destination.digest is not None and destination.digest != image.descriptor.digest:
+        raise UsageError(
+            f"destination {destination} names digest {destination.digest}, "
+            f"but the source image is {image.descriptor.digest}"
+        )
     if compression.level is not None:
         check_level(compression.format or "gzip", compression.level)  # fail before any upload
     diff_ids = diff_ids or {}

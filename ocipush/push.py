@@ -17,28 +17,29 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import attrs
 
 from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
-from .compression import check_level
-from .content import FileContent, StreamContent
+from .compression import Compression, check_level
+from .content import FileContent, Position
 from .destinations import Destination, LocalReference, open_destination, parse_destination
 from .digest import Digest
 from .errors import SourceError, UsageError
+from .events import Events, Silent
 from .models import Descriptor, Manifest
-from .plan import BlobJob, Compression, PushPlan, make_plan
+from .plan import BlobJob, PushPlan, make_plan
 from .reference import Reference
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
-from .report import Reporter
 from .rewrite import rewrite
 from .sources import Source, load_image, open_source
 from .sources.base import read_verified
+from .transcode import TranscodedContent
 
 __all__ = ["BlobResult", "PushOptions", "PushResult", "push"]
 
@@ -89,20 +90,22 @@ def push(
     source: Source | str,
     destination: Reference | LocalReference | str,
     options: PushOptions = PushOptions(),
-    reporter: Reporter | None = None,
+    reporter: Events | None = None,
 ) -> PushResult:
+    """Push ``source`` to ``destination``, telling ``reporter`` (a ``report.Reporter``, or
+    any ``events.Events``) what happens; nothing is said without one."""
     started = time.monotonic()
-    reporter = reporter or Reporter()
+    events: Events = reporter or Silent()
     if isinstance(destination, str):
         destination = parse_destination(destination)
     if isinstance(source, str):
         with open_source(source) as opened:
-            return _push(opened, destination, options, reporter, started)
-    return _push(source, destination, options, reporter, started)
+            return _push(opened, destination, options, events, started)
+    return _push(source, destination, options, events, started)
 
 
 def _push(
-    source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Reporter, started: float
+    source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Events, started: float
 ) -> PushResult:
     if options.manifest_format == "v2s2" and options.compression.format == "zstd":
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
@@ -124,7 +127,7 @@ def _push(
     ) as target:
         # 3. connected (or the layout directory is ready)
         if options.dry_run:
-            return _dry_run(plan, target, options, started, reporter.note)
+            return _dry_run(plan, destination, target, options, started, reporter.note)
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
@@ -133,7 +136,9 @@ def _push(
         manifests = rewrite(image, new, fmt)  # 5. manifests
         root = manifests[-1].descriptor
         if destination.digest is not None and destination.digest != root.digest:
-            raise UsageError(f"destination {destination} names a digest, but the pushed manifest would be {root.digest}")
+            raise UsageError(
+                f"destination {destination} names a digest, but the pushed manifest would be {root.digest}"
+            )
         for m in manifests:
             ref = str(m.descriptor.digest)
             if m is manifests[-1] and destination.tag:
@@ -146,13 +151,18 @@ def _push(
 
 
 def _dry_run(
-    plan: PushPlan, target: Destination, options: PushOptions, started: float, note: Callable[[str], None]
+    plan: PushPlan,
+    destination: Reference | LocalReference,
+    target: Destination,
+    options: PushOptions,
+    started: float,
+    note: Callable[[str], None],
 ) -> PushResult:
     """What stage 4 would do, found with HEAD requests alone."""
     blobs = []
     for job in plan.jobs:
         desc, action = job.source, "would upload"
-        if job.transforms:
+        if job.target is not None:  # job.transforms
             level = check_level(job.target, options.compression.level)
             key = _cache_key(options.cache, job, level)
             cached = options.cache.lookup(key, note) if key and options.cache else None
@@ -163,7 +173,7 @@ def _dry_run(
         blobs.append(BlobResult(desc, desc, action))
     changes = options.manifest_format or any(j.transforms for j in plan.jobs)
     digest = None if changes else plan.image.descriptor.digest  # unknown until rewritten
-    reference = plan.destination.with_digest(digest) if digest else plan.destination
+    reference = destination.with_digest(digest) if digest else destination
     return PushResult(reference, digest, tuple(blobs), time.monotonic() - started, dry_run=True)
 
 
@@ -188,7 +198,7 @@ def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
 class _Blobs:
     """Stage 4: every job of the plan, ``--jobs`` at a time; the first failure stops all."""
 
-    def __init__(self, source: Source, plan: PushPlan, target: Destination, options: PushOptions, reporter: Reporter):
+    def __init__(self, source: Source, plan: PushPlan, target: Destination, options: PushOptions, reporter: Events):
         self.source = source
         self.plan = plan
         self.target = target
@@ -213,13 +223,13 @@ class _Blobs:
             self._stop(futures)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        errors = [f.exception() for f in futures if not f.cancelled() and f.exception()]
+        errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
         if errors:
             # The first real error, not a _Cancelled raised in a sibling because of it.
             raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
         return tuple(f.result() for f in futures)
 
-    def _stop(self, futures) -> None:
+    def _stop(self, futures: list[Future[BlobResult]]) -> None:
         self.stop.set()
         for f in futures:
             f.cancel()
@@ -236,7 +246,7 @@ class _Blobs:
         self.reporter.blob_finished(desc, result.action, detail.strip())
         return result
 
-    def _position(self, desc: Descriptor, state: str):
+    def _position(self, desc: Descriptor, state: str) -> Position:
         started = False
 
         def on_position(offset: int) -> None:
@@ -252,7 +262,8 @@ class _Blobs:
 
     def _as_is(self, job: BlobJob) -> BlobResult:
         desc = job.source
-        content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc))
+        what = self.source.describe_blob(desc)
+        content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, what)
         content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content)
         return BlobResult(desc, desc, outcome.action, outcome.requests, outcome.retries)
@@ -268,7 +279,7 @@ class _Blobs:
             action, cached = reused
             pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size)
             return BlobResult(desc, pushed, action)
-        content = StreamContent(
+        content = TranscodedContent(
             lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
             diff_id=job.diff_id, target=target, level=level,
         )

@@ -1,6 +1,7 @@
-"""What a push tells the user while it runs. The orchestrator calls a ``Reporter``; the
-CLI picks one: live bars on a terminal, one plain line per event otherwise, nothing with
-``--quiet``. Everything goes to stderr; only the result goes to stdout."""
+"""What a push tells the user while it runs. The orchestrator and the destinations tell
+an ``events.Events`` (a Protocol below them: they never import this module); every
+``Reporter`` here satisfies it, and the CLI picks one: live bars on a terminal, one plain
+line per event otherwise, nothing with ``--quiet``. Everything goes to stderr; only the result goes to stdout."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from .models import Descriptor
 from .units import format_size
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from .push import PushResult
 
 __all__ = ["LineReporter", "ProgressReporter", "Reporter", "plan_text", "summary_json"]
 
 
 class Reporter:
-    """The silent reporter, and the interface: every method may be called from any thread.
+    """The silent reporter, the base of the others; an ``events.Events``. Every method may
+    be called from any thread.
 
     A blob goes through states: ``checking`` (does the registry have it?), then
     ``uploading`` or ``compressing`` (compressed while it uploads), then a final action:
@@ -95,15 +99,16 @@ class ProgressReporter(Reporter):
             console=Console(file=stream),
             transient=False,
         )
-        self._tasks: dict[str, int] = {}
+        self._tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
         self._progress.start()
 
-    def _task(self, desc: Descriptor) -> int:
+    def _task(self, desc: Descriptor) -> TaskID:
         key = str(desc.digest)
         with self._lock:
             if key not in self._tasks:
-                self._tasks[key] = self._progress.add_task(f"blob {desc.digest.short}", total=desc.size, state="waiting")
+                task = self._progress.add_task(f"blob {desc.digest.short}", total=desc.size, state="waiting")
+                self._tasks[key] = task
             return self._tasks[key]
 
     def blob_state(self, desc: Descriptor, state: str) -> None:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from ocipush.cache import BlobCache, CacheKey, _checksum
 from ocipush.cli import main
+from ocipush.compression import Compression
 from ocipush.digest import Digest
-from ocipush.plan import Compression
 from ocipush.push import PushOptions, push
 from ocipush.registry.retry import RetryPolicy
 from ocipush.report import Reporter

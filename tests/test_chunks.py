@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ocipush.registry.chunks import choose_chunk_size, chunk_ranges, content_range
+from ocipush.chunks import choose_chunk_size, chunk_ranges, content_range
 from ocipush.registry.headers import parse_range
 from ocipush.units import parse_size
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from ocipush import compression, mediatypes
 from ocipush.cache import BlobCache
-from ocipush.content import StreamContent
 from ocipush.digest import Digest
 from ocipush.errors import BlobVerificationError, SourceError
 from ocipush.models import Descriptor, parse_manifest
 from ocipush.rewrite import rewrite
 from ocipush.sources.base import ImageNode
+from ocipush.transcode import TranscodedContent
 
 
 def small_tar(files: dict[str, bytes]) -> bytes:
@@ -33,7 +33,7 @@ def small_tar(files: dict[str, bytes]) -> bytes:
 
 
 def recompress(blob: bytes, target: str | None, chunk: int | None = None, diff_id: Digest | None = None, level=None):
-    content = StreamContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "layer L",
+    content = TranscodedContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "layer L",
                             diff_id=diff_id, target=target, level=level)
     chunks = [b"".join(c) for c in content.chunks(chunk)]
     return b"".join(chunks), content.finish(), chunks
@@ -61,7 +61,7 @@ def test_recompression_round_trips_deterministically(tar, source_format, target,
 
 def test_a_chunk_can_be_read_again():
     tar = small_tar({"a": b"x" * 50_000})
-    content = StreamContent(lambda: io.BytesIO(tar), Digest.of(tar), len(tar), "L", diff_id=None, target="gzip")
+    content = TranscodedContent(lambda: io.BytesIO(tar), Digest.of(tar), len(tar), "L", diff_id=None, target="gzip")
     for chunk in content.chunks(1000):
         assert b"".join(chunk) == b"".join(chunk)
 
@@ -74,7 +74,7 @@ def test_diff_id_mismatch_names_the_layer():
 
 def test_corrupt_source_refused():
     blob = bytearray(gzip.compress(small_tar({"a": b"hello" * 1000})))
-    content = StreamContent(lambda: io.BytesIO(bytes(blob)), Digest.of(bytes(blob)), len(blob), "layer L",
+    content = TranscodedContent(lambda: io.BytesIO(bytes(blob)), Digest.of(bytes(blob)), len(blob), "layer L",
                             diff_id=None, target="zstd")
     blob[len(blob) // 2] ^= 0xFF  # the opener now reads damaged bytes
     with pytest.raises(BlobVerificationError, match="layer L"):
@@ -217,7 +217,7 @@ def test_zero_bomb_is_decompressed_in_bounded_blocks(monkeypatch):
 def test_bytes_after_the_stream_are_part_of_the_digest():
     tar = small_tar({"a": b"x" * 1000})
     blob = gzip.compress(tar)
-    content = StreamContent(lambda: io.BytesIO(blob + b"\0" * 10), Digest.of(blob), len(blob), "layer L",
+    content = TranscodedContent(lambda: io.BytesIO(blob + b"\0" * 10), Digest.of(blob), len(blob), "layer L",
                             diff_id=None, target="zstd")
     with pytest.raises(BlobVerificationError, match="layer L"):
         for chunk in content.chunks(None):
@@ -230,7 +230,7 @@ def test_stopping_early_ends_the_worker_threads():
     tar = small_tar({"a": bytes(range(256)) * 20_000})
     blob = gzip.compress(tar, 1)
     before = threading.active_count()
-    content = StreamContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "L", diff_id=None, target="zstd")
+    content = TranscodedContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "L", diff_id=None, target="zstd")
     chunks = content.chunks(10_000)
     b"".join(next(chunks))
     chunks.close()  # the uploader gave up after one chunk

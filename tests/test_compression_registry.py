@@ -12,7 +12,7 @@ import zstandard
 
 from ocipush.cache import BlobCache
 from ocipush.cli import main
-from ocipush.plan import Compression
+from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
 from tests.test_push_registry import registry_manifest

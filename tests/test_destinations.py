@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ocipush.cli import main
-from ocipush.plan import Compression
+from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
 from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout
 from tests.services import skopeo_copy, skopeo_inspect

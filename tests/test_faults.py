@@ -10,7 +10,7 @@ import random
 import pytest
 
 from ocipush.cache import BlobCache
-from ocipush.plan import Compression
+from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
 from ocipush.registry.retry import RetryPolicy
 from tests.faultproxy import html_error_page

@@ -12,13 +12,14 @@ import threading
 
 import pytest
 
-from ocipush import content as content_module
 from ocipush import localfile
-from ocipush.content import FileContent, StreamContent
+from ocipush import transcode as transcode_module
+from ocipush.content import FileContent
 from ocipush.digest import Digest
 from ocipush.errors import LocalIOError, SourceError
 from ocipush.localfile import NotRegularFile, open_regular, read_regular
 from ocipush.sources.store import DirStore
+from ocipush.transcode import TranscodedContent
 
 
 def _in_thread(call, timeout: float = 10.0):
@@ -120,9 +121,9 @@ def test_a_full_tmpdir_while_spilling_is_a_local_io_error(tmp_path, monkeypatch)
     layer = gzip.compress(os.urandom(3 << 20), compresslevel=1)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(
-        content_module.tempfile, "SpooledTemporaryFile", lambda max_size: _FailingFile(b"", errno.ENOSPC, 1 << 20)
+        transcode_module.tempfile, "SpooledTemporaryFile", lambda max_size: _FailingFile(b"", errno.ENOSPC, 1 << 20)
     )
-    stream = StreamContent(
+    stream = TranscodedContent(
         lambda: io.BytesIO(layer), Digest.of(layer), len(layer), "blob L (img/l)", diff_id=None, target="zstd"
     )
     with pytest.raises(LocalIOError) as caught:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..events import Notes
 from ..reference import Reference, check_printable, check_spec
 from ..registry.client import ClientOptions
 from ..registry.retry import RetryPolicy
-from ..report import Reporter
 from .base import Destination, LocalReference
 from .layout import ArchiveDestination, LayoutDestination
 from .registry import RegistryDestination
@@ -49,12 +49,12 @@ def open_destination(
     options: ClientOptions,
     retry: RetryPolicy,
     chunk_size: int | None,
-    reporter: Reporter,
+    events: Notes,
     *,
     dry_run: bool = False,
-):
+) -> LayoutDestination | ArchiveDestination | RegistryDestination:
     """A context manager giving a ready ``Destination`` (connected, or its directory made;
     with ``dry_run``, local destinations are only looked at)."""
     if isinstance(destination, LocalReference):
         return _LOCAL[destination.transport](destination.path, destination.tag, dry_run=dry_run)
-    return RegistryDestination(destination, options, retry, chunk_size, reporter)
+    return RegistryDestination(destination, options, retry, chunk_size, events)

@@ -11,8 +11,8 @@ from typing import Protocol
 
 import attrs
 
+from ..content import BlobContent, UploadOutcome
 from ..digest import Digest
-from ..registry.upload import BlobContent, UploadOutcome
 
 __all__ = ["Destination", "LocalReference"]
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from ..digest import Digest
 from ..errors import UsageError, local_io_error
 from ..localfile import NotRegularFile, read_regular
-from ..registry.upload import BlobContent, UploadOutcome
+from ..content import BlobContent, UploadOutcome
 
 __all__ = ["ArchiveDestination", "LayoutDestination"]
 

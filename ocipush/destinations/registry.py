@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+from ..chunks import HostLimits
+from ..content import BlobContent, UploadOutcome
 from ..digest import Digest
 from ..errors import UploadError
+from ..events import Notes
 from ..reference import Reference
-from ..registry.chunks import HostLimits
 from ..registry.client import ClientOptions, RegistryClient, redact
 from ..registry.retry import RetryPolicy
-from ..registry.upload import BlobContent, BlobUploader, UploadOutcome
-from ..report import Reporter
+from ..registry.upload import BlobUploader
 
 __all__ = ["RegistryDestination"]
 
 
 class RegistryDestination:
-    def __init__(self, reference: Reference, options: ClientOptions, retry: RetryPolicy,
-                 chunk_size: int | None, reporter: Reporter):
+    """A repository on a registry: blobs through the chunked uploader, manifests by PUT."""
+
+    def __init__(
+        self, reference: Reference, options: ClientOptions, retry: RetryPolicy, chunk_size: int | None, events: Notes
+    ) -> None:
         self.reference = reference
         self.location = reference.name
         self.client = RegistryClient(reference.api_host, options, loopback=reference.is_loopback, retry=retry)
-        self.client.on_retry = lambda error: reporter.note(f"retrying: {error}")
+        self.client.on_retry = lambda error: events.note(f"retrying: {error}")
         self.uploader = BlobUploader(self.client, reference.repository, HostLimits(chunk_size))
-        self.uploader.on_note = reporter.note
+        self.uploader.on_note = events.note
 
     def __enter__(self) -> RegistryDestination:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 import httpx
 
-from .. import __version__
+from ..__version__ import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles

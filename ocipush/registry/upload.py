@@ -33,18 +33,18 @@ last chunk and before the commit: a corrupt source is never committed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from collections.abc import Callable
 from urllib.parse import quote
 
 import attrs
 import httpx
 
+from ..chunks import HostLimits, content_range
+from ..content import BlobContent, ChunkBody, UploadOutcome
 from ..digest import Digest
 from ..errors import RegistryError, UploadError
 from . import headers
 from .auth import for_repository
-from .chunks import HostLimits, content_range
 from .client import RegistryClient, redact
 from .retry import is_transient
 
@@ -53,37 +53,6 @@ __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadOutcome"]
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
 _GONE_CODES = {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}
-
-
-class ChunkBody(Protocol, Iterable[bytes]):
-    offset: int
-    length: int
-
-    @property
-    def end(self) -> int: ...
-
-
-class BlobContent(Protocol):
-    """What the uploader needs of a blob. ``digest`` may be None until ``finish()``
-    (a stream being compressed); ``chunks`` may be called again to start over."""
-
-    digest: Digest | None
-    size: int | None  # known up front for a file; for a stream, after the last chunk
-
-    def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[ChunkBody]: ...
-
-    def finish(self) -> Digest: ...
-
-    def close(self) -> None: ...
-
-
-@attrs.frozen
-class UploadOutcome:
-    action: str  # "skipped" (the registry had it) or "uploaded"
-    digest: Digest
-    requests: int = 0  # PATCH requests sent, resends included
-    chunk_size: int | None = None
-    retries: int = 0
 
 
 @attrs.define

@@ -6,7 +6,8 @@ blob by descriptor; the walk, the verification and the size limits are shared he
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol, Self
 
 import attrs
 
@@ -58,10 +59,10 @@ class Source(Protocol):
     def close(self) -> None:
         """Release temporary files; streams opened before may not be read after."""
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -78,7 +79,7 @@ class ImageNode:
     def is_index(self) -> bool:
         return isinstance(self.parsed, Index)
 
-    def walk(self):
+    def walk(self) -> Iterator[ImageNode]:
         """Every node, children before their parents (the order a registry accepts them)."""
         for child in self.children:
             yield from child.walk()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from ..errors import UploadError
+from .errors import UploadError
 
 __all__ = ["HostLimits", "choose_chunk_size", "chunk_ranges", "content_range"]
 
