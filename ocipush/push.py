@@ -26,12 +26,12 @@ from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import check_level
 from .content import FileContent, StreamContent
-from .destinations import Destination, LocalReference, open_destination, parse_destination
+from .destinations import Destination, open_destination
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .models import Descriptor, Manifest
 from .plan import BlobJob, Compression, PushPlan, make_plan
-from .reference import Reference
+from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
@@ -74,7 +74,7 @@ class BlobResult:
 
 @attrs.frozen
 class PushResult:
-    reference: Reference | LocalReference  # the destination by digest: what was pushed, exactly
+    reference: DestinationRef  # the destination by digest: what was pushed, exactly
     digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
@@ -87,7 +87,7 @@ class _Cancelled(Exception):
 
 def push(
     source: Source | str,
-    destination: Reference | LocalReference | str,
+    destination: DestinationRef | str,
     options: PushOptions = PushOptions(),
     reporter: Reporter | None = None,
 ) -> PushResult:
@@ -102,7 +102,7 @@ def push(
 
 
 def _push(
-    source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Reporter, started: float
+    source: Source, destination: DestinationRef, options: PushOptions, reporter: Reporter, started: float
 ) -> PushResult:
     if options.manifest_format == "v2s2" and options.compression.format == "zstd":
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
@@ -129,7 +129,7 @@ def _push(
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
         # none): Docker ones are converted unless the user asked for v2s2.
-        fmt = options.manifest_format or ("oci" if isinstance(destination, LocalReference) else None)
+        fmt = options.manifest_format or ("oci" if isinstance(destination, LayoutReference) else None)
         manifests = rewrite(image, new, fmt)  # 5. manifests
         root = manifests[-1].descriptor
         if destination.digest is not None and destination.digest != root.digest:

@@ -35,13 +35,12 @@ from typing import IO
 import attrs
 
 from ..errors import AuthenticationError, UsageError
+from ..reference import DOCKER_HUB, HUB_ALIASES
 from .auth import Credentials
 from .tokens import printable
 
-__all__ = ["AuthFiles", "normalize_key"]
+__all__ = ["AuthFiles", "check_authfile", "normalize_key"]
 
-# Every name Docker Hub goes by in auth files; docker writes the v1 URL.
-_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _HUB_HELPER_SERVER = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT = 60.0  # a helper may ask the user to unlock a keychain
 _HELPER_OUTPUT_LIMIT = 64 * 1024  # an answer is a few hundred bytes of JSON
@@ -55,7 +54,14 @@ def normalize_key(key: str) -> str:
     if stripped != key:
         stripped = stripped.split("/", 1)[0]
     host, sep, path = stripped.rstrip("/").partition("/")
-    return ("docker.io" if host in _HUB_ALIASES else host) + sep + path
+    return (DOCKER_HUB if host in HUB_ALIASES else host) + sep + path
+
+
+def check_authfile(path: str | os.PathLike[str], option: str = "--authfile") -> None:
+    """A file the user names must exist (as in podman); checked before anything else is
+    done, so a typo never reaches a registry."""
+    if not Path(path).is_file():
+        raise UsageError(f"{option} {path}: no such file")
 
 
 @attrs.frozen
@@ -69,8 +75,7 @@ class AuthFiles:
         env = os.environ
         named, option = (authfile, "--authfile") if authfile else (env.get("REGISTRY_AUTH_FILE"), "REGISTRY_AUTH_FILE")
         if named:
-            if not Path(named).is_file():
-                raise UsageError(f"{option} {named}: no such file")
+            check_authfile(named, option)
             return cls((Path(named),))
         home = Path(env.get("HOME") or Path.home())
         runtime = Path(env["XDG_RUNTIME_DIR"]) if env.get("XDG_RUNTIME_DIR") else Path(f"/run/containers/{os.getuid()}")
