@@ -56,12 +56,11 @@ def make_plan(
     diff_ids: dict[Digest, list[Digest]] | None = None,
 ) -> PushPlan:
     """``diff_ids`` maps each image config's digest to its ``rootfs.diff_ids``."""
-    if destination.digest is not None:
-        if destination.digest != image.descriptor.digest:
-            raise UsageError(
-                f"destination {destination} names digest {destination.digest}, "
-                f"but the source image is {image.descriptor.digest}"
-            )
+    if destination.digest is not None and destination.digest != image.descriptor.digest:
+        raise UsageError(
+            f"destination {destination} names digest {destination.digest}, "
+            f"but the source image is {image.descriptor.digest}"
+        )
     if compression.level is not None:
         check_level(compression.format or "gzip", compression.level)  # fail before any upload
     diff_ids = diff_ids or {}

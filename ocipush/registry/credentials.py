@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import io
 import json
 import os
 import re
@@ -30,7 +31,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import attrs
 
@@ -120,7 +121,7 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     return None
 
 
-def _section(doc: dict, name: str, path: Path) -> dict:
+def _section(doc: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     """``auths`` or ``credHelpers``: absent, or an object (a file is the user's, but it may
     be damaged or written by another tool)."""
     section = doc.get(name) or {}
@@ -199,12 +200,12 @@ def _run_bounded(args: list[str], stdin: str, where: str) -> subprocess.Complete
         raise AuthenticationError(f"{where} names the credential helper {args[0]}, which is not on PATH") from None
     except OSError as e:
         raise AuthenticationError(f"{where}: cannot run the credential helper {args[0]}: {e.strerror}") from None
-    outputs = [_BoundedReader(process.stdout, process.kill), _BoundedReader(process.stderr, process.kill)]
+    outputs = [_BoundedReader(_pipe(process.stdout), process.kill), _BoundedReader(_pipe(process.stderr), process.kill)]
     try:
         with contextlib.suppress(OSError):  # a helper may exit without reading its stdin
-            process.stdin.write(stdin.encode())
+            _pipe(process.stdin).write(stdin.encode())
         with contextlib.suppress(OSError):
-            process.stdin.close()
+            _pipe(process.stdin).close()
         process.wait(timeout=_HELPER_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise AuthenticationError(f"{' '.join(args)} {stdin}: no answer in {_HELPER_TIMEOUT:g} s") from None
@@ -219,11 +220,18 @@ def _run_bounded(args: list[str], stdin: str, where: str) -> subprocess.Complete
     return subprocess.CompletedProcess(args, process.returncode, outputs[0].data, outputs[1].data)
 
 
+def _pipe(stream: IO[bytes] | None) -> io.BufferedIOBase:
+    """One of the pipes Popen made (``PIPE``, buffered): typeshed cannot know it is there."""
+    if not isinstance(stream, io.BufferedIOBase):
+        raise TypeError(f"not a buffered pipe: {stream!r}")
+    return stream
+
+
 class _BoundedReader(threading.Thread):
     """Reads a pipe up to _HELPER_OUTPUT_LIMIT bytes; past that, ``stop`` (kill the
     helper) and drain the rest."""
 
-    def __init__(self, pipe: IO[bytes], stop: Callable[[], None]):
+    def __init__(self, pipe: io.BufferedIOBase, stop: Callable[[], None]):
         super().__init__(daemon=True)
         self.pipe, self.stop, self.data, self.overflowed = pipe, stop, b"", False
         self.start()
