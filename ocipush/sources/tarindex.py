@@ -72,9 +72,9 @@ def _open_zstd(raw: IO[bytes]) -> _Decompressing:
 # Each wraps an open file: the archive is opened once, by open_regular, never by name.
 # (Factories: the caller's ``with`` closes what they open.)
 _DECOMPRESSORS: dict[str, Callable[[IO[bytes]], _Decompressing]] = {
-    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),  # noqa: SIM115
+    "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
     "bzip2": lambda raw: bz2.BZ2File(raw, "rb"),
-    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),
+    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # noqa: SIM115
     "zstd": _open_zstd,
 }
 
