@@ -62,7 +62,7 @@ _MAX_NAME = 255
 
 @attrs.frozen
 class Reference:
-    """A parsed destination. ``registry`` is as written (normalised for Docker Hub)."""
+    """A registry destination. ``registry`` is as written (normalised for Docker Hub)."""
 
     registry: str
     repository: str
