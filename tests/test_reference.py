@@ -4,7 +4,16 @@ from hypothesis import strategies as st
 
 from ocipush.digest import Digest
 from ocipush.errors import UsageError
-from ocipush.reference import LayoutReference, Reference, SourceSpec, parse_destination, parse_source
+from ocipush.reference import (
+    DOCKER_HUB,
+    HUB_ALIASES,
+    LayoutReference,
+    Reference,
+    SourceSpec,
+    parse_destination,
+    parse_source,
+)
+from ocipush.registry.credentials import normalize_key
 
 HEX = "0123456789abcdef" * 4
 
@@ -257,3 +266,11 @@ def test_any_source_is_parsed_or_a_usage_error(prefix, text):
         return
     assert spec.path and spec.path.isprintable()
     assert spec.ref is None or (spec.ref.isprintable() and " " not in spec.ref)
+
+
+@pytest.mark.parametrize("alias", sorted(HUB_ALIASES))
+def test_hub_aliases_mean_docker_hub_in_references_and_auth_files(alias):
+    """One list serves both: a name a reference normalises to Docker Hub is also the key
+    that finds Docker Hub's login in an auth file."""
+    assert Reference.parse(f"{alias}/team/img").registry == DOCKER_HUB
+    assert normalize_key(alias) == normalize_key(f"https://{alias}/v1/") == DOCKER_HUB
