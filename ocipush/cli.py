@@ -20,6 +20,7 @@ from .destinations import parse_destination
 from .errors import OcipushError, UsageError
 from .push import PushOptions, push
 from .registry.auth import Credentials
+from .registry.credentials import check_authfile
 from .registry.retry import RetryPolicy
 from .registry.transport import Interrupted
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
@@ -200,8 +201,8 @@ def run(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
     )
-    if args.authfile and not os.path.isfile(args.authfile):
-        raise UsageError(f"--authfile {args.authfile}: no such file")  # as podman: before anything else
+    if args.authfile:
+        check_authfile(args.authfile)  # as podman: before anything else
     if args.digestfile:
         _check_writable(args.digestfile)  # before the push: afterwards the tag already moved
     if args.quiet or args.json:

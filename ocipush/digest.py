@@ -43,7 +43,7 @@ class Digest:
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
-    def hasher(self):
+    def hasher(self) -> hashlib._Hash:
         return hashlib.new(self.algorithm)
 
     @property

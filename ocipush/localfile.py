@@ -29,7 +29,7 @@ _KINDS = (
 class NotRegularFile(OSError):
     """``path`` exists but is not a regular file; ``kind`` says what it is ("a FIFO …")."""
 
-    def __init__(self, path: str | os.PathLike, kind: str):
+    def __init__(self, path: str | os.PathLike[str], kind: str):
         super().__init__(f"{path}: {kind}, not a regular file")
         self.path = str(path)
         self.kind = kind
@@ -40,7 +40,7 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def open_regular(path: str | os.PathLike, *, buffering: int = -1) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], *, buffering: int = -1) -> BinaryIO:
     """``path`` opened for reading, binary; NotRegularFile when it is anything but a
     regular file (after symlinks), checked without blocking. Other OSErrors
     (FileNotFoundError, PermissionError, …) propagate for the caller to word."""
@@ -59,7 +59,7 @@ def open_regular(path: str | os.PathLike, *, buffering: int = -1) -> BinaryIO:
         raise
 
 
-def read_regular(path: str | os.PathLike, limit: int) -> bytes:
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
     """A small regular file's bytes (a JSON document we write ourselves and read back);
     ValueError when it holds more than ``limit`` bytes."""
     with open_regular(path) as f:

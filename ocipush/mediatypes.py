@@ -9,6 +9,7 @@ __all__ = [
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
     "INDEX_TYPES",
+    "LAYER_TYPES",
     "MANIFEST_TYPES",
     "OCI_CONFIG",
     "OCI_INDEX",
@@ -72,7 +73,11 @@ def layer_compression(media_type: str) -> tuple[bool, str | None]:
     return False, None
 
 
+# The compressions a registry takes for a filesystem layer → the layer's OCI media type.
+LAYER_TYPES: dict[str | None, str] = {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
+
+
 def layer_type(compression: str | None) -> str:
-    """The OCI media type of a filesystem layer compressed with ``compression`` (rewrite
-    gives schema 2 manifests their own names)."""
-    return {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}[compression]
+    """The OCI media type of a filesystem layer compressed with ``compression`` (one of
+    LAYER_TYPES; rewrite gives schema 2 manifests their own names)."""
+    return LAYER_TYPES[compression]

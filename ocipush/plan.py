@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import attrs
 
 from . import mediatypes
@@ -20,6 +18,7 @@ from .compression import Compression, check_level
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .models import Descriptor, Manifest
+from .reference import DestinationRef
 from .sources.base import ImageNode
 
 __all__ = ["BlobJob", "PushPlan", "make_plan"]
@@ -36,15 +35,9 @@ class BlobJob:
         return self.target is not None
 
 
-class Target(Protocol):
-    """What the plan needs of a destination: a digest it must have, if any."""
-
-    digest: Digest | None
-
-
 @attrs.frozen
 class PushPlan:
-    destination: Target
+    destination: DestinationRef
     image: ImageNode
     jobs: tuple[BlobJob, ...]  # every distinct blob, each uploaded once
     compression: Compression
@@ -52,7 +45,7 @@ class PushPlan:
 
 def make_plan(
     image: ImageNode,
-    destination: Target,
+    destination: DestinationRef,
     compression: Compression = Compression(),
     diff_ids: dict[Digest, list[Digest]] | None = None,
 ) -> PushPlan:

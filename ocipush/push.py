@@ -26,13 +26,13 @@ from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import Compression, check_level
 from .content import FileContent, Position
-from .destinations import Destination, LocalReference, open_destination, parse_destination
+from .destinations import Destination, open_destination
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .events import Events, Silent
 from .models import Descriptor, Manifest
 from .plan import BlobJob, PushPlan, make_plan
-from .reference import Reference
+from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
@@ -75,7 +75,7 @@ class BlobResult:
 
 @attrs.frozen
 class PushResult:
-    reference: Reference | LocalReference  # the destination by digest: what was pushed, exactly
+    reference: DestinationRef  # the destination by digest: what was pushed, exactly
     digest: Digest | None  # None only for a dry run whose layers would be compressed
     blobs: tuple[BlobResult, ...]
     seconds: float
@@ -88,7 +88,7 @@ class _Cancelled(Exception):
 
 def push(
     source: Source | str,
-    destination: Reference | LocalReference | str,
+    destination: DestinationRef | str,
     options: PushOptions = PushOptions(),
     reporter: Events | None = None,
 ) -> PushResult:
@@ -105,7 +105,7 @@ def push(
 
 
 def _push(
-    source: Source, destination: Reference | LocalReference, options: PushOptions, reporter: Events, started: float
+    source: Source, destination: DestinationRef, options: PushOptions, reporter: Events, started: float
 ) -> PushResult:
     if options.manifest_format == "v2s2" and options.compression.format == "zstd":
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
@@ -132,7 +132,7 @@ def _push(
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
         # none): Docker ones are converted unless the user asked for v2s2.
-        fmt = options.manifest_format or ("oci" if isinstance(destination, LocalReference) else None)
+        fmt = options.manifest_format or ("oci" if isinstance(destination, LayoutReference) else None)
         manifests = rewrite(image, new, fmt)  # 5. manifests
         root = manifests[-1].descriptor
         if destination.digest is not None and destination.digest != root.digest:
@@ -152,7 +152,7 @@ def _push(
 
 def _dry_run(
     plan: PushPlan,
-    destination: Reference | LocalReference,
+    destination: DestinationRef,
     target: Destination,
     options: PushOptions,
     started: float,

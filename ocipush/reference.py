@@ -1,4 +1,10 @@
-"""Registry references in docker's grammar: ``[docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]``.
+"""What the user names on the command line, parsed once into values.
+
+- A registry ``Reference`` in docker's grammar: ``[docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]``.
+- A ``LayoutReference``: ``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` on disk.
+- ``DestinationRef`` is either one; ``parse_destination`` tells them apart.
+- A ``SourceSpec``: ``TRANSPORT:PATH[:REF]`` (or ``TRANSPORT:IMAGE`` for an engine), which
+  the readers in ``ocipush.sources`` open without splitting the text again.
 
 Normalisation follows docker and containers/image: a first component that has no ``.``
 or ``:`` and is not ``localhost`` (nor has upper case) is a Docker Hub path, so
@@ -9,19 +15,37 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import TypeAlias
 
 import attrs
 
 from .digest import Digest
 from .errors import UsageError
 
-__all__ = ["DEFAULT_TAG", "DOCKER_HUB", "Reference", "check_printable", "check_spec", "is_loopback_host"]
+__all__ = [
+    "DEFAULT_TAG",
+    "DOCKER_HUB",
+    "ENGINE_TRANSPORTS",
+    "HUB_ALIASES",
+    "LAYOUT_TRANSPORTS",
+    "SOURCE_TRANSPORTS",
+    "DestinationRef",
+    "LayoutReference",
+    "Reference",
+    "SourceSpec",
+    "check_printable",
+    "check_spec",
+    "is_loopback_host",
+    "parse_destination",
+    "parse_source",
+]
 
 DOCKER_HUB = "docker.io"
 DEFAULT_TAG = "latest"
 # Docker Hub's API does not live at docker.io.
 _HUB_API_HOST = "registry-1.docker.io"
-_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+# Every name Docker Hub goes by (auth files key it by any of them; docker writes the v1 URL).
+HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
 
 # Every pattern is used with fullmatch: ``$`` also matches before a trailing newline, so
 # ``host/img:v1\n`` from a CI variable would pass and break later. ASCII only: ``\w`` would
@@ -38,7 +62,7 @@ _MAX_NAME = 255
 
 @attrs.frozen
 class Reference:
-    """A parsed destination. ``registry`` is as written (normalised for Docker Hub)."""
+    """A registry destination. ``registry`` is as written (normalised for Docker Hub)."""
 
     registry: str
     repository: str
@@ -84,7 +108,7 @@ class Reference:
                 raise bad(f"invalid port {port} (1 to 65535)")
         else:
             registry, path = DOCKER_HUB, name
-        if registry in _HUB_ALIASES:
+        if registry in HUB_ALIASES:
             registry = DOCKER_HUB
             if "/" not in path:
                 path = f"library/{path}"
@@ -117,6 +141,103 @@ class Reference:
         if self.digest:
             return f"{self.name}@{self.digest}"
         return f"{self.name}:{self.tag}"
+
+
+@attrs.frozen
+class LayoutReference:
+    """``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` as a destination."""
+
+    transport: str  # one of LAYOUT_TRANSPORTS
+    path: str
+    tag: str | None = None
+    digest: Digest | None = None  # never given by the user; set on the result
+
+    def with_digest(self, digest: Digest) -> LayoutReference:
+        return attrs.evolve(self, digest=digest)
+
+    def __str__(self) -> str:
+        text = f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
+        return f"{text}@{self.digest}" if self.digest else text
+
+
+# Where a push may go: the one reference type of destinations (the writers that open one
+# are ``ocipush.destinations``).
+DestinationRef: TypeAlias = Reference | LayoutReference
+
+LAYOUT_TRANSPORTS = ("oci", "oci-archive")
+# Transports of containers-transports(5) we read but do not write.
+_NOT_WRITABLE = ("docker-archive", "docker-daemon", "containers-storage", "dir")
+
+
+def parse_destination(text: str) -> DestinationRef:
+    """A layout on disk when ``text`` starts with its transport, else a registry reference."""
+    transport, sep, rest = text.partition(":")
+    if sep and transport in LAYOUT_TRANSPORTS:
+        check_spec(text, "destination")
+        path, _, tag = rest.partition(":")
+        check_spec(path, "destination path")
+        check_printable(tag, "destination tag")
+        if not path:
+            raise UsageError(f"{text!r}: missing the path")
+        return LayoutReference(transport, path, tag or None)
+    if sep and transport in _NOT_WRITABLE:
+        raise UsageError(
+            f"destination transport {transport!r} is not supported; push to a registry, oci: or oci-archive:"
+        )
+    return Reference.parse(text)
+
+
+# Transports of containers-transports(5); the ones without a form here are not readable yet.
+SOURCE_TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon", "containers-storage", "dir", "docker")
+# An engine names an IMAGE (which may hold colons), not a PATH[:REF].
+ENGINE_TRANSPORTS = ("docker-daemon", "containers-storage")
+_SOURCE_FORMS = {
+    "oci": "oci:PATH[:REF]",
+    "oci-archive": "oci-archive:PATH[:REF]",
+    "docker-archive": "docker-archive:PATH[:REPO:TAG|@N]",
+    "docker-daemon": "docker-daemon:IMAGE",
+    "containers-storage": "containers-storage:IMAGE",
+}
+_SUPPORTED = ", ".join(_SOURCE_FORMS.values())
+
+
+@attrs.frozen
+class SourceSpec:
+    """A source as ``TRANSPORT:PATH[:REF]``, checked and split once; every transport in
+    it can be opened (``ocipush.sources.open_source``)."""
+
+    transport: str  # one of the keys of _SOURCE_FORMS
+    path: str  # a file or directory; for ENGINE_TRANSPORTS, the engine's IMAGE
+    ref: str | None = None  # which image of the layout or archive; None for an engine
+    text: str = attrs.field(default="", eq=False)  # as the user wrote it, for messages
+
+    def __str__(self) -> str:
+        return self.text or f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref else "")
+
+
+def parse_source(text: str) -> SourceSpec:
+    """``TRANSPORT:DETAILS`` → a SourceSpec, or a UsageError naming the text.
+
+    PATH and REF split at the first colon, as in containers/image, so paths with colons
+    are not supported there either.
+    """
+    check_spec(text, "source")
+    transport, sep, rest = text.partition(":")
+    if not sep or transport not in SOURCE_TRANSPORTS:
+        raise UsageError(f"unknown source transport in {text!r}: use one of {_SUPPORTED}")
+    if transport in ENGINE_TRANSPORTS:
+        if not rest:
+            raise UsageError(f"{text!r}: missing the image name")
+        check_printable(rest, "image name")
+        return SourceSpec(transport, rest, None, text)
+    path, _, ref = rest.partition(":")
+    check_spec(path, "source path")
+    check_printable(ref, "source REF")
+    if transport in _SOURCE_FORMS and not path:
+        raise UsageError(f"{text!r}: missing the {'layout' if transport == 'oci' else 'archive'} path")
+    if transport not in _SOURCE_FORMS:
+        raise UsageError(f"source transport {transport!r} is not supported yet (use one of {_SUPPORTED})")
+    return SourceSpec(transport, path, ref or None, text)
 
 
 def check_printable(text: str, what: str, *, spaces: bool = False) -> None:

@@ -4,7 +4,16 @@ from hypothesis import strategies as st
 
 from ocipush.digest import Digest
 from ocipush.errors import UsageError
-from ocipush.reference import Reference
+from ocipush.reference import (
+    DOCKER_HUB,
+    HUB_ALIASES,
+    LayoutReference,
+    Reference,
+    SourceSpec,
+    parse_destination,
+    parse_source,
+)
+from ocipush.registry.credentials import normalize_key
 
 HEX = "0123456789abcdef" * 4
 
@@ -49,7 +58,7 @@ def test_parse(text, registry, repository, tag, digest):
     ],
 )
 def test_invalid(text):
-    with pytest.raises(UsageError, match="reference|image reference"):
+    with pytest.raises(UsageError, match=r"reference|image reference"):
         Reference.parse(text)
 
 
@@ -109,7 +118,16 @@ def test_whitespace_and_control_characters_are_usage_errors(text, shown):
 
 @pytest.mark.parametrize(
     "text",
-    ["img:vé", "ímg:v1", "img:v١", "host:0/img", "host:65536/img", "host:123456/img", "host:²/img", "img@sha256:" + HEX.upper()],
+    [
+        "img:vé",
+        "ímg:v1",
+        "img:v١",
+        "host:0/img",
+        "host:65536/img",
+        "host:123456/img",
+        "host:²/img",
+        "img@sha256:" + HEX.upper(),
+    ],
 )
 def test_non_ascii_and_out_of_range_are_invalid(text):
     with pytest.raises(UsageError, match="invalid reference"):
@@ -118,7 +136,13 @@ def test_non_ascii_and_out_of_range_are_invalid(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["sha256:" + HEX + "\n", "sha256:" + HEX + " ", " sha256:" + HEX, "sha256:" + HEX[:-1] + "\u0661", "sha256:" + "０" * 64],
+    [
+        "sha256:" + HEX + "\n",
+        "sha256:" + HEX + " ",
+        " sha256:" + HEX,
+        "sha256:" + HEX[:-1] + "\u0661",
+        "sha256:" + "０" * 64,
+    ],
 )
 def test_digests_match_whole(text):
     with pytest.raises(ValueError):
@@ -134,7 +158,7 @@ def test_digest_messages_quote_long_values_briefly():
 @given(st.text(max_size=60))
 def test_any_text_is_a_reference_or_a_usage_error(text):
     try:
-        ref = Reference.parse(text)
+        Reference.parse(text)
     except UsageError as e:
         assert str(e).isprintable(), str(e)  # one line, whatever the input held
         return
@@ -144,14 +168,109 @@ def test_any_text_is_a_reference_or_a_usage_error(text):
 @given(st.sampled_from(["", "oci:", "oci-archive:", "docker://", "docker-daemon:"]), st.text(max_size=40))
 def test_any_destination_is_parsed_or_a_usage_error(prefix, text):
     """Local or registry: a value, or one printable UsageError line; never another exception."""
-    from ocipush.destinations import LocalReference, parse_destination
-
     try:
         parsed = parse_destination(prefix + text)
     except UsageError as e:
         assert str(e).isprintable(), str(e)
         return
-    assert isinstance(parsed, (Reference, LocalReference))
-    if isinstance(parsed, LocalReference):
+    assert isinstance(parsed, (Reference, LayoutReference))
+    if isinstance(parsed, LayoutReference):
         assert parsed.path == parsed.path.strip(" ") and parsed.path.isprintable()
         assert parsed.tag is None or (parsed.tag.isprintable() and " " not in parsed.tag)
+
+
+@pytest.mark.parametrize(
+    "text, parsed, shown",
+    [
+        ("oci:out", LayoutReference("oci", "out"), "oci:out"),
+        ("oci:out:", LayoutReference("oci", "out"), "oci:out"),
+        ("oci:my dir/out:v1", LayoutReference("oci", "my dir/out", "v1"), "oci:my dir/out:v1"),
+        ("oci-archive:/tmp/a.tar:v1", LayoutReference("oci-archive", "/tmp/a.tar", "v1"), "oci-archive:/tmp/a.tar:v1"),
+        ("localhost:5000/img", Reference("localhost:5000", "img", "latest"), "localhost:5000/img:latest"),
+        ("docker://ubuntu", Reference("docker.io", "library/ubuntu", "latest"), "docker.io/library/ubuntu:latest"),
+    ],
+)
+def test_parse_destination(text, parsed, shown):
+    assert parse_destination(text) == parsed
+    assert str(parsed) == shown
+
+
+def test_with_digest_keeps_the_destination_kind():
+    digest = Digest.parse("sha256:" + HEX)
+    assert str(parse_destination("oci:out:v1").with_digest(digest)) == f"oci:out:v1@sha256:{HEX}"
+    assert str(parse_destination("localhost:5000/img:v1").with_digest(digest)) == f"localhost:5000/img@sha256:{HEX}"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("oci:", "'oci:': missing the path"),
+        ("oci-archive::v1", "missing the path"),
+        ("docker-archive:/tmp/a.tar", "destination transport 'docker-archive' is not supported"),
+        ("docker-daemon:img", "destination transport 'docker-daemon' is not supported"),
+        ("oci:out:v 1", "invalid destination tag 'v 1'"),
+    ],
+)
+def test_parse_destination_refuses(text, message):
+    with pytest.raises(UsageError) as caught:
+        parse_destination(text)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text, transport, path, ref",
+    [
+        ("oci:./layout", "oci", "./layout", None),
+        ("oci:./layout:", "oci", "./layout", None),
+        ("oci:./layout:v1", "oci", "./layout", "v1"),
+        ("oci-archive:a b.tar:@1", "oci-archive", "a b.tar", "@1"),
+        ("docker-archive:a.tar:repo:tag", "docker-archive", "a.tar", "repo:tag"),
+        ("docker-daemon:hello:v1", "docker-daemon", "hello:v1", None),  # an IMAGE keeps its colons
+        ("containers-storage:localhost/img", "containers-storage", "localhost/img", None),
+    ],
+)
+def test_parse_source(text, transport, path, ref):
+    spec = parse_source(text)
+    assert spec == SourceSpec(transport, path, ref)
+    assert str(spec) == text  # messages name the source as the user wrote it
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("./img", "unknown source transport in './img': use one of oci:PATH[:REF], "),
+        ("tarball:x.tar", "unknown source transport in 'tarball:x.tar'"),
+        ("dir:/tmp/x", "source transport 'dir' is not supported yet"),
+        ("docker:img", "source transport 'docker' is not supported yet"),
+        ("oci:", "'oci:': missing the layout path"),
+        ("docker-archive::x", "'docker-archive::x': missing the archive path"),
+        ("docker-daemon:", "'docker-daemon:': missing the image name"),
+        ("docker-daemon:busy box", "invalid image name 'busy box'"),
+        ("oci:x:v 1", "invalid source REF 'v 1'"),
+        ("oci:x\n", "invalid source 'oci:x\\n'"),
+        (" oci:x", "leading or trailing spaces"),
+    ],
+)
+def test_parse_source_refuses(text, message):
+    with pytest.raises(UsageError) as caught:
+        parse_source(text)
+    assert message in str(caught.value)
+
+
+@given(st.sampled_from(["", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dir:"]), st.text(max_size=40))
+def test_any_source_is_parsed_or_a_usage_error(prefix, text):
+    try:
+        spec = parse_source(prefix + text)
+    except UsageError as e:
+        assert str(e).isprintable(), str(e)
+        return
+    assert spec.path and spec.path.isprintable()
+    assert spec.ref is None or (spec.ref.isprintable() and " " not in spec.ref)
+
+
+@pytest.mark.parametrize("alias", sorted(HUB_ALIASES))
+def test_hub_aliases_mean_docker_hub_in_references_and_auth_files(alias):
+    """One list serves both: a name a reference normalises to Docker Hub is also the key
+    that finds Docker Hub's login in an auth file."""
+    assert Reference.parse(f"{alias}/team/img").registry == DOCKER_HUB
+    assert normalize_key(alias) == normalize_key(f"https://{alias}/v1/") == DOCKER_HUB

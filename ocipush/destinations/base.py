@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import attrs
-
 from ..content import BlobContent, UploadOutcome
 from ..digest import Digest
 
-__all__ = ["Destination", "LocalReference"]
+__all__ = ["Destination"]
 
 
 class Destination(Protocol):
@@ -38,20 +36,3 @@ class Destination(Protocol):
         """Ctrl-C: undo what is half done now, from any thread; start nothing new."""
 
     def close(self) -> None: ...
-
-
-@attrs.frozen
-class LocalReference:
-    """``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` as a destination."""
-
-    transport: str
-    path: str
-    tag: str | None = None
-    digest: Digest | None = None  # never given by the user; set on the result
-
-    def with_digest(self, digest: Digest) -> LocalReference:
-        return attrs.evolve(self, digest=digest)
-
-    def __str__(self) -> str:
-        text = f"{self.transport}:{self.path}" + (f":{self.tag}" if self.tag else "")
-        return f"{text}@{self.digest}" if self.digest else text

@@ -290,7 +290,7 @@ class RegistryAuth(httpx.Auth):
             self._check_plain_http(url, "credentials")
             params.append(("account", credentials.username))
             headers["Authorization"] = credentials.basic_header()
-        return httpx.Request("GET", url.copy_merge_params(params), headers=headers)
+        return httpx.Request("GET", url.copy_merge_params(tuple(params)), headers=headers)
 
     def _store_token(self, response: httpx.Response, scope: Scope, credentials: Credentials | None) -> None:
         realm = _redacted(response.request.url.copy_with(query=None))
@@ -298,7 +298,9 @@ class RegistryAuth(httpx.Auth):
         body = _drain(response, BODY_LIMITS["token"], what)
         if response.status_code in (400, 401, 403):  # 400: OAuth2's invalid_grant
             who = credentials.describe() if credentials else "anonymous access; give --creds or log in"
-            raise AuthenticationError(f"{self.registry}: authentication failed: the token service {realm} refused {who}")
+            raise AuthenticationError(
+                f"{self.registry}: authentication failed: the token service {realm} refused {who}"
+            )
         if response.status_code != 200:
             reason = "".join(c for c in response.reason_phrase[:60] if c.isprintable())
             raise RegistryError(f"{what} answered {response.status_code} {reason} without a usable token",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import io
 import json
 import os
 import re
@@ -30,18 +31,17 @@ import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import attrs
 
 from ..errors import AuthenticationError, UsageError
+from ..reference import DOCKER_HUB, HUB_ALIASES
 from .auth import Credentials
 from .tokens import printable
 
-__all__ = ["AuthFiles", "normalize_key"]
+__all__ = ["AuthFiles", "check_authfile", "normalize_key"]
 
-# Every name Docker Hub goes by in auth files; docker writes the v1 URL.
-_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _HUB_HELPER_SERVER = "https://index.docker.io/v1/"
 _HELPER_TIMEOUT = 60.0  # a helper may ask the user to unlock a keychain
 _HELPER_OUTPUT_LIMIT = 64 * 1024  # an answer is a few hundred bytes of JSON
@@ -55,7 +55,14 @@ def normalize_key(key: str) -> str:
     if stripped != key:
         stripped = stripped.split("/", 1)[0]
     host, sep, path = stripped.rstrip("/").partition("/")
-    return ("docker.io" if host in _HUB_ALIASES else host) + sep + path
+    return (DOCKER_HUB if host in HUB_ALIASES else host) + sep + path
+
+
+def check_authfile(path: str | os.PathLike[str], option: str = "--authfile") -> None:
+    """A file the user names must exist (as in podman); checked before anything else is
+    done, so a typo never reaches a registry."""
+    if not Path(path).is_file():
+        raise UsageError(f"{option} {path}: no such file")
 
 
 @attrs.frozen
@@ -69,8 +76,7 @@ class AuthFiles:
         env = os.environ
         named, option = (authfile, "--authfile") if authfile else (env.get("REGISTRY_AUTH_FILE"), "REGISTRY_AUTH_FILE")
         if named:
-            if not Path(named).is_file():
-                raise UsageError(f"{option} {named}: no such file")
+            check_authfile(named, option)
             return cls((Path(named),))
         home = Path(env.get("HOME") or Path.home())
         runtime = Path(env["XDG_RUNTIME_DIR"]) if env.get("XDG_RUNTIME_DIR") else Path(f"/run/containers/{os.getuid()}")
@@ -115,7 +121,7 @@ def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     return None
 
 
-def _section(doc: dict, name: str, path: Path) -> dict:
+def _section(doc: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     """``auths`` or ``credHelpers``: absent, or an object (a file is the user's, but it may
     be damaged or written by another tool)."""
     section = doc.get(name) or {}
@@ -194,12 +200,12 @@ def _run_bounded(args: list[str], stdin: str, where: str) -> subprocess.Complete
         raise AuthenticationError(f"{where} names the credential helper {args[0]}, which is not on PATH") from None
     except OSError as e:
         raise AuthenticationError(f"{where}: cannot run the credential helper {args[0]}: {e.strerror}") from None
-    outputs = [_BoundedReader(process.stdout, process.kill), _BoundedReader(process.stderr, process.kill)]
+    outputs = [_BoundedReader(_pipe(process.stdout), process.kill), _BoundedReader(_pipe(process.stderr), process.kill)]
     try:
         with contextlib.suppress(OSError):  # a helper may exit without reading its stdin
-            process.stdin.write(stdin.encode())
+            _pipe(process.stdin).write(stdin.encode())
         with contextlib.suppress(OSError):
-            process.stdin.close()
+            _pipe(process.stdin).close()
         process.wait(timeout=_HELPER_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise AuthenticationError(f"{' '.join(args)} {stdin}: no answer in {_HELPER_TIMEOUT:g} s") from None
@@ -214,11 +220,18 @@ def _run_bounded(args: list[str], stdin: str, where: str) -> subprocess.Complete
     return subprocess.CompletedProcess(args, process.returncode, outputs[0].data, outputs[1].data)
 
 
+def _pipe(stream: IO[bytes] | None) -> io.BufferedIOBase:
+    """One of the pipes Popen made (``PIPE``, buffered): typeshed cannot know it is there."""
+    if not isinstance(stream, io.BufferedIOBase):
+        raise TypeError(f"not a buffered pipe: {stream!r}")
+    return stream
+
+
 class _BoundedReader(threading.Thread):
     """Reads a pipe up to _HELPER_OUTPUT_LIMIT bytes; past that, ``stop`` (kill the
     helper) and drain the rest."""
 
-    def __init__(self, pipe: IO[bytes], stop: Callable[[], None]):
+    def __init__(self, pipe: io.BufferedIOBase, stop: Callable[[], None]):
         super().__init__(daemon=True)
         self.pipe, self.stop, self.data, self.overflowed = pipe, stop, b"", False
         self.start()

@@ -18,6 +18,7 @@ import os
 import ssl
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -88,16 +89,20 @@ def marked_insecure(host: str) -> bool:
         insecure = bool(entry.get("insecure", False))
         if prefix == host:
             exact = insecure  # a later file's entry replaces an earlier one
-        elif prefix.startswith("*.") and "/" not in prefix and name.endswith(prefix[1:]):
-            if wildcard is None or len(prefix) >= wildcard[0]:
-                wildcard = (len(prefix), insecure)
+        elif (
+            prefix.startswith("*.")
+            and "/" not in prefix
+            and name.endswith(prefix[1:])
+            and (wildcard is None or len(prefix) >= wildcard[0])
+        ):
+            wildcard = (len(prefix), insecure)
     if exact is not None:
         return exact
     return wildcard[1] if wildcard else False
 
 
-def _registry_entries() -> list[dict]:
-    entries = []
+def _registry_entries() -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
     for path in _registries_conf_files():
         try:
             doc = tomllib.loads(path.read_text())

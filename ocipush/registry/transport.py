@@ -230,12 +230,10 @@ class CancellableBackend(httpcore.NetworkBackend):
 def _shutdown(sock: socket.socket | None) -> None:
     if sock is None:
         return
-    try:
-        # The plain socket's shutdown: ssl.SSLSocket's would unwrap the TLS layer first,
-        # under the feet of the thread reading from it.
+    # The plain socket's shutdown: ssl.SSLSocket's would unwrap the TLS layer first,
+    # under the feet of the thread reading from it.
+    with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def bounded_transport(
@@ -251,7 +249,7 @@ def bind(transport: httpx.BaseTransport, backend: CancellableBackend) -> None:
     """Make an httpx transport (also one httpx made for a proxy from the environment)
     open its connections through ``backend``."""
     pool = getattr(transport, "_pool", None)
-    if not hasattr(pool, "_network_backend"):
+    if pool is None or not hasattr(pool, "_network_backend"):
         raise RuntimeError(
             f"httpx {httpx.__version__} / httpcore {httpcore.__version__}: "
             f"{type(transport).__name__} has no pool backend to bound"

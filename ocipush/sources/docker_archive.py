@@ -45,14 +45,13 @@ import attrs
 from ..digest import Digest
 from ..errors import SourceError, UsageError
 from ..mediatypes import (
+    LAYER_TYPES,
     OCI_CONFIG,
-    OCI_LAYER,
-    OCI_LAYER_GZIP,
-    OCI_LAYER_ZSTD,
     OCI_MANIFEST,
     is_foreign_layer,
     is_index,
     is_manifest,
+    layer_type,
 )
 from ..models import Descriptor, Index, Manifest, converter
 from ..reference import Reference
@@ -64,7 +63,6 @@ from .tarindex import TarIndex, normalise_name, sniff_compression
 __all__ = ["ArchiveImage", "DockerArchive"]
 
 _MAX_CONFIG_SIZE = 16 << 20  # read whole to hash and parse; real configs are a few KB
-_LAYER_TYPES = {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 
 
 @attrs.frozen
@@ -223,13 +221,13 @@ class DockerArchive(Source):
                 digest = diff_id if compression is None else _sha256(f)
         except FileNotFoundError:
             raise SourceError(f"{where}: layer {name!r} is not in the archive") from None
-        if compression not in _LAYER_TYPES:
+        if compression not in LAYER_TYPES:
             raise SourceError(
                 f"{self.tar.describe(name)}: a {compression}-compressed layer; registries take "
                 "uncompressed, gzip or zstd layers only"
             )
         self._members[digest] = name
-        return Descriptor(_LAYER_TYPES[compression], digest, size)
+        return Descriptor(layer_type(compression), digest, size)
 
 
 def _read_catalogue(tar: TarIndex) -> list[ArchiveImage]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from typing import IO
 
 from ..errors import SourceError, local_io_error
+from ..reference import SourceSpec
 from .docker_archive import DockerArchive
 from .tarindex import open_tar
 
@@ -24,13 +26,16 @@ SAVE_COMMANDS = {
 }
 
 
-def save_image(transport: str, image: str, *, name: str) -> DockerArchive:
+def save_image(spec: SourceSpec) -> DockerArchive:
+    """``docker save`` (or podman's) the spec's IMAGE to a temporary file and read it."""
+    transport, image, name = spec.transport, spec.path, str(spec)
     command, *args = SAVE_COMMANDS[transport]
     executable = shutil.which(command)
     if executable is None:
         raise SourceError(f"{transport}: the {command} command is not installed")
     try:
-        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+        # Not a with: the archive returned owns the file and deletes it when closed.
+        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")  # noqa: SIM115
     except OSError as e:
         raise local_io_error(tempfile.gettempdir(), f"spooling {command} save {image}", e) from None
     try:
@@ -41,7 +46,7 @@ def save_image(transport: str, image: str, *, name: str) -> DockerArchive:
     return DockerArchive(open_tar(temp.name, f"{command} save {image}", temp=temp), name=name)
 
 
-def _save(executable: str, args: list[str], out, what: str) -> None:
+def _save(executable: str, args: list[str], out: IO[bytes], what: str) -> None:
     try:
         result = subprocess.run([executable, *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE)
     except OSError as e:

@@ -13,13 +13,12 @@ byte, so their references to the image manifests stay true.
 
 from __future__ import annotations
 
-import os
-
+from ..reference import SourceSpec
 from .oci_layout import OCILayout
 from .tarindex import open_tar
 
 __all__ = ["open_oci_archive"]
 
 
-def open_oci_archive(path: str | os.PathLike, ref: str | None, *, name: str) -> OCILayout:
-    return OCILayout(open_tar(path), ref, name=name)
+def open_oci_archive(spec: SourceSpec) -> OCILayout:
+    return OCILayout(open_tar(spec.path), spec.ref, name=str(spec))

@@ -15,10 +15,11 @@ from typing import BinaryIO
 from ..digest import Digest
 from ..errors import SourceError
 from ..models import Descriptor, Index, converter
+from ..reference import SourceSpec
 from .base import MAX_MANIFEST_SIZE, Source, parse_position, shown
-from .store import FileStore, blob_name, open_sized, read_json
+from .store import DirStore, FileStore, blob_name, open_sized, read_json
 
-__all__ = ["OCILayout", "read_index"]
+__all__ = ["OCILayout", "open_oci_layout", "read_index"]
 
 _CONTAINERD_NAME = "io.containerd.image.name"
 
@@ -32,6 +33,10 @@ def read_index(store: FileStore) -> Index:
         return converter.structure({"mediaType": "", **doc}, Index)
     except Exception as e:
         raise SourceError(f"{store.describe('index.json')}: malformed entry: {e}") from None
+
+
+def open_oci_layout(spec: SourceSpec) -> OCILayout:
+    return OCILayout(DirStore(spec.path), spec.ref, name=str(spec))
 
 
 class OCILayout(Source):

@@ -22,8 +22,13 @@ __all__ = ["DirStore", "FileStore", "blob_name", "open_sized", "parse_json", "re
 
 
 class FileStore(Protocol):
-    label: str  # the directory or archive as the user named it
+    """Implemented by DirStore (``oci:``) and TarIndex (``oci-archive:``, ``docker-archive:``)."""
+
     kind: ClassVar[str]  # "layout" or "archive", for "missing from the …"
+
+    @property
+    def label(self) -> str:
+        """The directory or archive as the user named it."""
 
     def describe(self, name: str) -> str:
         """The file for messages: ``layout/index.json``, ``img.tar member index.json``."""

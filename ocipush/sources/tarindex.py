@@ -23,6 +23,7 @@ accepted price. Plain tars, the common case, are never copied.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import errno
 import gzip
 import io
@@ -30,14 +31,19 @@ import lzma
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, ClassVar
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, BinaryIO, ClassVar, Protocol, cast
 
 import zstandard
 
 from ..compression import detect
 from ..errors import SourceError, local_io_error
 from ..localfile import NotRegularFile, open_regular
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression"]
 
@@ -46,16 +52,29 @@ _COPY_BLOCK = 1 << 20
 _MAGIC_LEN = 6  # the longest magic compression.detect knows: xz's
 
 
-def _open_zstd(raw: IO[bytes]):
+class _Decompressing(Protocol):
+    """What the decompressors below give: gzip, bz2 and lzma files, zstandard's reader."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def __enter__(self) -> _Decompressing: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None, /
+    ) -> object: ...
+
+
+def _open_zstd(raw: IO[bytes]) -> _Decompressing:
     # Concatenated frames are valid zstd (pzstd writes them), as gzip members are.
     return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
 
 
 # Each wraps an open file: the archive is opened once, by open_regular, never by name.
-_DECOMPRESSORS = {
+# (Factories: the caller's ``with`` closes what they open.)
+_DECOMPRESSORS: dict[str, Callable[[IO[bytes]], _Decompressing]] = {
     "gzip": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
     "bzip2": lambda raw: bz2.BZ2File(raw, "rb"),
-    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),
+    "xz": lambda raw: lzma.LZMAFile(raw, "rb"),  # noqa: SIM115
     "zstd": _open_zstd,
 }
 
@@ -70,7 +89,7 @@ def sniff_compression(stream: IO[bytes]) -> str | None:
     return detect(head)
 
 
-def open_tar(path: str | os.PathLike, label: str | None = None, *, temp: IO[bytes] | None = None) -> TarIndex:
+def open_tar(path: str | os.PathLike[str], label: str | None = None, *, temp: IO[bytes] | None = None) -> TarIndex:
     """Index the archive at ``path``, decompressing it into a temporary file first if it
     is compressed. ``label`` names it in messages (default: the path). ``temp``, when
     given, is a temporary file holding the archive: the index owns it from now on."""
@@ -95,7 +114,7 @@ def open_tar(path: str | os.PathLike, label: str | None = None, *, temp: IO[byte
         raise
 
 
-def _open_archive(path, label: str) -> IO[bytes]:
+def _open_archive(path: str | os.PathLike[str], label: str) -> IO[bytes]:
     """The archive, which must be a regular file: a FIFO (``<(docker save …)``) would
     block, and could not be sliced anyway."""
     try:
@@ -106,13 +125,14 @@ def _open_archive(path, label: str) -> IO[bytes]:
         raise SourceError(f"{label}: {e.kind}, not a regular file; save the archive to a file") from None
 
 
-def _decompress(path, compression: str, label: str) -> IO[bytes]:
+def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> IO[bytes]:
     """The archive decompressed into a temporary file in ``$TMPDIR``. A failing read is
     the archive's fault (SourceError); a failing write is the machine's (LocalIOError,
     naming the temporary directory: a full ``$TMPDIR`` is the usual cause)."""
     tmpdir = tempfile.gettempdir()
     try:
-        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")
+        # Not a with: the file is returned, and the TarIndex that reads it deletes it.
+        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")  # noqa: SIM115
     except OSError as e:
         raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     try:
@@ -127,15 +147,13 @@ def _decompress(path, compression: str, label: str) -> IO[bytes]:
             except OSError as e:
                 raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             temp.close()  # flushes, which fails again on a full disk; the file is deleted anyway
-        except OSError:
-            pass
         raise
     return temp
 
 
-def _read_block(stream, compression: str, label: str) -> bytes:
+def _read_block(stream: _Decompressing, compression: str, label: str) -> bytes:
     try:
         return stream.read(_COPY_BLOCK)
     except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
@@ -179,10 +197,13 @@ class TarIndex:
             return False
         return True
 
-    def open(self, name: str) -> TarSlice:
+    def open(self, name: str) -> BinaryIO:
         info = self._resolve(name)
         try:
-            return TarSlice(open_regular(self.path, buffering=0), info.offset_data, info.size)
+            # A TarSlice is a binary file (RawIOBase: read, readinto, seek, tell, with),
+            # which typeshed does not declare as BinaryIO.
+            raw = cast(io.FileIO, open_regular(self.path, buffering=0))  # unbuffered: a FileIO
+            return cast(BinaryIO, TarSlice(raw, info.offset_data, info.size))
         except OSError as e:  # the archive was removed or replaced since it was indexed
             raise SourceError(f"{self.label}: {e.strerror or e}") from None
 
@@ -265,7 +286,7 @@ class TarSlice(io.RawIOBase):
     Each slice must have a file handle of its own: reads seek it.
     """
 
-    def __init__(self, file: IO[bytes], start: int, size: int):
+    def __init__(self, file: io.FileIO, start: int, size: int):
         super().__init__()
         self._file = file
         self._start = start
@@ -278,12 +299,13 @@ class TarSlice(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
-        n = max(0, min(len(buffer), self._size - self._pos))
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer)
+        n = max(0, min(len(view), self._size - self._pos))
         if n == 0:
             return 0
         self._file.seek(self._start + self._pos)
-        got = self._file.readinto(memoryview(buffer)[:n])
+        got = self._file.readinto(view[:n])
         self._pos += got
         return got
 
