@@ -23,7 +23,7 @@ from .errors import (
 )
 from .models import Descriptor, Index, Manifest, Platform
 from .push import BlobResult, PushOptions, PushResult, push
-from .reference import Reference
+from .reference import LayoutReference, Reference
 from .registry.auth import Credentials
 from .registry.retry import RetryPolicy
 from .report import LineReporter, ProgressReporter, Reporter
@@ -39,6 +39,7 @@ __all__ = [
     "Descriptor",
     "Digest",
     "Index",
+    "LayoutReference",
     "LineReporter",
     "LocalIOError",
     "Manifest",
