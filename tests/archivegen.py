@@ -40,8 +40,10 @@ import io
 import json
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -131,6 +133,24 @@ class Archive:
 
     def member(self, name: str) -> Member:
         return next(m for m in self.members if m.name == name)
+
+
+def stored_base(archive: Archive) -> str:
+    """The member holding the shared base layer of a legacy save (which the symlink points to)."""
+    return next(m.name for m in archive.members if m.name.endswith("layer.tar") and m.data and m.symlink is None
+                and digest(m.data) == archive.images[0].diff_ids[0])
+
+
+def symlink_member(archive: Archive) -> Member:
+    """The first symlink member (a legacy save's repeated layer)."""
+    return next(m for m in archive.members if m.symlink)
+
+
+def edit_manifest_json(archive: Archive, edit: Callable[[list[dict[str, Any]]], object]) -> Archive:
+    """The archive with its ``manifest.json`` parsed, changed in place by ``edit`` and written back."""
+    doc = json.loads(archive.member("manifest.json").data)
+    edit(doc)
+    return archive.replacing(Member("manifest.json", json.dumps(doc).encode()))
 
 
 # -- content ----------------------------------------------------------------------------

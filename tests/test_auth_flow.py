@@ -15,11 +15,8 @@ from ocipush.errors import AuthenticationError, RegistryError
 from ocipush.registry import auth as auth_module
 from ocipush.registry.auth import Credentials, RegistryAuth, Scope
 from ocipush.registry.client import ClientOptions, RegistryClient
+from tests.helpers import ALICE, REALM, REGISTRY
 from tests.tokenserver import Server, ServerReply, ServerRequest
-
-REGISTRY = "https://registry.example.com"
-REALM = "https://auth.example.com/token"
-ALICE = Credentials("alice", "pw-alice", source="--creds")
 
 
 class Registry:

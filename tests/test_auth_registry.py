@@ -21,7 +21,7 @@ from ocipush.report import Reporter
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import start_registry
 from tests.tokenserver import TokenServer, htpasswd_auth
-from tests.userconfig import auth_entry, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import auth_entry
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from ocipush.errors import AuthenticationError, OcipushError, RegistryError
 from ocipush.registry import auth as auth_module
 from ocipush.registry import tokens as tokens_module
 from ocipush.registry.auth import RegistryAuth, parse_challenges
-from tests.test_auth_flow import ALICE, REALM, REGISTRY
+from tests.helpers import ALICE, REALM, REGISTRY
 
 # -- what the token service and challenges send is untrusted --------------------------
 

@@ -56,7 +56,7 @@ def pulled_image_is_correct(host: str, repo: str, tag: str, tmp_path: Path) -> N
 
     dest = skopeo_pull(f"{host}/{repo}:{tag}", tmp_path / f"pulled-{repo}-{tag}")
     index = json.loads((dest / "index.json").read_text())
-    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()
     manifest = json.loads(blob(index["manifests"][0]["digest"]))
     config = json.loads(blob(manifest["config"]["digest"]))
     for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):

@@ -14,8 +14,8 @@ from ocipush.cache import BlobCache
 from ocipush.cli import main
 from ocipush.plan import Compression
 from ocipush.push import PushOptions, push
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
-from tests.test_push_registry import registry_manifest
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
@@ -32,7 +32,7 @@ def pulled_layers_match_diff_ids(host: str, repo: str, tag: str, tmp_path: Path,
 
     dest = skopeo_pull(f"{host}/{repo}:{tag}", tmp_path / f"pulled-{tag}")
     index = json.loads((dest / "index.json").read_text())
-    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()
     manifest = json.loads(blob(index["manifests"][0]["digest"]))
     config = json.loads(blob(manifest["config"]["digest"]))
     digests = []
@@ -135,14 +135,14 @@ def test_diff_id_mismatch_is_refused_and_tags_nothing(proxy, repo, tmp_path, cap
     config = json.loads(info.config.path.read_bytes())
     config["rootfs"]["diff_ids"] = ["sha256:" + "2" * 64]
     # Rewrite config and manifest consistently so only the diff_id is wrong.
-    from tests.test_oci_layout import _rewrite_manifest
+    from tests.imagegen import rewrite_manifest
 
     data = json.dumps(config).encode()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     (info.layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
     manifest = json.loads(info.manifest.path.read_bytes())
     manifest["config"].update(digest=digest, size=len(data))
-    _rewrite_manifest(info, json.dumps(manifest).encode())
+    rewrite_manifest(info, json.dumps(manifest).encode())
     code = main([f"oci:{info.layout}", f"{proxy.host}/{repo}:v1", "--compression-format", "zstd", "--no-cache"])
     assert code == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]

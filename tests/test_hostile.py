@@ -77,7 +77,7 @@ from tests.hostileregistry import (
     sha256_digest,
 )
 from tests.imagegen import ImageInfo, LayerSpec, make_layout
-from tests.userconfig import UserConfig, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import UserConfig
 
 REPO = "hostile/app"
 COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--timeout", "2s", "--retry", "1", "--retry-delay", "10ms")
@@ -433,7 +433,7 @@ def run_child(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int,
     seconds = time.monotonic() - started
     assert process.returncode == 0, f"the launcher failed: {err_path.read_text()}"
     code, max_rss = (int(word) for word in report.read_text().split())
-    read = lambda p: p.read_bytes().decode("utf-8", "replace")  # noqa: E731
+    read = lambda p: p.read_bytes().decode("utf-8", "replace")
     return code, read(out_path), read(err_path), seconds, max_rss * 1024
 
 

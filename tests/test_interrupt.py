@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_layout
-from tests.test_push_registry import registry_manifest
-from tests.userconfig import user_config  # noqa: F401  (a fixture: the child gets a home of its own)
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +59,7 @@ def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int |
             process.communicate()
 
 
-def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, user_config):
     # The third PATCH is (almost always) a chunk of the 20 MB layer, the config taking one: the
     # upload is open and holds a chunk when the registry goes quiet for 2 s and the user presses
     # Ctrl-C. Every upload still open is cancelled, the held one among them.
@@ -80,7 +79,7 @@ def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, use
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
 
 
-def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, image, repo, user_config):
     """The registry holds a PATCH without answering for longer than anyone waits: Ctrl-C must
     still end the push within seconds."""
     stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
@@ -158,7 +157,7 @@ def signal_mid_patch(process: subprocess.Popen, registry, repo: str, signum: int
     (signal.SIGTERM, 143, "ocipush: terminated"),
 ], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line, registry, gzip_image, repo,
-                                                             user_config):  # noqa: F811
+                                                             user_config):
     got, out, err = signal_mid_patch(push_slowly(gzip_image, registry.host, repo), registry, repo, signum)
     assert "Traceback" not in out + err, err
     assert (got, err.splitlines()[-1:], out) == (code, [line], "") and err.count("ocipush: ") == 1, err
@@ -170,7 +169,7 @@ def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line,
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
 
 
-def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):
     """While the first SIGTERM's cleanup waits on a registry that holds a PATCH without a word,
     a second one ends the process at once, with the one line all the same."""
     stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
@@ -194,7 +193,7 @@ def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user
     assert seconds < 1.0, f"{seconds:.2f}s after the second signal"
 
 
-def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):  # noqa: F811
+def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):
     """The same slow recompression into an OCI layout: SIGINT while a blob is being written
     removes its temporary file; nothing but what was complete stays."""
     layout = tmp_path / "out"

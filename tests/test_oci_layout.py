@@ -7,7 +7,7 @@ import pytest
 
 from ocipush.errors import BlobVerificationError, SourceError, UsageError
 from ocipush.sources import load_image, open_source
-from tests.imagegen import flip_byte, make_index_layout, make_layout, remove_blob, truncate_blob
+from tests.imagegen import flip_byte, make_index_layout, make_layout, remove_blob, rewrite_manifest, truncate_blob
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
 
@@ -84,19 +84,8 @@ BAD_LAYOUTS = [
     ("manifest missing", lambda i: remove_blob(i.manifest), r"missing from the layout"),
     ("layer missing", lambda i: remove_blob(i.layers[1]), r"blob {d}.*missing from the layout"),
     ("layer truncated", lambda i: truncate_blob(i.layers[0]), r"bytes on disk, descriptor says"),
-    ("manifest invalid json", lambda i: _rewrite_manifest(i, b"{not json"), r"invalid JSON"),
+    ("manifest invalid json", lambda i: rewrite_manifest(i, b"{not json"), r"invalid JSON"),
 ]
-
-
-def _rewrite_manifest(info, data: bytes):
-    # Keep the descriptor honest about size and digest so the parse error is what fails.
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    (info.layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
-    index = json.loads((info.layout / "index.json").read_text())
-    index["manifests"][0].update(digest=digest, size=len(data))
-    (info.layout / "index.json").write_text(json.dumps(index))
 
 
 @pytest.mark.parametrize("case, damage, message", BAD_LAYOUTS, ids=[c[0] for c in BAD_LAYOUTS])
@@ -132,7 +121,7 @@ def test_manifest_over_4mib_refused(tmp_path):
     info = _layout(tmp_path)
     doc = json.loads(info.manifest.path.read_bytes())
     doc["annotations"] = {"padding": "x" * (4 * 1024 * 1024)}
-    _rewrite_manifest(info, json.dumps(doc).encode())
+    rewrite_manifest(info, json.dumps(doc).encode())
     with pytest.raises(SourceError, match="over the 4194304-byte limit"):
         load_image(open_source(f"oci:{tmp_path}"))
 

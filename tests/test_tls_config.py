@@ -10,7 +10,6 @@ from ocipush.errors import UsageError
 from ocipush.registry import tls
 from ocipush.registry.tls import find_cert_dir, marked_insecure, registry_tls
 from tests.pki import make_ca, make_leaf
-from tests.userconfig import user_config  # noqa: F401  (a fixture)
 
 HOST = "registry.example.com:5000"
 

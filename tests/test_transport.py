@@ -31,7 +31,6 @@ from ocipush.errors import RegistryError
 from ocipush.registry.client import ClientOptions, RegistryClient
 from ocipush.registry.transport import READ_BUDGET, CancellableBackend, bounded_transport, request_scope
 from tests.imagegen import LayerSpec, make_layout
-from tests.userconfig import user_config  # noqa: F401  (a fixture: a home of its own for the child)
 
 MAX_RSS = 200 * 1024 * 1024  # bytes; the old code grew to the address-space limit
 ADDRESS_SPACE = 2 * 1024**3
@@ -223,7 +222,7 @@ BEARER = {"token: endless", "token: trickled"}  # the registry asks for a token 
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, user_config):  # noqa: F811
+def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, user_config):
     method, path, behaviour, named = CASES[case]
     server = MisbehavingRegistry(method, path, behaviour, bearer=case in BEARER)
     try:
@@ -239,7 +238,7 @@ def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, use
     assert rss < MAX_RSS, f"peak RSS {rss / 2**20:.0f} MiB: {err}"
 
 
-def test_the_timeout_flag_bounds_a_request_on_its_own(user_config):  # noqa: F811
+def test_the_timeout_flag_bounds_a_request_on_its_own(user_config):
     """--timeout is the whole request: a silent registry ends the ping after it, not after
     the 120 s per-read timeout."""
     server = MisbehavingRegistry("GET", "/v2/", silence)
