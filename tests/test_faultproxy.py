@@ -363,8 +363,7 @@ def test_close_ends_every_connection_and_thread(registry):
     rule = proxy.stall(60)
     stalled = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
     stalled.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-    while not rule.fired:
-        time.sleep(0.01)
+    assert rule.wait_fired(5)
 
     started = time.monotonic()
     proxy.close()

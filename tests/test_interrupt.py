@@ -20,6 +20,10 @@ from tests.imagegen import LayerSpec, make_layout
 pytestmark = pytest.mark.integration
 
 
+# A PATCH with a body larger than this is a chunk of the image's layer, never its config.
+LAYER_CHUNK = 64 * 1024
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(20_000_000)], ref="v1")
@@ -43,9 +47,9 @@ def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int |
     (None: still running after `timeout`, then killed), stdout, stderr, and the seconds from
     SIGINT to exit."""
     try:
-        wait_until(lambda: stalled.fired or process.poll() is not None, 15, "the stalled PATCH")
+        # The rule fires on the request head; `holding` once the whole 1 MB body has arrived.
+        wait_until(lambda: stalled.fault.holding.is_set() or process.poll() is not None, 15, "the stalled PATCH")
         assert process.poll() is None, f"ocipush ended before the stall: {process.communicate()}"
-        time.sleep(0.5)  # the rule fires on the request head; 1 MB of body takes milliseconds more
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
@@ -60,10 +64,10 @@ def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int |
 
 
 def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, user_config):
-    # The third PATCH is (almost always) a chunk of the 20 MB layer, the config taking one: the
-    # upload is open and holds a chunk when the registry goes quiet for 2 s and the user presses
-    # Ctrl-C. Every upload still open is cancelled, the held one among them.
-    stalled = faulty_proxy.stall(2.0, method="PATCH", nth=3)
+    # The second PATCH larger than the config is the 20 MB layer's second chunk: the upload is
+    # open and holds a chunk when the registry goes quiet for 2 s and the user presses Ctrl-C.
+    # Every upload still open is cancelled, the held one among them.
+    stalled = faulty_proxy.stall(2.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
     mark = faulty_proxy.mark()
     code, out, err, _ = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=12)
     assert "Traceback" not in out + err, err
@@ -82,7 +86,7 @@ def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, use
 def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, image, repo, user_config):
     """The registry holds a PATCH without answering for longer than anyone waits: Ctrl-C must
     still end the push within seconds."""
-    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
+    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
     code, out, err, seconds = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=5)
     assert code == 130, f"still running {seconds:.1f}s after SIGINT" if code is None else err
     assert err.splitlines()[-1:] == ["ocipush: interrupted"] and "Traceback" not in err, err
@@ -172,10 +176,10 @@ def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line,
 def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):
     """While the first SIGTERM's cleanup waits on a registry that holds a PATCH without a word,
     a second one ends the process at once, with the one line all the same."""
-    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
+    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
     process = start_push(image, faulty_proxy.host, repo)
     try:
-        wait_until(lambda: stalled.fired or process.poll() is not None, 15, "the stalled PATCH")
+        wait_until(lambda: stalled.fault.holding.is_set() or process.poll() is not None, 15, "the stalled PATCH")
         assert process.poll() is None, f"ocipush ended before the stall: {process.communicate()}"
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # the cleanup now waits up to 2 s for the stalled connection to close
