@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ocipush import mediatypes
 from ocipush.cli import main
 from tests import archivegen
 from tests.archivegen import Member, edit_manifest_json, stored_base, symlink_member
@@ -228,6 +229,13 @@ def replace_config(info: ImageInfo, data: bytes) -> str:
     return digest
 
 
+def manifest_saying(info: ImageInfo, media_type: str) -> None:
+    """The manifest's own ``mediaType`` contradicts the index entry (which stays an OCI manifest)."""
+    manifest = json.loads(info.manifest.path.read_bytes())
+    manifest["mediaType"] = media_type
+    rewrite_manifest(info, json.dumps(manifest).encode())
+
+
 def drop_diff_id(info: ImageInfo) -> str:
     config = json.loads(info.config.path.read_bytes())
     config["rootfs"]["diff_ids"].pop()
@@ -326,7 +334,7 @@ def legacy_tar(cut_end: int = 0) -> bytes:
     return data[: len(data) - cut_end]
 
 
-def editedit_manifest_json(edit):
+def with_manifest_json(edit):
     return lambda a: edit_manifest_json(a, edit)
 
 
@@ -388,14 +396,20 @@ SOURCES = [
          oci(lambda i: replace_config(i, NOT_JSON))),
     case("unknown-manifest-media-type", 3, "unsupported manifest media type 'application/x-unknown'",
          oci(lambda i: set_media_type(i, "application/x-unknown"))),
+    case("manifest-media-type-contradicts-its-descriptor", 3,
+         f"mediaType '{mediatypes.DOCKER_MANIFEST}' differs from its descriptor's '{mediatypes.OCI_MANIFEST}'",
+         oci(lambda i: manifest_saying(i, mediatypes.DOCKER_MANIFEST))),
+    case("manifest-calling-itself-an-index", 3,
+         f"mediaType '{mediatypes.OCI_INDEX}' differs from its descriptor's '{mediatypes.OCI_MANIFEST}'",
+         oci(lambda i: manifest_saying(i, mediatypes.OCI_INDEX))),
     case("manifest-over-4mib", 3, "over the 4194304-byte limit",
          oci(oversized_manifest)),
     case("diff-ids-short-in-docker-archive", 3, "manifest.json: other:v2: 1 layers, but its config",
-         legacy(editedit_manifest_json(lambda d: d[1]["Layers"].pop()), ":other:v2")),
+         legacy(with_manifest_json(lambda d: d[1]["Layers"].pop()), ":other:v2")),
     case("diff-ids-short-recompressing-to-zstd", 3, "config {b.broken}: 1 diff_ids for 2 layers",
          oci(drop_diff_id, "", "--compression-format", "zstd")),
     case("manifest-json-names-a-missing-layer", 3, "layer 'nope/layer.tar' is not in the archive",
-         legacy(editedit_manifest_json(lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar")), ":other:v2")),
+         legacy(with_manifest_json(lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar")), ":other:v2")),
     # links
     case("symlink-escaping-the-layout", 3, "{b.info.layers[0].path}: link points outside the layout",
          oci(symlink_outside)),

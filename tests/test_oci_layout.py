@@ -85,6 +85,10 @@ BAD_LAYOUTS = [
     ("layer missing", lambda i: remove_blob(i.layers[1]), r"blob {d}.*missing from the layout"),
     ("layer truncated", lambda i: truncate_blob(i.layers[0]), r"bytes on disk, descriptor says"),
     ("manifest invalid json", lambda i: rewrite_manifest(i, b"{not json"), r"invalid JSON"),
+    ("manifest mediaType contradicts its descriptor", lambda i: rewrite_manifest(i, json.dumps(
+        {**json.loads(i.manifest.path.read_bytes()), "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+    ).encode()), r"blob sha256:\w+ \(.*\): mediaType 'application/vnd\.docker\.distribution\.manifest\.v2\+json' differs "
+     r"from its descriptor's 'application/vnd\.oci\.image\.manifest\.v1\+json'"),
 ]
 
 
