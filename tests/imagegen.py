@@ -376,7 +376,11 @@ def _tarinfo(name: str, type_: bytes, mode: int, size: int) -> tarfile.TarInfo:
 class _Content:
     """Endless seeded byte source that tarfile reads file data from."""
 
-    WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim", "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris"]
+    WORDS = (
+        "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod",
+        "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim", "veniam",
+        "quis", "nostrud", "exercitation", "ullamco", "laboris",
+    )
 
     def __init__(self, kind: str, rng: random.Random):
         if kind not in ("random", "text"):

@@ -69,7 +69,8 @@ def test_a_chunk_can_be_read_again():
 
 def test_diff_id_mismatch_names_the_layer():
     tar = small_tar({"a": b"hello"})
-    with pytest.raises(BlobVerificationError, match=r"layer L: uncompressed content hashes to sha256:.*diff_id is sha256:00"):
+    message = r"layer L: uncompressed content hashes to sha256:.*diff_id is sha256:00"
+    with pytest.raises(BlobVerificationError, match=message):
         recompress(gzip.compress(tar), "zstd", diff_id=Digest("sha256", "0" * 64))
 
 

@@ -87,7 +87,7 @@ def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, imag
     """The registry holds a PATCH without answering for longer than anyone waits: Ctrl-C must
     still end the push within seconds."""
     stalled = faulty_proxy.stall(60.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
-    code, out, err, seconds = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=5)
+    code, _, err, seconds = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=5)
     assert code == 130, f"still running {seconds:.1f}s after SIGINT" if code is None else err
     assert err.splitlines()[-1:] == ["ocipush: interrupted"] and "Traceback" not in err, err
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
@@ -205,7 +205,7 @@ def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tm
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def writing() -> bool:
-        return any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*")) if layout.exists() else False
+        return layout.exists() and any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*"))
 
     try:
         wait_until(lambda: writing() or process.poll() is not None, 60, "a blob being written")

@@ -51,7 +51,7 @@ def test_cert_dir_cas_and_client_certificate(user_config, tmp_path, ca):
     ({"ca.crt": b"not a certificate"}, "ca.crt: not a usable PEM certificate or key"),
 ])
 def test_cert_dir_mistakes_name_the_file(user_config, tmp_path, ca, files, error):
-    authority, client = ca
+    _, client = ca
     directory = tmp_path / "certs"
     directory.mkdir()
     for name, content in files.items():
