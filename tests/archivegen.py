@@ -40,8 +40,10 @@ import io
 import json
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zstandard
 
@@ -133,6 +135,24 @@ class Archive:
         return next(m for m in self.members if m.name == name)
 
 
+def stored_base(archive: Archive) -> str:
+    """The member holding the shared base layer of a legacy save (which the symlink points to)."""
+    return next(m.name for m in archive.members if m.name.endswith("layer.tar") and m.data and m.symlink is None
+                and digest(m.data) == archive.images[0].diff_ids[0])
+
+
+def symlink_member(archive: Archive) -> Member:
+    """The first symlink member (a legacy save's repeated layer)."""
+    return next(m for m in archive.members if m.symlink)
+
+
+def edit_manifest_json(archive: Archive, edit: Callable[[list[dict[str, Any]]], object]) -> Archive:
+    """The archive with its ``manifest.json`` parsed, changed in place by ``edit`` and written back."""
+    doc = json.loads(archive.member("manifest.json").data)
+    edit(doc)
+    return archive.replacing(Member("manifest.json", json.dumps(doc).encode()))
+
+
 # -- content ----------------------------------------------------------------------------
 
 
@@ -189,7 +209,8 @@ def _layout(blobs: list[bytes], index_entries: list[dict], manifest_json: list[d
     """An OCI layout's members sorted by name, as containerd's exporter and docker write them."""
     members = [Member("blobs/", directory=True), Member("blobs/sha256/", directory=True)]
     members += {m.name: m for m in map(_blob, blobs)}.values()
-    members.append(Member("index.json", _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries})))
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": index_entries}
+    members.append(Member("index.json", _json(index)))
     if manifest_json is not None:
         members.append(Member("manifest.json", _json(manifest_json)))
     members.append(Member("oci-layout", OCI_LAYOUT))
@@ -265,13 +286,15 @@ def docker25_save() -> Archive:
 
 
 def containerd_save() -> Archive:
-    cfg, blobs, man, facts = _image("multi", (gzipped, zstded), OCI_MANIFEST, OCI_CONFIG, (OCI_LAYER_GZIP, OCI_LAYER_ZSTD))
+    cfg, blobs, man, facts = _image("multi", (gzipped, zstded), OCI_MANIFEST, OCI_CONFIG,
+                                    (OCI_LAYER_GZIP, OCI_LAYER_ZSTD))
     # The other platform and the attestation were never pulled: only their descriptors exist.
     arm64 = manifest(OCI_MANIFEST, OCI_CONFIG, config(facts.diff_ids, "arm64"), [descriptor(OCI_LAYER_GZIP, blobs[0])])
     index = _index(_platform(man, "amd64"), _platform(arm64, "arm64"), _attestation_entry(_attestation(man)[0], man))
     members = _layout([cfg, *blobs, man, index], [descriptor(OCI_INDEX, index, annotations=_names("multi", "v1"))],
                       [_entry(cfg, "multi:v1", blobs)])
-    return Archive(members, (dataclasses.replace(facts, repo_tags=("multi:v1",)),), absent=("linux/arm64", "unknown/unknown"))
+    facts = dataclasses.replace(facts, repo_tags=("multi:v1",))
+    return Archive(members, (facts,), absent=("linux/arm64", "unknown/unknown"))
 
 
 def buildkit_oci() -> Archive:
@@ -294,10 +317,10 @@ def _image(word: str, compressors, manifest_type: str, config_type: str, layer_t
     """A two-layer linux/amd64 image, its layers compressed by ``compressors``: its config,
     layer blobs, manifest, and the facts about it."""
     tars = [layer(f"{word} base"), layer(f"{word} app")]
-    blobs = [compress(t) for compress, t in zip(compressors, tars)]
+    blobs = [compress(t) for compress, t in zip(compressors, tars, strict=True)]
     diff_ids = tuple(digest(t) for t in tars)
     cfg = config(diff_ids)
-    man = manifest(manifest_type, config_type, cfg, [descriptor(t, b) for t, b in zip(layer_types, blobs)])
+    man = manifest(manifest_type, config_type, cfg, [descriptor(t, b) for t, b in zip(layer_types, blobs, strict=True)])
     return cfg, blobs, man, ImageFacts((), digest(cfg), diff_ids, tuple(digest(b) for b in blobs), digest(man))
 
 

@@ -20,6 +20,7 @@ from tests.services import (
     start_registry,
     unique_repo,
 )
+from tests.userconfig import UserConfig, isolated_user_config
 
 
 @contextlib.contextmanager
@@ -86,3 +87,10 @@ def faulty_proxy(registry):
 
     with FaultProxy(registry.host) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def user_config(tmp_path, monkeypatch) -> UserConfig:
+    """A podman and docker user's configuration in a home of this test's own (tests/userconfig.py):
+    no machine logins, cache or registries.conf reach the test, or a child it starts."""
+    return isolated_user_config(tmp_path, monkeypatch)

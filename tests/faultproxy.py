@@ -61,7 +61,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from io import BufferedReader
 from typing import Literal
@@ -120,9 +120,11 @@ class Respond:
 
 @dataclass(frozen=True)
 class Stall:
-    """Read the request, say nothing for `seconds`, then close."""
+    """Read the request, say nothing for `seconds`, then close. `holding` is set once the
+    whole request has arrived and the silence begins: a test waits on it, not on a clock."""
 
     seconds: float
+    holding: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 Fault = CutBody | DropResponse | Respond | Stall
@@ -362,6 +364,15 @@ class Rule:
         self.larger_than = larger_than
         self.seen = 0
         self.fired = 0
+        self._fired = threading.Event()
+
+    def wait_fired(self, timeout: float) -> bool:
+        """Wait until the rule has fired once (a fault was given); whether it did in `timeout` s."""
+        return self._fired.wait(timeout)
+
+    def _firing(self) -> None:
+        self.fired += 1
+        self._fired.set()
 
     def matches(self, request: Request) -> bool:
         return (
@@ -393,7 +404,7 @@ class FixedRule(Rule):
     def fire(self, request: Request) -> Fault | None:
         if self.seen < self.nth or (self.times is not None and self.fired >= self.times):
             return None
-        self.fired += 1
+        self._firing()
         return self.fault
 
 
@@ -420,7 +431,7 @@ class RandomRule(Rule):
     def fire(self, request: Request) -> Fault | None:
         if self.fired >= self.max_faults or self.rng.random() >= self.rate:
             return None
-        self.fired += 1
+        self._firing()
         match self.rng.choice(self.kinds):
             case "cut_body":
                 # Somewhere inside the body; a body-less request is cut right after its head.
@@ -502,9 +513,15 @@ class FaultProxy:
         return self._add(FixedRule(fault, nth, times, method=method, path=path))
 
     def stall(self, seconds: float, *, method: str | None = None, path: str | None = None,
-              nth: int = 1, times: int | None = 1) -> Rule:
-        """Read the request, say nothing for `seconds`, then close: a client timeout."""
-        return self._add(FixedRule(Stall(seconds), nth, times, method=method, path=path))
+              nth: int = 1, times: int | None = 1, larger_than: int | None = None) -> FixedRule:
+        """Read the request, say nothing for `seconds`, then close: a client timeout.
+
+        `larger_than` counts only requests whose Content-Length exceeds it (a layer's chunk,
+        not a config's). The rule's ``fault.holding`` is set once a stalled request has arrived.
+        """
+        rule = FixedRule(Stall(seconds), nth, times, method=method, path=path, larger_than=larger_than)
+        self._add(rule)
+        return rule
 
     def limit_body(self, max_bytes: int, *, method: str | None = None, path: str | None = None) -> Rule:
         """Answer nginx's HTML 413 to every request whose Content-Length exceeds max_bytes.
@@ -630,8 +647,8 @@ class FaultProxy:
                     self._drop_response(rfile, request, exchange)
                 case Respond() as answer:
                     self._respond(client, rfile, request, exchange, answer)
-                case Stall(seconds=seconds):
-                    self._stall(rfile, request, exchange, seconds)
+                case Stall() as stall:
+                    self._stall(rfile, request, exchange, stall)
             return False
 
     @contextlib.contextmanager
@@ -694,9 +711,10 @@ class FaultProxy:
         with contextlib.suppress(ProtocolError, OSError):  # a client that stops sending is fine
             copy_body(rfile, request.framing, _counting(exchange, _discard))
 
-    def _stall(self, rfile: BufferedReader, request: Request, exchange: Exchange, seconds: float) -> None:
+    def _stall(self, rfile: BufferedReader, request: Request, exchange: Exchange, stall: Stall) -> None:
         copy_body(rfile, request.framing, _counting(exchange, _discard))
-        self._closing.wait(seconds)  # close() ends the stall early
+        stall.holding.set()
+        self._closing.wait(stall.seconds)  # close() ends the stall early
 
     # --- lifetime
 

@@ -187,6 +187,16 @@ def remove_blob(blob: Blob | os.PathLike) -> None:
     _path(blob).unlink()
 
 
+def rewrite_manifest(info: ImageInfo, data: bytes) -> None:
+    """Replace the layout's first manifest by ``data``, keeping the index entry honest about
+    its size and digest, so what a reader refuses is the manifest itself."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (info.layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+    index = json.loads((info.layout / "index.json").read_text())
+    index["manifests"][0].update(digest=digest, size=len(data))
+    (info.layout / "index.json").write_text(json.dumps(index))
+
+
 def _path(blob: Blob | os.PathLike) -> Path:
     return blob.path if isinstance(blob, Blob) else Path(blob)
 
@@ -366,7 +376,11 @@ def _tarinfo(name: str, type_: bytes, mode: int, size: int) -> tarfile.TarInfo:
 class _Content:
     """Endless seeded byte source that tarfile reads file data from."""
 
-    WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim", "veniam", "quis", "nostrud", "exercitation", "ullamco", "laboris"]
+    WORDS = (
+        "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod",
+        "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua", "enim", "ad", "minim", "veniam",
+        "quis", "nostrud", "exercitation", "ullamco", "laboris",
+    )
 
     def __init__(self, kind: str, rng: random.Random):
         if kind not in ("random", "text"):

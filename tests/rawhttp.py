@@ -15,6 +15,7 @@ fail, never hang the suite.  Shares no code with ocipush.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import select
 import socket
@@ -315,10 +316,8 @@ def _chunk(data: bytes) -> bytes:
 
 
 def _quiet(function, *args) -> None:
-    try:
+    with contextlib.suppress(OSError):
         function(*args)
-    except OSError:
-        pass
 
 
 def _read_request(reader) -> Request | None:
@@ -327,7 +326,7 @@ def _read_request(reader) -> Request | None:
     line = reader.readline(_HEAD_LIMIT)
     if not line or not line.endswith(b"\n"):
         return None
-    method, target, _ = (line.decode("latin-1").split(" ", 2) + ["", ""])[:3]
+    method, target, _ = [*line.decode("latin-1").split(" ", 2), "", ""][:3]
     headers: list[tuple[str, str]] = []
     size = len(line)
     while True:

@@ -36,7 +36,8 @@ safe_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size
 
 @given(st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), safe_text, max_size=4))
 def test_any_quoted_params_round_trip(params):
-    quoted = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in params.items())
+    escaped = {k: v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)) for k, v in params.items()}
+    quoted = ",".join(f'{k}="{v}"' for k, v in escaped.items())
     (c,) = parse_challenges(f"Bearer {quoted}")
     assert c.params == params
 
@@ -50,7 +51,8 @@ def test_credentials_repr_hides_the_password():
 @given(st.text(max_size=500))
 def test_any_header_text_parses_without_error(header):
     for challenge in parse_challenges(header):
-        assert challenge.scheme == challenge.scheme.lower() and all(isinstance(v, str) for v in challenge.params.values())
+        assert challenge.scheme == challenge.scheme.lower()
+        assert all(isinstance(v, str) for v in challenge.params.values())
 
 
 @pytest.mark.parametrize("header", [

@@ -11,7 +11,7 @@ from ocipush.errors import AuthenticationError, UsageError
 from ocipush.registry import credentials as credentials_module
 from ocipush.registry.auth import Credentials
 from ocipush.registry.credentials import AuthFiles, normalize_key
-from tests.userconfig import HELPER_LEAK, auth_entry, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import HELPER_LEAK, auth_entry
 
 HOST = "registry.example.com:5000"
 

@@ -15,11 +15,8 @@ from ocipush.errors import AuthenticationError, RegistryError
 from ocipush.registry import auth as auth_module
 from ocipush.registry.auth import Credentials, RegistryAuth, Scope
 from ocipush.registry.client import ClientOptions, RegistryClient
+from tests.helpers import ALICE, REALM, REGISTRY
 from tests.tokenserver import Server, ServerReply, ServerRequest
-
-REGISTRY = "https://registry.example.com"
-REALM = "https://auth.example.com/token"
-ALICE = Credentials("alice", "pw-alice", source="--creds")
 
 
 class Registry:
@@ -113,9 +110,9 @@ def test_basic_challenge_then_credentials():
 
 def test_refused_basic_credentials_are_one_line_without_the_password():
     registry = Registry("basic")
-    with client(registry, Credentials("alice", "wrong-s3cret", source="--creds")) as http:
-        with pytest.raises(AuthenticationError) as e:
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+    wrong = Credentials("alice", "wrong-s3cret", source="--creds")
+    with client(registry, wrong) as http, pytest.raises(AuthenticationError) as e:
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert str(e.value) == ("registry.example.com: authentication failed: the registry refused "
                             "user 'alice' (from --creds) for team/app")
     assert e.value.exit_code == 5
@@ -228,11 +225,11 @@ def test_anonymous_push_refused_names_the_way_out():
 
 def test_token_service_refusal_and_failure():
     registry = Registry()
-    with client(registry, Credentials("alice", "wrong", source="/h/auth.json")) as http:
-        with pytest.raises(AuthenticationError, match=(
+    with client(registry, Credentials("alice", "wrong", source="/h/auth.json")) as http, pytest.raises(
+            AuthenticationError, match=(
                 "registry.example.com: authentication failed: the token service https://auth.example.com/token "
                 r"refused user 'alice' \(from /h/auth.json\)$")):
-            http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
+        http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     registry = Registry(token_field="tokens")
     with client(registry) as http:
         with pytest.raises(RegistryError, match="answered 200 OK without a usable token") as e:

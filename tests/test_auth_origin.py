@@ -293,20 +293,22 @@ def test_redirect_to_another_origin_carries_nothing_and_its_401_is_not_ours(meth
         target = "free" if request.path.endswith(":1") else "locked"
         return ServerReply(307, {"Location": f"{storage.url}/{target}?sig=x"})
 
-    with Server(storage_answer) as storage, Server(registry_answer) as registry:
-        with RegistryClient(registry.url.removeprefix("http://"), ClientOptions(credentials=ALICE),
-                            loopback=True) as client:
-            client.connect()
-            assert client.request(method, client.url("/v2/team/app/blobs/sha256:1"), expect=(200,),
-                                  follow_redirects=True).status_code == 200
-            with pytest.raises(AuthenticationError, match=(
-                    rf"^127\.0\.0\.1 asked for credentials \({method} {storage.url}/locked\?…\); "
-                    rf"ocipush sends them only to the registry {client.host}$")):
-                client.request(method, client.url("/v2/team/app/blobs/sha256:2"), expect=(200,),
-                               follow_redirects=True)
-            # The registry's own challenge still rules: its token serves the next request.
-            client.request(method, client.url("/v2/team/app/blobs/sha256:1"), expect=(200,),
+    with (
+        Server(storage_answer) as storage,
+        Server(registry_answer) as registry,
+        RegistryClient(registry.url.removeprefix("http://"), ClientOptions(credentials=ALICE), loopback=True) as client,
+    ):
+        client.connect()
+        assert client.request(method, client.url("/v2/team/app/blobs/sha256:1"), expect=(200,),
+                              follow_redirects=True).status_code == 200
+        with pytest.raises(AuthenticationError, match=(
+                rf"^127\.0\.0\.1 asked for credentials \({method} {storage.url}/locked\?…\); "
+                rf"ocipush sends them only to the registry {client.host}$")):
+            client.request(method, client.url("/v2/team/app/blobs/sha256:2"), expect=(200,),
                            follow_redirects=True)
+        # The registry's own challenge still rules: its token serves the next request.
+        client.request(method, client.url("/v2/team/app/blobs/sha256:1"), expect=(200,),
+                       follow_redirects=True)
     assert len(tokens) == 1 and tokens[0].headers["authorization"] == BASIC
     assert [r.path for r in storage.seen] == ["/free", "/locked", "/free"]
     assert all("authorization" not in r.headers for r in storage.seen)

@@ -8,8 +8,10 @@ import base64
 import hashlib
 import io
 import logging
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from ocipush.report import Reporter
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import start_registry
 from tests.tokenserver import TokenServer, htpasswd_auth
-from tests.userconfig import auth_entry, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import auth_entry
 
 pytestmark = pytest.mark.integration
 
@@ -176,17 +178,30 @@ def test_token_identity_token_from_docker_config(tokens, token_registry, image, 
     assert {(r.method, r.grant) for r in tokens.requests} == {("POST", "refresh_token")}
 
 
-class _SlowReporter(Reporter):
-    """Stretches a push on loopback to seconds: a pause per MiB read from the layer."""
+class _PausingReporter(Reporter):
+    """Pauses the push once, after the layer's first chunk, until the wall-clock time
+    ``until()`` gives then: the push outlives exactly the token moment a test is about,
+    however fast or slow the machine is (a pause per MiB only made that likely)."""
+
+    def __init__(self, until: Callable[[], float]):
+        self.until = until
+        self.paused = threading.Event()
 
     def blob_position(self, desc, offset: int) -> None:
-        time.sleep(0.25)
+        if desc.size > _CHUNK and offset >= _CHUNK and not self.paused.is_set():
+            self.paused.set()
+            time.sleep(max(0.0, self.until() - time.time()))
 
 
-def _slow_push(image_dir, host: str, repo: str):
-    layout = make_layout(image_dir, [LayerSpec(12_000_000)], ref="v1")
-    options = PushOptions(chunk_size=1 << 20, jobs=1, credentials=Credentials("alice", PASSWORD))
-    push(f"oci:{layout.layout}:v1", f"{host}/{repo}:v1", options, _SlowReporter())
+_CHUNK = 1 << 20
+
+
+def _paused_push(image_dir, host: str, repo: str, until: Callable[[], float]):
+    layout = make_layout(image_dir, [LayerSpec(6_000_000)], ref="v1")
+    options = PushOptions(chunk_size=_CHUNK, jobs=1, credentials=Credentials("alice", PASSWORD))
+    reporter = _PausingReporter(until)
+    push(f"oci:{layout.layout}:v1", f"{host}/{repo}:v1", options, reporter)
+    assert reporter.paused.is_set(), "the layer went up in one chunk: nothing was paused"
     return layout
 
 
@@ -197,7 +212,8 @@ def test_token_expiring_mid_push_renews_and_resends_only_that_chunk(
     tokens.valid_for, tokens.expires_in = 1, 300
     proxy = make_proxy(upstream=token_registry, headers=None)
     mark = proxy.mark()
-    layout = _slow_push(tmp_path, proxy.host, repo)
+    # Mid-layer, wait until the registry refuses the token the push is using.
+    layout = _paused_push(tmp_path, proxy.host, repo, until=lambda: tokens.refused_from[-1] + 0.1)
     patches = [(r.status, r.content_range) for r in proxy.requests(mark) if r.method == "PATCH"]
     refused = [rng for status, rng in patches if status == 401]
     assert refused, "the push outlived no token: make it slower"
@@ -217,10 +233,18 @@ def test_token_expires_in_is_renewed_before_the_registry_refuses(
     tokens.valid_for, tokens.expires_in = 3, 2  # renewed after 1 s, 2 s before the registry would refuse
     proxy = make_proxy(upstream=token_registry, headers=None)
     mark = proxy.mark()
-    _slow_push(tmp_path, proxy.host, repo)
+    issued: list[int] = []
+
+    def renewal_due() -> float:
+        # Mid-layer, wait past the client's renewal time (1 s after issue), well before the
+        # registry would refuse (3 s after): the next chunk must go with a new token.
+        issued.append(len(tokens.requests))
+        return tokens.issued_at[-1] + 1.5
+
+    _paused_push(tmp_path, proxy.host, repo, until=renewal_due)
     statuses = [r.status for r in proxy.requests(mark) if r.path != "/v2/"]
     assert 401 not in statuses
-    assert len(tokens.requests) >= 3
+    assert len(tokens.requests) > issued[0], "no token was asked for after the pause"
 
 
 # -- no secret in any output --------------------------------------------------------

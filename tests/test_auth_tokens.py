@@ -14,7 +14,7 @@ from ocipush.errors import AuthenticationError, OcipushError, RegistryError
 from ocipush.registry import auth as auth_module
 from ocipush.registry import tokens as tokens_module
 from ocipush.registry.auth import RegistryAuth, parse_challenges
-from tests.test_auth_flow import ALICE, REALM, REGISTRY
+from tests.helpers import ALICE, REALM, REGISTRY
 
 # -- what the token service and challenges send is untrusted --------------------------
 
@@ -53,8 +53,8 @@ def scripted_client(registry: Scripted) -> httpx.Client:
 def test_an_endless_token_answer_is_refused_in_bounded_memory():
     registry = Scripted(lambda s: httpx.Response(200, content=s.stream(b"x" * 65536, 64 * 2**20)))
     with scripted_client(registry) as http, pytest.raises(RegistryError, match=(
-            "^registry.example.com: the token service https://auth.example.com/token: "
-            "the answer's body exceeds 1048576 bytes; refused$")) as e:
+            r"^registry\.example\.com: the token service https://auth\.example\.com/token: "
+            r"the answer's body exceeds 1048576 bytes; refused$")) as e:
         http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert e.value.exit_code == 4 and e.value.status == 200  # not retried as "no answer"
     assert registry.produced <= 2 * 2**20
@@ -63,7 +63,7 @@ def test_an_endless_token_answer_is_refused_in_bounded_memory():
 def test_an_endless_401_body_is_read_bounded():
     registry = Scripted(lambda s: httpx.Response(200, json={"token": "t"}),
                         registry_401_body=lambda s: s.stream(b"y" * 65536, 64 * 2**20))
-    with scripted_client(registry) as http, pytest.raises(RegistryError, match="exceeds 65536 bytes; refused$"):
+    with scripted_client(registry) as http, pytest.raises(RegistryError, match=r"exceeds 65536 bytes; refused$"):
         http.head(f"{REGISTRY}/v2/team/app/blobs/sha256:1")
     assert registry.produced <= 2**20
 

@@ -35,17 +35,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ocipush import mediatypes
 from ocipush.cli import main
 from tests import archivegen
-from tests.archivegen import Member
+from tests.archivegen import Member, edit_manifest_json, stored_base, symlink_member
 from tests.faultproxy import html_error_page
-from tests.imagegen import ImageInfo, flip_byte, make_layout, remove_blob, truncate_blob
+from tests.helpers import ACCEPT
+from tests.imagegen import ImageInfo, flip_byte, make_layout, remove_blob, rewrite_manifest, truncate_blob
 from tests.services import free_port, start_registry
-from tests.test_oci_layout import _rewrite_manifest
-from tests.test_push_registry import ACCEPT
-from tests.test_sources_archives import _manifest_json, _stored_base, _symlink
 from tests.tokenserver import htpasswd_auth
-from tests.userconfig import user_config  # noqa: F401  (a fixture: no machine logins, cache or registries.conf)
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +53,8 @@ NOT_JSON = b"{not json"
 FAST_RETRIES = ("--retry-delay", "10ms")  # the default 3 retries, milliseconds apart
 
 LEGACY = archivegen.legacy_docker_save()  # two images sharing a base layer; a repeat stored as a symlink
-LINK = _symlink(LEGACY).name
-BASE = _stored_base(LEGACY)
+LINK = symlink_member(LEGACY).name
+BASE = stored_base(LEGACY)
 BUILDKIT = archivegen.buildkit_oci()
 BUILDKIT_LAYER = BUILDKIT.images[0].layers[1]
 
@@ -227,8 +225,15 @@ def replace_config(info: ImageInfo, data: bytes) -> str:
     write(info.layout / "blobs" / "sha256" / digest[7:], data)
     manifest = json.loads(info.manifest.path.read_bytes())
     manifest["config"].update(digest=digest, size=len(data))
-    _rewrite_manifest(info, json.dumps(manifest).encode())
+    rewrite_manifest(info, json.dumps(manifest).encode())
     return digest
+
+
+def manifest_saying(info: ImageInfo, media_type: str) -> None:
+    """The manifest's own ``mediaType`` contradicts the index entry (which stays an OCI manifest)."""
+    manifest = json.loads(info.manifest.path.read_bytes())
+    manifest["mediaType"] = media_type
+    rewrite_manifest(info, json.dumps(manifest).encode())
 
 
 def drop_diff_id(info: ImageInfo) -> str:
@@ -247,7 +252,7 @@ def symlink_outside(info: ImageInfo) -> None:
 def oversized_manifest(info: ImageInfo) -> None:
     manifest = json.loads(info.manifest.path.read_bytes())
     manifest["annotations"] = {"padding": "x" * (4 << 20)}
-    _rewrite_manifest(info, json.dumps(manifest).encode())
+    rewrite_manifest(info, json.dumps(manifest).encode())
 
 
 def second_image(info: ImageInfo) -> None:
@@ -329,8 +334,8 @@ def legacy_tar(cut_end: int = 0) -> bytes:
     return data[: len(data) - cut_end]
 
 
-def edit_manifest_json(edit):
-    return lambda a: _manifest_json(a, edit)
+def with_manifest_json(edit):
+    return lambda a: edit_manifest_json(a, edit)
 
 
 # -- the table ----------------------------------------------------------------------------------------
@@ -386,19 +391,25 @@ SOURCES = [
     case("index-json-nested-too-deep", 3, "{b.info.layout}/index.json",
          oci(lambda i: write(i.layout / "index.json", "[" * 100_000))),
     case("manifest-invalid-json", 3, f"blob {archivegen.digest(NOT_JSON)}",
-         oci(lambda i: _rewrite_manifest(i, NOT_JSON))),
+         oci(lambda i: rewrite_manifest(i, NOT_JSON))),
     case("config-invalid-json", 3, "blob {b.broken}",
          oci(lambda i: replace_config(i, NOT_JSON))),
     case("unknown-manifest-media-type", 3, "unsupported manifest media type 'application/x-unknown'",
          oci(lambda i: set_media_type(i, "application/x-unknown"))),
+    case("manifest-media-type-contradicts-its-descriptor", 3,
+         f"mediaType '{mediatypes.DOCKER_MANIFEST}' differs from its descriptor's '{mediatypes.OCI_MANIFEST}'",
+         oci(lambda i: manifest_saying(i, mediatypes.DOCKER_MANIFEST))),
+    case("manifest-calling-itself-an-index", 3,
+         f"mediaType '{mediatypes.OCI_INDEX}' differs from its descriptor's '{mediatypes.OCI_MANIFEST}'",
+         oci(lambda i: manifest_saying(i, mediatypes.OCI_INDEX))),
     case("manifest-over-4mib", 3, "over the 4194304-byte limit",
          oci(oversized_manifest)),
     case("diff-ids-short-in-docker-archive", 3, "manifest.json: other:v2: 1 layers, but its config",
-         legacy(edit_manifest_json(lambda d: d[1]["Layers"].pop()), ":other:v2")),
+         legacy(with_manifest_json(lambda d: d[1]["Layers"].pop()), ":other:v2")),
     case("diff-ids-short-recompressing-to-zstd", 3, "config {b.broken}: 1 diff_ids for 2 layers",
          oci(drop_diff_id, "", "--compression-format", "zstd")),
     case("manifest-json-names-a-missing-layer", 3, "layer 'nope/layer.tar' is not in the archive",
-         legacy(edit_manifest_json(lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar")), ":other:v2")),
+         legacy(with_manifest_json(lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar")), ":other:v2")),
     # links
     case("symlink-escaping-the-layout", 3, "{b.info.layers[0].path}: link points outside the layout",
          oci(symlink_outside)),
@@ -636,7 +647,7 @@ def htpasswd_registry(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(user_config):  # noqa: F811
+def _isolated_home(user_config):
     pass
 
 

@@ -30,7 +30,8 @@ ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     """Two gzip layers of different sizes, so swapped entries name a blob that exists."""
-    return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(400_000, "text"), LayerSpec(150_000, "text")], ref="v1")
+    layers = [LayerSpec(400_000, "text"), LayerSpec(150_000, "text")]
+    return make_layout(tmp_path_factory.mktemp("img"), layers, ref="v1")
 
 
 @pytest.fixture
@@ -56,7 +57,10 @@ def pulled_image_is_correct(host: str, repo: str, tag: str, tmp_path: Path) -> N
 
     dest = skopeo_pull(f"{host}/{repo}:{tag}", tmp_path / f"pulled-{repo}-{tag}")
     index = json.loads((dest / "index.json").read_text())
-    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+
+    def blob(d: str) -> bytes:
+        return (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()
+
     manifest = json.loads(blob(index["manifests"][0]["digest"]))
     config = json.loads(blob(manifest["config"]["digest"]))
     for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
@@ -247,5 +251,6 @@ def test_unwritable_cache_costs_only_speed(image, proxy, repo, cache_dir, tmp_pa
     assert code == 0, err
     pulled_image_is_correct(proxy.host, repo, "v1", tmp_path)
     assert [line for line in err if "blob cache" in line] == [
-        f"blob cache: cannot write {cache_dir}: {os.strerror(error)}; the push goes on without it (only slower next time)"
+        f"blob cache: cannot write {cache_dir}: {os.strerror(error)}; "
+        "the push goes on without it (only slower next time)"
     ]

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import tarfile
+import threading
 
 import pytest
 import zstandard
@@ -68,7 +69,8 @@ def test_a_chunk_can_be_read_again():
 
 def test_diff_id_mismatch_names_the_layer():
     tar = small_tar({"a": b"hello"})
-    with pytest.raises(BlobVerificationError, match=r"layer L: uncompressed content hashes to sha256:.*diff_id is sha256:00"):
+    message = r"layer L: uncompressed content hashes to sha256:.*diff_id is sha256:00"
+    with pytest.raises(BlobVerificationError, match=message):
         recompress(gzip.compress(tar), "zstd", diff_id=Digest("sha256", "0" * 64))
 
 
@@ -224,14 +226,23 @@ def test_bytes_after_the_stream_are_part_of_the_digest():
             b"".join(chunk)
 
 
-def test_stopping_early_ends_the_worker_threads():
-    import threading
+def test_stopping_early_ends_the_worker_threads(monkeypatch):
+    # Watch the threads this transcoding starts, not the process's count: a thread another
+    # test left to end on its own would change that count while this test runs.
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
 
+    def recording_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
     tar = small_tar({"a": bytes(range(256)) * 20_000})
     blob = gzip.compress(tar, 1)
-    before = threading.active_count()
     content = TranscodedContent(lambda: io.BytesIO(blob), Digest.of(blob), len(blob), "L", diff_id=None, target="zstd")
     chunks = content.chunks(10_000)
     b"".join(next(chunks))
     chunks.close()  # the uploader gave up after one chunk
-    assert threading.active_count() == before
+    monkeypatch.undo()
+    assert started, "the transcoder hands over between threads"
+    assert [t.name for t in started if t.is_alive()] == []

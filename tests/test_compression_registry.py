@@ -14,8 +14,8 @@ from ocipush.cache import BlobCache
 from ocipush.cli import main
 from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
-from tests.test_push_registry import registry_manifest
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
@@ -32,7 +32,10 @@ def pulled_layers_match_diff_ids(host: str, repo: str, tag: str, tmp_path: Path,
 
     dest = skopeo_pull(f"{host}/{repo}:{tag}", tmp_path / f"pulled-{tag}")
     index = json.loads((dest / "index.json").read_text())
-    blob = lambda d: (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()  # noqa: E731
+
+    def blob(d: str) -> bytes:
+        return (dest / "blobs" / "sha256" / d.split(":")[1]).read_bytes()
+
     manifest = json.loads(blob(index["manifests"][0]["digest"]))
     config = json.loads(blob(manifest["config"]["digest"]))
     digests = []
@@ -102,7 +105,8 @@ def test_multi_platform_index_recompressed(proxy, repo, tmp_path):
     info = make_index_layout(tmp_path / "img", [LayerSpec(1_000_000, "text"), 2000])
     result = push(f"oci:{info.layout}", f"{proxy.host}/{repo}:multi", zstd_options(tmp_path))
     index = json.loads(registry_manifest(proxy.host, repo, "multi").content)
-    assert "sha256:" + hashlib.sha256(registry_manifest(proxy.host, repo, "multi").content).hexdigest() == str(result.digest)
+    served = registry_manifest(proxy.host, repo, "multi").content
+    assert "sha256:" + hashlib.sha256(served).hexdigest() == str(result.digest)
     assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
     assert all(m["digest"] not in {i.digest for i in info.images} for m in index["manifests"])
     copied = skopeo_copy(f"docker://{proxy.host}/{repo}:multi", f"oci:{tmp_path / 'all'}:x", "--all")
@@ -135,14 +139,14 @@ def test_diff_id_mismatch_is_refused_and_tags_nothing(proxy, repo, tmp_path, cap
     config = json.loads(info.config.path.read_bytes())
     config["rootfs"]["diff_ids"] = ["sha256:" + "2" * 64]
     # Rewrite config and manifest consistently so only the diff_id is wrong.
-    from tests.test_oci_layout import _rewrite_manifest
+    from tests.imagegen import rewrite_manifest
 
     data = json.dumps(config).encode()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     (info.layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
     manifest = json.loads(info.manifest.path.read_bytes())
     manifest["config"].update(digest=digest, size=len(data))
-    _rewrite_manifest(info, json.dumps(manifest).encode())
+    rewrite_manifest(info, json.dumps(manifest).encode())
     code = main([f"oci:{info.layout}", f"{proxy.host}/{repo}:v1", "--compression-format", "zstd", "--no-cache"])
     assert code == 3
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -152,5 +156,6 @@ def test_diff_id_mismatch_is_refused_and_tags_nothing(proxy, repo, tmp_path, cap
 
 def test_bad_level_is_a_usage_error(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [100])
-    assert main([f"oci:{info.layout}", "localhost:1/x:y", "--compression-format", "zstd", "--compression-level", "30"]) == 2
+    argv = [f"oci:{info.layout}", "localhost:1/x:y", "--compression-format", "zstd", "--compression-level", "30"]
+    assert main(argv) == 2
     assert "zstd takes 1 to 22" in capsys.readouterr().err

@@ -14,9 +14,9 @@ from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
 from ocipush.registry.retry import RetryPolicy
 from tests.faultproxy import html_error_page
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import skopeo_pull
-from tests.test_push_registry import registry_manifest
 
 pytestmark = pytest.mark.integration
 FAST = RetryPolicy(attempts=4, delay=0.05, max_delay=0.5)

@@ -28,13 +28,16 @@ nasty = st.one_of(
 
 @pytest.mark.parametrize(
     "value, held",
-    [("0-99", 100), ("bytes=0-9", 10), ("bytes 0-9", 10), (" 0-0 ", 1), ("0--1", 0), (None, None), ("0-999999999999999999", 10**18)],
+    [("0-99", 100), ("bytes=0-9", 10), ("bytes 0-9", 10), (" 0-0 ", 1), ("0--1", 0), (None, None),
+     ("0-999999999999999999", 10**18)],
 )
 def test_range_grammar(value, held):
     assert headers.parse_range(value, "header Range") == held
 
 
-@pytest.mark.parametrize("value", ["5-9", "junk", "0-", "-1", "0-²", "0-٣", "0-" + "9" * 19, "0-1-2", "bytes 0-9/10", "0 - 9", ""])
+@pytest.mark.parametrize("value", [
+    "5-9", "junk", "0-", "-1", "0-²", "0-٣", "0-" + "9" * 19, "0-1-2", "bytes 0-9/10", "0 - 9", "",
+])
 def test_range_garbage_names_the_header(value):
     with pytest.raises(RegistryError, match=r"^header Range from PATCH x: .* is not a range 0-END$"):
         headers.parse_range(value, "header Range from PATCH x")
@@ -145,9 +148,11 @@ def test_what_of_redacts_the_query():
     assert headers.what_of(response, "Range") == "header Range from PATCH http://h/u?…"
 
 
-@pytest.mark.parametrize("value", ["sha256:abc", "md5:" + "0" * 32, "sha256:" + "A" * 64, "²", "sha256:" + "0" * 64 + "x"])
+@pytest.mark.parametrize("value", [
+    "sha256:abc", "md5:" + "0" * 32, "sha256:" + "A" * 64, "²", "sha256:" + "0" * 64 + "x",
+])
 def test_content_digest_garbage(value):
-    with pytest.raises(RegistryError, match="^header Docker-Content-Digest: .* is not a digest$"):
+    with pytest.raises(RegistryError, match=r"^header Docker-Content-Digest: .* is not a digest$"):
         headers.content_digest(value, "header Docker-Content-Digest")
 
 

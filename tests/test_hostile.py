@@ -77,7 +77,7 @@ from tests.hostileregistry import (
     sha256_digest,
 )
 from tests.imagegen import ImageInfo, LayerSpec, make_layout
-from tests.userconfig import UserConfig, user_config  # noqa: F401  (a fixture)
+from tests.userconfig import UserConfig
 
 REPO = "hostile/app"
 COMMON_FLAGS = ("--creds", f"{USER}:{PASSWORD}", "--timeout", "2s", "--retry", "1", "--retry-delay", "10ms")
@@ -433,7 +433,10 @@ def run_child(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int,
     seconds = time.monotonic() - started
     assert process.returncode == 0, f"the launcher failed: {err_path.read_text()}"
     code, max_rss = (int(word) for word in report.read_text().split())
-    read = lambda p: p.read_bytes().decode("utf-8", "replace")  # noqa: E731
+
+    def read(p: Path) -> str:
+        return p.read_bytes().decode("utf-8", "replace")
+
     return code, read(out_path), read(err_path), seconds, max_rss * 1024
 
 
@@ -501,10 +504,10 @@ def one_post_per_blob(outcome: Outcome) -> None:
 def check_lines(case: Row, outcome: Outcome) -> None:
     lines = outcome.stderr.splitlines()
     if outcome.code == 0:
-        assert not [l for l in lines if l.startswith("ocipush: ")], outcome.describe()
+        assert not [line for line in lines if line.startswith("ocipush: ")], outcome.describe()
         return
     assert lines and lines[-1].startswith("ocipush: "), outcome.describe()
-    assert [l for l in lines if l.startswith("ocipush: ")] == lines[-1:], outcome.describe()
+    assert [line for line in lines if line.startswith("ocipush: ")] == lines[-1:], outcome.describe()
     assert all(c.isprintable() for c in lines[-1]), repr(lines[-1])
     if case.mention:
         assert re.search(case.mention, lines[-1]), f"the error names no {case.mention}: {lines[-1]}"

@@ -80,7 +80,7 @@ def test_image_is_valid(tmp_path, compression):
     assert image["Layers"] == [layer.digest for layer in info.layers]
 
     config = json.loads(info.config.path.read_bytes())
-    assert config["rootfs"] == {"type": "layers", "diff_ids": [l.diff_id for l in info.layers]}
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [layer.diff_id for layer in info.layers]}
     assert len(config["history"]) == 3
 
     round_trip(info.layout, "v1", tmp_path / "copy")
@@ -115,7 +115,7 @@ def test_text_compresses_and_random_does_not(tmp_path):
 def test_mixed_compression_in_one_image(tmp_path):
     specs = [LayerSpec(1000, compression="zstd"), LayerSpec(1000), LayerSpec(1000, compression="none")]
     info = make_layout(tmp_path / "src", specs, compression="gzip")
-    assert [l.media_type for l in info.layers] == [
+    assert [layer.media_type for layer in info.layers] == [
         LAYER_MEDIA_TYPES["zstd"], LAYER_MEDIA_TYPES["gzip"], LAYER_MEDIA_TYPES["none"]]
     round_trip(info.layout, "latest", tmp_path / "copy")
 
@@ -130,13 +130,13 @@ def test_index_layout(tmp_path):
         {"architecture": "amd64", "os": "linux"},
         {"architecture": "arm64", "os": "linux", "variant": "v8"},
     ]
-    for entry, image in zip(index["manifests"], info.images):
+    for entry, image in zip(index["manifests"], info.images, strict=True):
         assert entry["digest"] == image.digest
         config = json.loads(image.config.path.read_bytes())
         assert {k: config[k] for k in entry["platform"]} == entry["platform"]
     # Same specs, different content per platform.
     amd64, arm64 = info.images
-    assert {l.digest for l in amd64.layers}.isdisjoint(l.digest for l in arm64.layers)
+    assert {layer.digest for layer in amd64.layers}.isdisjoint(layer.digest for layer in arm64.layers)
 
     round_trip(info.layout, "multi", tmp_path / "copy", "--all")
 
@@ -194,11 +194,11 @@ def test_fixture_round_trips(tmp_path, name, ref, flags):
 def test_fixture_shapes():
     single = FIXTURES / "single"
     manifest = blob_json(single, ref_descriptor(single, "v1")["digest"])
-    assert [l["mediaType"] for l in manifest["layers"]] == [LAYER_MEDIA_TYPES["gzip"]] * 2
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [LAYER_MEDIA_TYPES["gzip"]] * 2
 
     zstd = FIXTURES / "zstd"
     manifest = blob_json(zstd, ref_descriptor(zstd, "v1")["digest"])
-    assert [l["mediaType"] for l in manifest["layers"]] == [LAYER_MEDIA_TYPES["zstd"]] * 2
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [LAYER_MEDIA_TYPES["zstd"]] * 2
 
     tworefs = FIXTURES / "tworefs"
     a, b = (blob_json(tworefs, ref_descriptor(tworefs, r)["digest"]) for r in "ab")

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_layout
-from tests.test_push_registry import registry_manifest
-from tests.userconfig import user_config  # noqa: F401  (a fixture: the child gets a home of its own)
 
 pytestmark = pytest.mark.integration
+
+
+# A PATCH with a body larger than this is a chunk of the image's layer, never its config.
+LAYER_CHUNK = 64 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +47,9 @@ def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int |
     (None: still running after `timeout`, then killed), stdout, stderr, and the seconds from
     SIGINT to exit."""
     try:
-        wait_until(lambda: stalled.fired or process.poll() is not None, 15, "the stalled PATCH")
+        # The rule fires on the request head; `holding` once the whole 1 MB body has arrived.
+        wait_until(lambda: stalled.fault.holding.is_set() or process.poll() is not None, 15, "the stalled PATCH")
         assert process.poll() is None, f"ocipush ended before the stall: {process.communicate()}"
-        time.sleep(0.5)  # the rule fires on the request head; 1 MB of body takes milliseconds more
         process.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
@@ -60,11 +63,11 @@ def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int |
             process.communicate()
 
 
-def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
-    # The third PATCH is (almost always) a chunk of the 20 MB layer, the config taking one: the
-    # upload is open and holds a chunk when the registry goes quiet for 2 s and the user presses
-    # Ctrl-C. Every upload still open is cancelled, the held one among them.
-    stalled = faulty_proxy.stall(2.0, method="PATCH", nth=3)
+def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, user_config):
+    # The second PATCH larger than the config is the 20 MB layer's second chunk: the upload is
+    # open and holds a chunk when the registry goes quiet for 2 s and the user presses Ctrl-C.
+    # Every upload still open is cancelled, the held one among them.
+    stalled = faulty_proxy.stall(2.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
     mark = faulty_proxy.mark()
     code, out, err, _ = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=12)
     assert "Traceback" not in out + err, err
@@ -80,11 +83,11 @@ def test_ctrl_c_cancels_the_open_upload(faulty_proxy, registry, image, repo, use
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
 
 
-def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+def test_ctrl_c_does_not_wait_for_a_stalled_request(faulty_proxy, registry, image, repo, user_config):
     """The registry holds a PATCH without answering for longer than anyone waits: Ctrl-C must
     still end the push within seconds."""
-    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
-    code, out, err, seconds = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=5)
+    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
+    code, _, err, seconds = interrupt(start_push(image, faulty_proxy.host, repo), stalled, timeout=5)
     assert code == 130, f"still running {seconds:.1f}s after SIGINT" if code is None else err
     assert err.splitlines()[-1:] == ["ocipush: interrupted"] and "Traceback" not in err, err
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
@@ -158,7 +161,7 @@ def signal_mid_patch(process: subprocess.Popen, registry, repo: str, signum: int
     (signal.SIGTERM, 143, "ocipush: terminated"),
 ], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line, registry, gzip_image, repo,
-                                                             user_config):  # noqa: F811
+                                                             user_config):
     got, out, err = signal_mid_patch(push_slowly(gzip_image, registry.host, repo), registry, repo, signum)
     assert "Traceback" not in out + err, err
     assert (got, err.splitlines()[-1:], out) == (code, [line], "") and err.count("ocipush: ") == 1, err
@@ -170,13 +173,13 @@ def test_a_signal_mid_patch_leaves_no_upload_in_the_registry(signum, code, line,
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
 
 
-def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):  # noqa: F811
+def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user_config):
     """While the first SIGTERM's cleanup waits on a registry that holds a PATCH without a word,
     a second one ends the process at once, with the one line all the same."""
-    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=3)
+    stalled = faulty_proxy.stall(60.0, method="PATCH", nth=2, larger_than=LAYER_CHUNK)
     process = start_push(image, faulty_proxy.host, repo)
     try:
-        wait_until(lambda: stalled.fired or process.poll() is not None, 15, "the stalled PATCH")
+        wait_until(lambda: stalled.fault.holding.is_set() or process.poll() is not None, 15, "the stalled PATCH")
         assert process.poll() is None, f"ocipush ended before the stall: {process.communicate()}"
         process.send_signal(signal.SIGTERM)
         time.sleep(0.5)  # the cleanup now waits up to 2 s for the stalled connection to close
@@ -194,7 +197,7 @@ def test_a_second_signal_exits_at_once(faulty_proxy, registry, image, repo, user
     assert seconds < 1.0, f"{seconds:.2f}s after the second signal"
 
 
-def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):  # noqa: F811
+def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tmp_path, user_config):
     """The same slow recompression into an OCI layout: SIGINT while a blob is being written
     removes its temporary file; nothing but what was complete stays."""
     layout = tmp_path / "out"
@@ -202,7 +205,7 @@ def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tm
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def writing() -> bool:
-        return any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*")) if layout.exists() else False
+        return layout.exists() and any(p.stat().st_size > 256 * 1024 for p in (layout / "blobs").glob(".tmp-*"))
 
     try:
         wait_until(lambda: writing() or process.poll() is not None, 60, "a blob being written")

@@ -67,7 +67,8 @@ def test_a_file_swapped_for_a_fifo_after_the_stat_is_refused_without_blocking(tm
     regular.write_bytes(b"x")
     os.mkfifo(fifo)
     real_stat = os.stat
-    monkeypatch.setattr(localfile.os, "stat", lambda p, *a, **k: real_stat(regular) if str(p) == str(fifo) else real_stat(p, *a, **k))
+    monkeypatch.setattr(localfile.os, "stat",
+                        lambda p, *a, **k: real_stat(regular) if str(p) == str(fifo) else real_stat(p, *a, **k))
     with pytest.raises(NotRegularFile, match="FIFO"):
         _in_thread(lambda: open_regular(fifo))
 

@@ -1,13 +1,15 @@
 """Reading OCI layouts: selection, verification and every malformed input we refuse."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from ocipush.errors import BlobVerificationError, SourceError, UsageError
+from ocipush.mediatypes import DOCKER_MANIFEST, OCI_MANIFEST
 from ocipush.sources import load_image, open_source
-from tests.imagegen import flip_byte, make_index_layout, make_layout, remove_blob, truncate_blob
+from tests.imagegen import flip_byte, make_index_layout, make_layout, remove_blob, rewrite_manifest, truncate_blob
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
 
@@ -69,6 +71,12 @@ def _write(path, text):
     Path(path).write_text(text)
 
 
+def _manifest_saying(info, media_type: str) -> None:
+    """The manifest's own mediaType says ``media_type``; the index entry still says OCI manifest."""
+    manifest = json.loads(info.manifest.path.read_bytes())
+    rewrite_manifest(info, json.dumps({**manifest, "mediaType": media_type}).encode())
+
+
 BAD_LAYOUTS = [
     ("no oci-layout", lambda i: (i.layout / "oci-layout").unlink(), r"oci-layout: missing"),
     ("bad version", lambda i: _write(i.layout / "oci-layout", '{"imageLayoutVersion":"2.0.0"}'),
@@ -76,27 +84,20 @@ BAD_LAYOUTS = [
     ("oci-layout not json", lambda i: _write(i.layout / "oci-layout", "{"), r"oci-layout: invalid JSON"),
     ("no index.json", lambda i: (i.layout / "index.json").unlink(), r"index.json: missing"),
     ("index.json not json", lambda i: _write(i.layout / "index.json", "nope"), r"index.json: invalid JSON"),
-    ("index.json no list", lambda i: _write(i.layout / "index.json", '{"manifests":{}}'), r"index.json: not an image index"),
+    ("index.json no list", lambda i: _write(i.layout / "index.json", '{"manifests":{}}'),
+     r"index.json: not an image index"),
     ("index.json empty", lambda i: _write(i.layout / "index.json", '{"manifests":[]}'), r"index.json: lists no images"),
     ("index entry bad digest", lambda i: _write(i.layout / "index.json", json.dumps(
-        {"manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:xyz", "size": 1}]})),
+        {"manifests": [{"mediaType": OCI_MANIFEST, "digest": "sha256:xyz", "size": 1}]})),
      r"index.json: malformed entry"),
     ("manifest missing", lambda i: remove_blob(i.manifest), r"missing from the layout"),
     ("layer missing", lambda i: remove_blob(i.layers[1]), r"blob {d}.*missing from the layout"),
     ("layer truncated", lambda i: truncate_blob(i.layers[0]), r"bytes on disk, descriptor says"),
-    ("manifest invalid json", lambda i: _rewrite_manifest(i, b"{not json"), r"invalid JSON"),
+    ("manifest invalid json", lambda i: rewrite_manifest(i, b"{not json"), r"invalid JSON"),
+    ("manifest mediaType contradicts its descriptor", lambda i: _manifest_saying(i, DOCKER_MANIFEST),
+     rf"blob sha256:\w+ \(.*\): mediaType '{re.escape(DOCKER_MANIFEST)}' differs "
+     rf"from its descriptor's '{re.escape(OCI_MANIFEST)}'"),
 ]
-
-
-def _rewrite_manifest(info, data: bytes):
-    # Keep the descriptor honest about size and digest so the parse error is what fails.
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    (info.layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
-    index = json.loads((info.layout / "index.json").read_text())
-    index["manifests"][0].update(digest=digest, size=len(data))
-    (info.layout / "index.json").write_text(json.dumps(index))
 
 
 @pytest.mark.parametrize("case, damage, message", BAD_LAYOUTS, ids=[c[0] for c in BAD_LAYOUTS])
@@ -107,7 +108,7 @@ def test_bad_layouts_give_one_line_errors(tmp_path, case, damage, message):
         load_image(open_source(f"oci:{tmp_path}"))
     text = str(e.value)
     assert "\n" not in text
-    assert __import__("re").search(message.replace("{d}", info.layers[1].digest), text), text
+    assert re.search(message.replace("{d}", info.layers[1].digest), text), text
 
 
 def test_symlink_outside_layout_refused(tmp_path):
@@ -132,7 +133,7 @@ def test_manifest_over_4mib_refused(tmp_path):
     info = _layout(tmp_path)
     doc = json.loads(info.manifest.path.read_bytes())
     doc["annotations"] = {"padding": "x" * (4 * 1024 * 1024)}
-    _rewrite_manifest(info, json.dumps(doc).encode())
+    rewrite_manifest(info, json.dumps(doc).encode())
     with pytest.raises(SourceError, match="over the 4194304-byte limit"):
         load_image(open_source(f"oci:{tmp_path}"))
 

@@ -12,19 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ocipush import mediatypes
 from ocipush.cli import main
+from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout
 from tests.services import skopeo_copy, skopeo_pull
 
 pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
-ACCEPT = ", ".join(sorted(mediatypes.MANIFEST_TYPES | mediatypes.INDEX_TYPES))
-
-
-def registry_manifest(host: str, repo: str, ref: str) -> httpx.Response:
-    return httpx.get(f"http://{host}/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
-
 
 def assert_pushed(host: str, repo: str, tag: str, digest: str, tmp_path: Path, *, all_platforms=False):
     """The tag serves the source's exact manifest, and skopeo pulls it back verifying every blob."""

@@ -20,6 +20,9 @@ from ocipush.models import Manifest
 from ocipush.sources import load_image, open_source
 from tests import archivegen
 from tests.archivegen import Member
+from tests.archivegen import edit_manifest_json as _manifest_json
+from tests.archivegen import stored_base as _stored_base
+from tests.archivegen import symlink_member as _symlink
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 ARCHIVES = FIXTURES / "archives"
@@ -239,22 +242,6 @@ def test_several_images_and_no_ref_lists_them():
 
 def _legacy(tmp_path, edit) -> str:
     return f"docker-archive:{edit(archivegen.legacy_docker_save()).write(tmp_path / 'a.tar')}"
-
-
-def _stored_base(archive) -> str:
-    """The member holding the shared base layer (which the symlink points to)."""
-    return next(m.name for m in archive.members if m.name.endswith("layer.tar") and m.data and m.symlink is None
-                and archivegen.digest(m.data) == archive.images[0].diff_ids[0])
-
-
-def _symlink(archive) -> Member:
-    return next(m for m in archive.members if m.symlink)
-
-
-def _manifest_json(archive, edit):
-    doc = json.loads(archive.member("manifest.json").data)
-    edit(doc)
-    return archive.replacing(Member("manifest.json", json.dumps(doc).encode()))
 
 
 BAD = [

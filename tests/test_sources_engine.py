@@ -37,7 +37,8 @@ def engine(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "transport, command, args",
-    [("docker-daemon", "docker", "save hello:v1"), ("containers-storage", "podman", "save --format docker-archive hello:v1")],
+    [("docker-daemon", "docker", "save hello:v1"),
+     ("containers-storage", "podman", "save --format docker-archive hello:v1")],
 )
 def test_saves_the_image_and_reads_it(engine, transport, command, args):
     engine(command, f"/bin/cat {shlex.quote(str(ARCHIVE))}")
@@ -50,7 +51,8 @@ def test_saves_the_image_and_reads_it(engine, transport, command, args):
 
 
 def test_failing_save_reports_its_last_stderr_line(engine):
-    engine("docker", "echo 'pulling metadata' >&2; echo 'Error response from daemon: reference does not exist' >&2; exit 1")
+    engine("docker", "echo 'pulling metadata' >&2; "
+                     "echo 'Error response from daemon: reference does not exist' >&2; exit 1")
     with pytest.raises(SourceError) as e:
         open_source("docker-daemon:nope:latest")
     assert str(e.value) == (

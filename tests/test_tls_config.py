@@ -10,7 +10,6 @@ from ocipush.errors import UsageError
 from ocipush.registry import tls
 from ocipush.registry.tls import find_cert_dir, marked_insecure, registry_tls
 from tests.pki import make_ca, make_leaf
-from tests.userconfig import user_config  # noqa: F401  (a fixture)
 
 HOST = "registry.example.com:5000"
 
@@ -52,7 +51,7 @@ def test_cert_dir_cas_and_client_certificate(user_config, tmp_path, ca):
     ({"ca.crt": b"not a certificate"}, "ca.crt: not a usable PEM certificate or key"),
 ])
 def test_cert_dir_mistakes_name_the_file(user_config, tmp_path, ca, files, error):
-    authority, client = ca
+    _, client = ca
     directory = tmp_path / "certs"
     directory.mkdir()
     for name, content in files.items():

@@ -16,7 +16,6 @@ from tests.imagegen import make_layout
 from tests.pki import make_ca, make_leaf
 from tests.services import start_registry
 from tests.tokenserver import htpasswd_auth
-from tests.userconfig import user_config  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
 

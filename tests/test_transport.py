@@ -31,7 +31,6 @@ from ocipush.errors import RegistryError
 from ocipush.registry.client import ClientOptions, RegistryClient
 from ocipush.registry.transport import READ_BUDGET, CancellableBackend, bounded_transport, request_scope
 from tests.imagegen import LayerSpec, make_layout
-from tests.userconfig import user_config  # noqa: F401  (a fixture: a home of its own for the child)
 
 MAX_RSS = 200 * 1024 * 1024  # bytes; the old code grew to the address-space limit
 ADDRESS_SPACE = 2 * 1024**3
@@ -223,7 +222,7 @@ BEARER = {"token: endless", "token: trickled"}  # the registry asks for a token 
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, user_config):  # noqa: F811
+def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, user_config):
     method, path, behaviour, named = CASES[case]
     server = MisbehavingRegistry(method, path, behaviour, bearer=case in BEARER)
     try:
@@ -239,15 +238,17 @@ def test_an_endless_or_trickled_answer_is_a_clean_error_in_time(case, image, use
     assert rss < MAX_RSS, f"peak RSS {rss / 2**20:.0f} MiB: {err}"
 
 
-def test_the_timeout_flag_bounds_a_request_on_its_own(user_config):  # noqa: F811
+def test_the_timeout_flag_bounds_a_request_on_its_own(user_config):
     """--timeout is the whole request: a silent registry ends the ping after it, not after
     the 120 s per-read timeout."""
     server = MisbehavingRegistry("GET", "/v2/", silence)
     started = time.monotonic()
     try:
-        with RegistryClient(server.host, ClientOptions(deadline=0.5), loopback=True) as client:
-            with pytest.raises(RegistryError, match=r"cannot reach registry .*within 0\.5s"):
-                client.connect()
+        with (
+            RegistryClient(server.host, ClientOptions(deadline=0.5), loopback=True) as client,
+            pytest.raises(RegistryError, match=r"cannot reach registry .*within 0\.5s"),
+        ):
+            client.connect()
     finally:
         server.close()
     assert time.monotonic() - started < 5
@@ -265,9 +266,12 @@ def test_the_read_budget_caps_every_answer_of_one_request():
     backend = CancellableBackend()
     transport = bounded_transport(backend, verify=False, limits=httpx.Limits())
     try:
-        with httpx.Client(transport=transport) as http, request_scope(10) as scope:
-            with pytest.raises(httpx.ReadError, match="more than"):
-                http.get(f"http://{server.host}/")
+        with (
+            httpx.Client(transport=transport) as http,
+            request_scope(10) as scope,
+            pytest.raises(httpx.ReadError, match="more than"),
+        ):
+            http.get(f"http://{server.host}/")
         assert READ_BUDGET < scope.read < READ_BUDGET + 1024 * 1024
     finally:
         server.close()
@@ -298,9 +302,9 @@ def test_interrupt_stops_a_request_in_flight_from_another_thread():
             assert [type(e).__name__ for e in errors] == ["Interrupted"]
             with pytest.raises(KeyboardInterrupt):  # no request after an interrupt…
                 client.request("GET", client.url("/v2/"), expect=(200,))
-            with client.cleanup(1.0):  # …but the cleanup's, on fresh connections
-                with pytest.raises(RegistryError, match="deadline"):
-                    client.request("GET", client.url("/v2/"), expect=(200,))
+            # …but the cleanup's, on fresh connections
+            with client.cleanup(1.0), pytest.raises(RegistryError, match="deadline"):
+                client.request("GET", client.url("/v2/"), expect=(200,))
     finally:
         server.close()
 
@@ -323,9 +327,11 @@ def test_a_proxy_from_the_environment_is_bounded_too(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     started = time.monotonic()
     try:
-        with RegistryClient("registry.test:5000", ClientOptions(deadline=0.5), loopback=True) as client:
-            with pytest.raises(RegistryError, match=r"cannot reach registry registry\.test:5000: .*within 0\.5s"):
-                client.connect()
+        with (
+            RegistryClient("registry.test:5000", ClientOptions(deadline=0.5), loopback=True) as client,
+            pytest.raises(RegistryError, match=r"cannot reach registry registry\.test:5000: .*within 0\.5s"),
+        ):
+            client.connect()
     finally:
         proxy.close()
     assert time.monotonic() - started < 5

@@ -16,7 +16,6 @@ from ocipush.registry.auth import Credentials
 from ocipush.registry.retry import RetryPolicy
 from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, nth, oci_error
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
-from tests.userconfig import user_config  # noqa: F401  (a fixture: no machine logins or registries.conf)
 
 FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05)
 

@@ -154,6 +154,10 @@ class TokenServer(Server):
         self._x5c = base64.b64encode(der(self.signer.cert)).decode()
         self.requests: list[TokenRequest] = []
         self.issued: list[str] = []
+        # For each issued token, the time.time() it was issued and the whole second from
+        # which the registry refuses it: a test waits for these, not for a guessed duration.
+        self.issued_at: list[float] = []
+        self.refused_from: list[int] = []
         super().__init__(self._answer)
         self.realm = f"{self.url}/token"
 
@@ -196,6 +200,8 @@ class TokenServer(Server):
 
     def _jwt(self, subject: str, access: list[dict]) -> str:
         now = time.time()
+        self.issued_at.append(now)
+        self.refused_from.append(math.ceil(now + self.valid_for))
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
         claims = {
             "iss": self.issuer, "sub": subject, "aud": self.service, "jti": uuid.uuid4().hex,

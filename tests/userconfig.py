@@ -1,9 +1,10 @@
 """A podman and docker user's configuration, in a temporary home of one test: auth
 files, certs.d, registries.conf and ``docker-credential-*`` helpers on PATH.
 
-The ``user_config`` fixture points ``HOME``, ``XDG_RUNTIME_DIR``,
-``CONTAINERS_REGISTRIES_CONF`` and ``PATH`` at that home and clears the other variables
-ocipush reads, so no test sees the machine's own logins or registries.conf.
+The ``user_config`` fixture (tests/conftest.py, built by ``isolated_user_config``)
+points ``HOME``, ``XDG_RUNTIME_DIR``, ``CONTAINERS_REGISTRIES_CONF`` and ``PATH`` at that
+home and clears the other variables ocipush reads, so no test sees the machine's own
+logins or registries.conf.
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ class UserConfig:
         return log
 
 
-@pytest.fixture
-def user_config(tmp_path, monkeypatch) -> UserConfig:
+def isolated_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> UserConfig:
+    """A fresh home under ``tmp_path``, with the environment pointed at it (conftest's
+    ``user_config`` fixture; test modules ask for the fixture, never import it)."""
     config = UserConfig(tmp_path / "home", tmp_path / "run", tmp_path / "registries.conf", tmp_path / "bin")
     for directory in (config.home, config.runtime_dir, config.bin):
         directory.mkdir()
