@@ -224,23 +224,37 @@ for _strict_cls in (RootFS, ImageConfig, DockerImageEntry, OciLayout, LayoutInde
 
 
 def load_json(
-    data: bytes, what: str = "", *, limit: int | None = None, error: Callable[[str], Exception] = ValueError
+    data: bytes | str,
+    what: str = "",
+    *,
+    limit: int | None = None,
+    error: Callable[[str], Exception] = ValueError,
+    allow_nan: bool = True,
 ) -> object:
     """The JSON document in ``data``, or ``error`` with one line naming ``what``.
 
     Every document ocipush reads comes through here, so all say "invalid JSON" alike,
     and one nested deeper than Python's stack (``[[[[…``, hostile or broken) is an error,
-    not a RecursionError traceback.
+    not a RecursionError traceback.  ``allow_nan=False`` refuses the ``NaN`` and
+    ``Infinity`` Python's json takes but JSON does not have (a token service's answer).
     """
     prefix = f"{what}: " if what else ""
     if limit is not None and len(data) > limit:
         raise error(f"{prefix}larger than {limit} bytes")
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return json.loads(data) if allow_nan else json.loads(data, parse_constant=_no_constant)
+    except ValueError as e:  # a syntax error, bad UTF-8, NaN, an integer of over 4300 digits
         raise error(f"{prefix}invalid JSON: {e}") from None
     except RecursionError:
         raise error(f"{prefix}invalid JSON: nested too deeply") from None
+
+
+class _NotJSON(ValueError):
+    """A constant Python's json takes (``NaN``, ``Infinity``) where JSON has none."""
+
+
+def _no_constant(name: str) -> object:
+    raise _NotJSON(f"{name} is not JSON")
 
 
 def first_error(e: BaseException) -> str:

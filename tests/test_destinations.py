@@ -193,6 +193,7 @@ MALFORMED_DESTINATIONS = [
     ("entry-a-string", {"index.json": '{"manifests": ["sha256:x"]}'}, "index.json: not an image index"),
     ("index-invalid-json", {"index.json": "{"}, "index.json: invalid JSON"),
     ("index-nested-too-deep", {"index.json": "[" * 100_000}, "index.json: invalid JSON: nested too deeply"),
+    ("index-5000-digit-number", {"index.json": '{"schemaVersion": ' + "2" * 5000 + "}"}, "index.json: invalid JSON"),
     ("index-a-directory", {"index.json/": ""}, "index.json: a directory, not a regular file"),
     ("oci-layout-a-list", {"oci-layout": "[]"}, "oci-layout: unsupported imageLayoutVersion"),
     ("oci-layout-version-2", {"oci-layout": '{"imageLayoutVersion":"2.0.0"}'},

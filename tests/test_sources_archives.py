@@ -288,6 +288,9 @@ BAD = [
      r"a.tar member manifest.json: lists no images$"),
     ("manifest.json invalid", lambda p: _legacy(p, lambda a: a.replacing(Member("manifest.json", b"[{"))), "",
      r"a.tar member manifest.json: invalid JSON"),
+    ("manifest.json with a 5000-digit number",  # Python's int limit: a ValueError, not a JSONDecodeError
+     lambda p: _legacy(p, lambda a: a.replacing(Member("manifest.json", b"[" + b"1" * 5000 + b"]"))), "",
+     r"a.tar member manifest.json: invalid JSON: Exceeds the limit"),
     ("entry without Config", lambda p: _legacy(p, lambda a: _manifest_json(a, lambda d: d[0].pop("Config"))), "",
      r"manifest.json: entry 0: Config is not a file name$"),
     ("config without diff_ids", lambda p: _legacy(p, lambda a: a.replacing(
