@@ -21,7 +21,8 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
 
 def index_refs(layout: Path) -> dict[str, str]:
     index = json.loads((layout / "index.json").read_text())
-    return {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name"): m["digest"] for m in index["manifests"]}
+    ref_name = "org.opencontainers.image.ref.name"
+    return {(m.get("annotations") or {}).get(ref_name): m["digest"] for m in index["manifests"]}
 
 
 def blob(layout: Path, digest: str) -> bytes:
@@ -119,7 +120,8 @@ def test_format_v2s2_from_a_docker_archive(proxy, repo, tmp_path):
 
 def test_format_oci_converts_a_docker_manifest(tmp_path):
     out = tmp_path / "out"
-    result = push(f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}", f"oci:{out}:v1", PushOptions(manifest_format="oci"))
+    result = push(f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}", f"oci:{out}:v1",
+                  PushOptions(manifest_format="oci"))
     manifest = json.loads(blob(out, str(result.digest)))
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
@@ -128,7 +130,8 @@ def test_format_oci_converts_a_docker_manifest(tmp_path):
 
 def test_format_v2s2_refuses_zstd_and_artifacts(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [1000])
-    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}", "--format", "v2s2", "--compression-format", "zstd"]) == 2
+    zstd = ["--compression-format", "zstd"]
+    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}", "--format", "v2s2", *zstd]) == 2
     assert "--format v2s2 cannot carry zstd layers" in capsys.readouterr().err
     assert main([f"oci:{FIXTURES / 'zstd'}:v1", f"oci:{tmp_path / 'z'}", "--format", "v2s2"]) == 2
     assert "zstd layers cannot be in a Docker schema 2 manifest" in capsys.readouterr().err
