@@ -160,17 +160,14 @@ class PushSummary:
     blobs: tuple[BlobSummary, ...]
 
 
-_RENAMES = {
+# JSON's names where they are not the attribute's: OCI's camelCase, docker's CamelCase.
+_OCI_NAMES = {
     "media_type": "mediaType",
     "artifact_type": "artifactType",
     "os_version": "os.version",
     "image_layout_version": "imageLayoutVersion",
-    "config": "Config",
-    "layers": "Layers",
-    "repo_tags": "RepoTags",
-    "layer_sources": "LayerSources",
 }
-_OCI_NAMES = ("media_type", "artifact_type", "os_version", "image_layout_version")
+_DOCKER_NAMES = {"config": "Config", "layers": "Layers", "repo_tags": "RepoTags", "layer_sources": "LayerSources"}
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 converter.register_structure_hook(Digest, lambda v, _: Digest.parse(v))
@@ -179,8 +176,8 @@ converter.register_unstructure_hook(Digest, str)
 _T = TypeVar("_T")
 
 
-def _register(on: cattrs.Converter, cls: type, names: tuple[str, ...]) -> None:
-    over = {f.name: override(rename=_RENAMES[f.name]) for f in attrs.fields(cls) if f.name in names}
+def _register(on: cattrs.Converter, cls: type, names: dict[str, str]) -> None:
+    over = {f.name: override(rename=names[f.name]) for f in attrs.fields(cls) if f.name in names}
     structure: Any = make_dict_structure_fn  # cattrs types **overrides too narrowly for a dict of them
     unstructure: Any = make_dict_unstructure_fn
     on.register_structure_hook(cls, structure(cls, on, **over))
@@ -219,8 +216,9 @@ strict.register_structure_hook(int, _exact(int))
 strict.register_structure_hook(bool, _exact(bool))
 strict.register_structure_hook(Digest, lambda v, _: Digest.parse(_exact(str)(v, str)))
 strict.register_structure_hook_func(_is_list_tuple, _list_tuple)
-for _strict_cls in (RootFS, ImageConfig, DockerImageEntry, OciLayout, LayoutIndex):
-    _register(strict, _strict_cls, tuple(_RENAMES))
+for _strict_cls in (RootFS, ImageConfig, OciLayout, LayoutIndex):
+    _register(strict, _strict_cls, _OCI_NAMES)
+_register(strict, DockerImageEntry, _DOCKER_NAMES)
 
 
 def load_json(
