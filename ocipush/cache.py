@@ -32,6 +32,7 @@ Problems are told through the ``note`` callable given to each call, each message
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -45,11 +46,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import cattrs
 import zstandard
 
 from .compression import FORMATS
 from .digest import Digest
+from .models import load_json, strict
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
 
@@ -96,7 +97,7 @@ class CacheKey:
     compressor: str = attrs.field(default=attrs.Factory(_compressor_default, takes_self=True))
 
 
-def _location(instance: object, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+def _location(instance: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
     if len(value) > _MAX_LOCATIONS or not all(len(v) <= 512 and _LOCATION.fullmatch(v) for v in value):
         raise ValueError("not a list of registry/repository locations")
 
@@ -132,15 +133,6 @@ class _Entry:
         return CachedBlob(self.digest, self.size, self.locations)
 
 
-def _exact(kind: type):
-    def structure(value: object, _: type) -> object:
-        if type(value) is not kind:  # no int("12"), no True for 1, no 1.5
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return structure
-
-
 def _digest(value: object, _: type) -> Digest:
     if type(value) is not str:
         raise TypeError(f"expected a digest string, got {type(value).__name__}")
@@ -150,22 +142,14 @@ def _digest(value: object, _: type) -> Digest:
     return digest
 
 
-def _strings(value: object, _: type) -> tuple[str, ...]:
-    if type(value) is not list or not all(type(v) is str for v in value):
-        raise TypeError("expected a list of strings")
-    return tuple(value)
-
-
-_converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(int, _exact(int))
-_converter.register_structure_hook(str, _exact(str))
+# models' strict converter (exact str and int, lists for tuples), refusing unknown keys and
+# any slack around a digest: an entry is either exactly what we wrote or a miss.
+_converter = strict.copy(forbid_extra_keys=True)
 _converter.register_structure_hook(Digest, _digest)
-_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _strings)
-_converter.register_unstructure_hook(Digest, str)
 _converter.register_unstructure_hook_func(lambda t: t == tuple[str, ...], list)
 
 
-def _checksum(doc: dict) -> str:
+def _checksum(doc: dict[str, object]) -> str:
     fields = {k: v for k, v in doc.items() if k != "sum"}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -175,19 +159,19 @@ def _parse(data: bytes) -> _Entry | None:
     if len(data) > _MAX_ENTRY:
         return None
     try:
-        doc = json.loads(data)
+        doc = load_json(data)
         if not isinstance(doc, dict) or doc.get("sum") != _checksum(doc) or doc.get("version") != _VERSION:
             return None
         return _converter.structure(doc, _Entry)
-    except Exception:  # ValueError, RecursionError, cattrs' grouped errors: all a miss
+    except Exception:  # invalid JSON, cattrs' grouped errors: all a miss
         return None
 
 
 def _legacy(data: bytes) -> bool:
     """An entry of ocipush before version 2 (``{"digest", "size", "locations"}``)."""
     try:
-        doc = json.loads(data)
-    except Exception:
+        doc = load_json(data)
+    except ValueError:
         return False
     return isinstance(doc, dict) and set(doc) == {"digest", "size", "locations"}
 
@@ -285,10 +269,8 @@ class BlobCache:
         for directory in (self.base, self.root):
             if create:
                 directory.parent.mkdir(parents=True, exist_ok=True)
-                try:
+                with contextlib.suppress(FileExistsError):
                     directory.mkdir(mode=0o700)
-                except FileExistsError:
-                    pass
             try:
                 st = directory.stat()
             except FileNotFoundError:
@@ -346,7 +328,5 @@ def _read_private(path: Path) -> bytes | None:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass

@@ -13,7 +13,6 @@ Stages, in order:
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from .destinations import Destination, open_destination
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .events import Events, Silent
-from .models import Descriptor, Manifest
+from .models import MAX_CONFIG_SIZE, Descriptor, Manifest, parse_image_config
 from .plan import BlobJob, PushPlan, make_plan
 from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
@@ -38,12 +37,11 @@ from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
 from .rewrite import rewrite
 from .sources import Source, load_image, open_source
-from .sources.base import read_verified
+from .sources.base import ImageNode, read_verified
 from .transcode import TranscodedContent
 
 __all__ = ["BlobResult", "PushOptions", "PushResult", "push"]
 
-_MAX_CONFIG_SIZE = 16 * 1024 * 1024
 _IMAGE_CONFIGS = {mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG}
 
 
@@ -177,7 +175,7 @@ def _dry_run(
     return PushResult(reference, digest, tuple(blobs), time.monotonic() - started, dry_run=True)
 
 
-def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
+def _diff_ids(source: Source, image: ImageNode) -> dict[Digest, list[Digest]]:
     """Each image config's rootfs.diff_ids: what every layer must decompress to."""
     found: dict[Digest, list[Digest]] = {}
     for node in image.walk():
@@ -186,12 +184,11 @@ def _diff_ids(source: Source, image) -> dict[Digest, list[Digest]]:
         config = node.parsed.config
         if config.digest in found:
             continue
-        data = read_verified(source, config, _MAX_CONFIG_SIZE)
+        data = read_verified(source, config, MAX_CONFIG_SIZE)
         try:
-            ids = json.loads(data)["rootfs"]["diff_ids"]
-            found[config.digest] = [Digest.parse(d) for d in ids]
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise SourceError(f"{source.describe_blob(config)}: no valid rootfs.diff_ids ({e})") from None
+            found[config.digest] = list(parse_image_config(data, source.describe_blob(config)).diff_ids)
+        except ValueError as e:
+            raise SourceError(str(e)) from None
     return found
 
 

@@ -11,7 +11,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from .mediatypes import is_index
-from .models import Descriptor
+from .models import BlobSummary, Descriptor, PushSummary, converter
 from .units import format_size
 
 if TYPE_CHECKING:
@@ -134,29 +134,27 @@ class ProgressReporter(Reporter):
 
 
 def summary_json(result: PushResult) -> str:
-    """``--json``: what a CI job wants to know, one document."""
-    return json.dumps(
-        {
-            "reference": str(result.reference),
-            "digest": str(result.digest) if result.digest else None,
-            "dry_run": result.dry_run,
-            "seconds": round(result.seconds, 3),
-            "blobs": [
-                {
-                    "digest": str(b.source.digest),
-                    "size": b.source.size,
-                    "media_type": b.source.media_type,
-                    "action": b.action,
-                    "pushed_digest": str(b.pushed.digest),
-                    "pushed_size": b.pushed.size,
-                    "requests": b.requests,
-                    "retries": b.retries,
-                }
-                for b in result.blobs
-            ],
-        },
-        indent=2,
+    """``--json``: what a CI job wants to know, one document (``PushSummary``'s keys)."""
+    summary = PushSummary(
+        reference=str(result.reference),
+        digest=result.digest,
+        dry_run=result.dry_run,
+        seconds=round(result.seconds, 3),
+        blobs=tuple(
+            BlobSummary(
+                digest=b.source.digest,
+                size=b.source.size,
+                media_type=b.source.media_type,
+                action=b.action,
+                pushed_digest=b.pushed.digest,
+                pushed_size=b.pushed.size,
+                requests=b.requests,
+                retries=b.retries,
+            )
+            for b in result.blobs
+        ),
     )
+    return json.dumps(converter.unstructure(summary), indent=2)
 
 
 def plan_text(result: PushResult) -> str:

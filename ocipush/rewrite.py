@@ -94,7 +94,9 @@ def _rewrite_node(
             layer.get("mediaType") == mediatypes.OCI_LAYER_ZSTD for layer in doc["layers"]
         ):
             if manifest_format == "v2s2":
-                raise UsageError(f"manifest {node.descriptor.digest}: zstd layers cannot be in a Docker schema 2 manifest")
+                raise UsageError(
+                    f"manifest {node.descriptor.digest}: zstd layers cannot be in a Docker schema 2 manifest"
+                )
             media_type = _to_oci_manifest(doc)
     subject = doc.get("subject")
     if subject:
@@ -142,7 +144,8 @@ def _to_docker_layer(media_type: str, node: ImageNode) -> str:
     if media_type == mediatypes.OCI_LAYER_ZSTD:
         return media_type  # recompressed below, or refused there
     raise UsageError(
-        f"manifest {node.descriptor.digest}: layer type {media_type!r} has no Docker schema 2 equivalent (use --format oci)"
+        f"manifest {node.descriptor.digest}: layer type {media_type!r} has no Docker schema 2 equivalent "
+        "(use --format oci)"
     )
 
 

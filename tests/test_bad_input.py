@@ -468,7 +468,7 @@ USAGE = [
          source("dir:/tmp/x")),
     case("unsupported-destination-transport", 2, "destination transport 'docker-daemon' is not supported",
          to("docker-daemon:img:v1")),
-    case("destination-layout-version-2", 2, "{b.tmp}/out/oci-layout: unsupported imageLayoutVersion '2.0.0'",
+    case("destination-layout-version-2", 3, "{b.tmp}/out/oci-layout: unsupported imageLayoutVersion '2.0.0'",
          lambda b: [f"oci:{b.image().layout}", f"oci:{layout_version_2(b.tmp / 'out')}:v1"]),
     case("destination-archive-in-a-missing-directory", 2, "{b.tmp}/no/out.tar: directory {b.tmp}/no does not exist",
          to("oci-archive:{b.tmp}/no/out.tar:v1")),
@@ -590,10 +590,10 @@ USAGE = [
          options("--compression-level", "²")),
     case("compression-level-arabic-digit", 2, "--compression-level/--dest-compress-level: expected a level",
          options("--compression-level", "٣")),
-    # local destinations that are not what they seem
-    case("destination-oci-layout-is-a-fifo", 2, "{b.tmp}/out/oci-layout: a FIFO (named pipe), not a regular file",
+    # local destinations that are not what they seem: not a layout we can add to, exit 3 as for a source
+    case("destination-oci-layout-is-a-fifo", 3, "{b.tmp}/out/oci-layout: a FIFO (named pipe), not a regular file",
          destination_layout_with("oci-layout")),
-    case("destination-index-json-is-a-fifo", 2, "{b.tmp}/out/index.json: a FIFO (named pipe), not a regular file",
+    case("destination-index-json-is-a-fifo", 3, "{b.tmp}/out/index.json: a FIFO (named pipe), not a regular file",
          destination_layout_with("index.json")),
 ]
 

@@ -21,7 +21,8 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
 
 def index_refs(layout: Path) -> dict[str, str]:
     index = json.loads((layout / "index.json").read_text())
-    return {(m.get("annotations") or {}).get("org.opencontainers.image.ref.name"): m["digest"] for m in index["manifests"]}
+    ref_name = "org.opencontainers.image.ref.name"
+    return {(m.get("annotations") or {}).get(ref_name): m["digest"] for m in index["manifests"]}
 
 
 def blob(layout: Path, digest: str) -> bytes:
@@ -119,7 +120,8 @@ def test_format_v2s2_from_a_docker_archive(proxy, repo, tmp_path):
 
 def test_format_oci_converts_a_docker_manifest(tmp_path):
     out = tmp_path / "out"
-    result = push(f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}", f"oci:{out}:v1", PushOptions(manifest_format="oci"))
+    result = push(f"docker-archive:{ARCHIVES / 'buildkit-docker.tar'}", f"oci:{out}:v1",
+                  PushOptions(manifest_format="oci"))
     manifest = json.loads(blob(out, str(result.digest)))
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
@@ -128,7 +130,8 @@ def test_format_oci_converts_a_docker_manifest(tmp_path):
 
 def test_format_v2s2_refuses_zstd_and_artifacts(tmp_path, capsys):
     info = make_layout(tmp_path / "img", [1000])
-    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}", "--format", "v2s2", "--compression-format", "zstd"]) == 2
+    zstd = ["--compression-format", "zstd"]
+    assert main([f"oci:{info.layout}", f"oci:{tmp_path / 'o'}", "--format", "v2s2", *zstd]) == 2
     assert "--format v2s2 cannot carry zstd layers" in capsys.readouterr().err
     assert main([f"oci:{FIXTURES / 'zstd'}:v1", f"oci:{tmp_path / 'z'}", "--format", "v2s2"]) == 2
     assert "zstd layers cannot be in a Docker schema 2 manifest" in capsys.readouterr().err
@@ -170,3 +173,79 @@ def test_digest_destination_with_a_conversion_is_refused(proxy, repo, tmp_path, 
     info = make_layout(tmp_path / "img", [1000])
     assert main([f"oci:{info.layout}", f"{proxy.host}/{repo}@{info.digest}", "--format", "v2s2"]) == 2
     assert "names a digest, but the pushed manifest would be" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory): what "unchanged" means."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+_LAYOUT_1 = '{"imageLayoutVersion":"1.0.0"}'
+_ENTRY = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": "sha256:" + "a" * 64}
+
+# An oci: destination that is not a layout we can add to: each is refused when it is opened,
+# before a blob is written (the index.json ones were a traceback after every blob was written).
+MALFORMED_DESTINATIONS = [
+    ("index-a-list", {"index.json": "[]"}, "index.json: not an image index (a JSON list)"),
+    ("manifests-a-number", {"index.json": '{"manifests": 5}'}, "index.json: not an image index"),
+    ("manifests-an-object", {"index.json": '{"manifests": {}}'}, "index.json: not an image index"),
+    ("entry-without-digest", {"index.json": json.dumps({"manifests": [{**_ENTRY, "digest": None}]})},
+     "index.json: not an image index"),
+    ("entry-with-bad-digest", {"index.json": json.dumps({"manifests": [{**_ENTRY, "digest": "sha256:x"}]})},
+     "index.json: not an image index"),
+    ("entry-a-string", {"index.json": '{"manifests": ["sha256:x"]}'}, "index.json: not an image index"),
+    ("index-invalid-json", {"index.json": "{"}, "index.json: invalid JSON"),
+    ("index-nested-too-deep", {"index.json": "[" * 100_000}, "index.json: invalid JSON: nested too deeply"),
+    ("index-5000-digit-number", {"index.json": '{"schemaVersion": ' + "2" * 5000 + "}"}, "index.json: invalid JSON"),
+    ("index-a-directory", {"index.json/": ""}, "index.json: a directory, not a regular file"),
+    ("oci-layout-a-list", {"oci-layout": "[]"}, "oci-layout: unsupported imageLayoutVersion"),
+    ("oci-layout-version-2", {"oci-layout": '{"imageLayoutVersion":"2.0.0"}'},
+     "oci-layout: unsupported imageLayoutVersion '2.0.0'"),
+    ("oci-layout-invalid-json", {"oci-layout": "{"}, "oci-layout: invalid JSON"),
+]
+
+
+@pytest.mark.parametrize("files, culprit", [pytest.param(f, c, id=i) for i, f, c in MALFORMED_DESTINATIONS])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["push", "dry-run"])
+def test_malformed_destination_layout_is_refused_before_any_blob(tmp_path, files, culprit, dry_run, capsys):
+    info = make_layout(tmp_path / "img", [1000, 2000])
+    out = tmp_path / "out"
+    out.mkdir()
+    layout = {"oci-layout": _LAYOUT_1, **files}
+    for name, text in layout.items():
+        if name.endswith("/"):
+            (out / name).mkdir()
+        else:
+            (out / name).write_text(text)
+    before = _tree(out)
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1", *(["--dry-run"] if dry_run else [])]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ocipush: ") and "Traceback" not in err, err
+    assert f"{out}/{culprit}" in err, err
+    assert _tree(out) == before  # no blob, no oci-layout, no temporary file
+
+
+def test_malformed_index_without_oci_layout_writes_no_oci_layout(tmp_path, capsys):
+    info = make_layout(tmp_path / "img", [1000])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.json").write_text("[]")
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1"]) == 3
+    assert sorted(p.name for p in out.iterdir()) == ["index.json"]
+    assert "index.json: not an image index" in capsys.readouterr().err
+
+
+def test_adding_to_an_index_keeps_what_ocipush_does_not_model(tmp_path):
+    """index.json is written back as read, only ``manifests`` changed: other tools' fields stay."""
+    info = make_layout(tmp_path / "img", [1000])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "oci-layout").write_text(_LAYOUT_1)
+    other = {**_ENTRY, "annotations": {"org.opencontainers.image.ref.name": "other"}, "data": "e30="}
+    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "annotations": {"k": "v"}, "manifests": [other]}))
+    result = push(f"oci:{info.layout}", f"oci:{out}:v1")
+    index = json.loads((out / "index.json").read_text())
+    assert index["annotations"] == {"k": "v"} and index["schemaVersion"] == 2
+    assert index["manifests"] == [other, {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                          "digest": str(result.digest), "size": index["manifests"][1]["size"],
+                                          "annotations": {"org.opencontainers.image.ref.name": "v1"}}]

@@ -49,7 +49,7 @@ def check_image(source):
         if isinstance(node.parsed, Manifest):
             diff_ids = json.loads(blobs[node.parsed.config.digest])["rootfs"]["diff_ids"]
             assert len(diff_ids) == len(node.parsed.layers)
-            for layer, diff_id in zip(node.parsed.layers, diff_ids):
+            for layer, diff_id in zip(node.parsed.layers, diff_ids, strict=True):
                 if not mediatypes.is_foreign_layer(layer.media_type):
                     assert "sha256:" + hashlib.sha256(uncompressed(blobs[layer.digest])).hexdigest() == diff_id
     return image
@@ -78,7 +78,8 @@ def test_generated_fixtures_are_what_the_generator_writes(tmp_path, name):
 
 
 def test_compressed_fixture_is_the_legacy_archive():
-    assert gzip.decompress((ARCHIVES / "docker-legacy.tar.gz").read_bytes()) == (ARCHIVES / "docker-legacy.tar").read_bytes()
+    legacy = (ARCHIVES / "docker-legacy.tar").read_bytes()
+    assert gzip.decompress((ARCHIVES / "docker-legacy.tar.gz").read_bytes()) == legacy
 
 
 # Archives without a manifest: one is made, its layers the uncompressed files, their
@@ -153,7 +154,8 @@ def test_containerd_export_pushes_the_present_platform_and_says_what_it_skipped(
         "linux/arm64, unknown/unknown, not in the archive"
     )
     # Read as an OCI layout, the index is the image, and its absent children are an error.
-    with pytest.raises(SourceError, match=r"blob sha256:\w+ \(.*containerd.tar member blobs/sha256/\w+\): missing from the archive"):
+    missing = r"blob sha256:\w+ \(.*containerd.tar member blobs/sha256/\w+\): missing from the archive"
+    with pytest.raises(SourceError, match=missing):
         load_image(open_source(f"oci-archive:{ARCHIVES / 'containerd.tar'}"))
 
 
@@ -166,7 +168,8 @@ def test_buildkit_oci_pushes_its_index_with_the_attestation():
         assert str(image_node.descriptor.digest) == archive.images[0].manifest
         assert str(attestation.descriptor.platform) == "unknown/unknown"
         assert [d.media_type for d in attestation.parsed.layers] == [archivegen.IN_TOTO]
-    with pytest.raises(SourceError, match=r"buildkit-oci.tar: no manifest.json, so not a docker archive; it is an OCI layout: read it as oci-archive:"):
+    hint = r"buildkit-oci.tar: no manifest.json, so not a docker archive; it is an OCI layout: read it as oci-archive:"
+    with pytest.raises(SourceError, match=hint):
         open_source(f"docker-archive:{ARCHIVES / 'buildkit-oci.tar'}")
 
 
@@ -253,21 +256,25 @@ BAD = [
      r"a.tar: no manifest.json, so not a docker archive$"),
     ("missing layer", lambda p: _legacy(p, lambda a: a.without(_stored_base(a))), ":other:v2",
      r"manifest.json: other:v2: layer '\w+/layer.tar' is not in the archive$"),
-    ("missing config", lambda p: _legacy(p, lambda a: a.without(json.loads(a.member("manifest.json").data)[1]["Config"])),
+    ("missing config",
+     lambda p: _legacy(p, lambda a: a.without(json.loads(a.member("manifest.json").data)[1]["Config"])),
      ":other:v2", r"manifest.json: other:v2: config '\w+.json' is not in the archive$"),
     ("manifest.json names a missing layer",
      lambda p: _legacy(p, lambda a: _manifest_json(a, lambda d: d[1]["Layers"].__setitem__(1, "nope/layer.tar"))),
      ":other:v2", r"manifest.json: other:v2: layer 'nope/layer.tar' is not in the archive$"),
     ("diff_id count mismatch", lambda p: _legacy(p, lambda a: _manifest_json(a, lambda d: d[1]["Layers"].pop())),
      ":other:v2", r"manifest.json: other:v2: 1 layers, but its config \w+.json lists 2 diff_ids$"),
-    ("symlink outside", lambda p: _legacy(p, lambda a: a.replacing(Member(_symlink(a).name, symlink="../../../etc/passwd"))),
+    ("symlink outside",
+     lambda p: _legacy(p, lambda a: a.replacing(Member(_symlink(a).name, symlink="../../../etc/passwd"))),
      ":legacy:v1", r"a.tar member \w+/layer.tar: leads outside the archive$"),
     ("absolute symlink", lambda p: _legacy(p, lambda a: a.replacing(Member(_symlink(a).name, symlink="/etc/passwd"))),
      ":legacy:v1", r"a.tar member \w+/layer.tar: absolute link to '/etc/passwd'; links must stay inside the archive$"),
-    ("symlink loop", lambda p: _legacy(p, lambda a: a.replacing(Member(_symlink(a).name, symlink="../" + _symlink(a).name))),
+    ("symlink loop",
+     lambda p: _legacy(p, lambda a: a.replacing(Member(_symlink(a).name, symlink="../" + _symlink(a).name))),
      ":legacy:v1", r"a.tar member \w+/layer.tar: more than 40 links deep \(a link loop\?\)$"),
     ("unknown tag", lambda p: _legacy(p, lambda a: a), ":nope:v1",
-     r"manifest.json has no image 'nope:v1'; choose one of: @0 \(legacy:v1, example.com/team/legacy:v1\), @1 \(other:v2\)$"),
+     r"manifest.json has no image 'nope:v1'; choose one of: "
+     r"@0 \(legacy:v1, example.com/team/legacy:v1\), @1 \(other:v2\)$"),
     ("unknown index", lambda p: _legacy(p, lambda a: a), ":@2", r"manifest.json has no image '@2'; choose one of: @0"),
     ("manifest.json not a list", lambda p: _legacy(p, lambda a: a.replacing(Member("manifest.json", b"{}"))), "",
      r"a.tar member manifest.json: not a list of images$"),
@@ -275,6 +282,9 @@ BAD = [
      r"a.tar member manifest.json: lists no images$"),
     ("manifest.json invalid", lambda p: _legacy(p, lambda a: a.replacing(Member("manifest.json", b"[{"))), "",
      r"a.tar member manifest.json: invalid JSON"),
+    ("manifest.json with a 5000-digit number",  # Python's int limit: a ValueError, not a JSONDecodeError
+     lambda p: _legacy(p, lambda a: a.replacing(Member("manifest.json", b"[" + b"1" * 5000 + b"]"))), "",
+     r"a.tar member manifest.json: invalid JSON: Exceeds the limit"),
     ("entry without Config", lambda p: _legacy(p, lambda a: _manifest_json(a, lambda d: d[0].pop("Config"))), "",
      r"manifest.json: entry 0: Config is not a file name$"),
     ("config without diff_ids", lambda p: _legacy(p, lambda a: a.replacing(
@@ -302,7 +312,8 @@ def test_layer_that_does_not_match_its_diff_id_fails_while_read(tmp_path):
     with open_source(f"docker-archive:{broken.write(tmp_path / 'a.tar')}:other:v2") as source:
         image = load_image(source)  # sizes are all it can check without reading every layer
         layer = image.parsed.layers[0]
-        with pytest.raises(BlobVerificationError, match=rf"blob {layer.digest} \(.*a.tar member {base}\): content does not match its digest"):
+        mismatch = rf"blob {layer.digest} \(.*a.tar member {base}\): content does not match its digest"
+        with pytest.raises(BlobVerificationError, match=mismatch):
             read_blob(source, layer)
 
 
@@ -310,12 +321,14 @@ def test_oci_archive_missing_blob(tmp_path):
     archive = archivegen.buildkit_oci()
     layer = archive.images[0].layers[1]
     path = archive.without(f"blobs/sha256/{layer[7:]}").write(tmp_path / "a.tar")
-    with pytest.raises(SourceError, match=rf"^blob {layer} \({path} member blobs/sha256/\w+\): missing from the archive$"):
+    missing = rf"^blob {layer} \({path} member blobs/sha256/\w+\): missing from the archive$"
+    with pytest.raises(SourceError, match=missing):
         load_image(open_source(f"oci-archive:{path}"))
 
 
 def test_oci_archive_of_a_docker_archive(tmp_path):
-    with pytest.raises(SourceError, match=r"docker-legacy.tar member oci-layout: missing: .*docker-legacy.tar is not an OCI image layout$"):
+    not_layout = r"docker-legacy.tar member oci-layout: missing: .*docker-legacy.tar is not an OCI image layout$"
+    with pytest.raises(SourceError, match=not_layout):
         open_source(f"oci-archive:{ARCHIVES / 'docker-legacy.tar'}").root()
 
 
@@ -325,7 +338,8 @@ def test_oci_archive_of_a_docker_archive(tmp_path):
         ("docker-archive:", "'docker-archive:': missing the archive path"),
         ("oci-archive:", "'oci-archive:': missing the archive path"),
         ("docker-daemon:", "missing the image name"),
-        ("tarball:x.tar", r"unknown source transport in 'tarball:x.tar': use one of oci:PATH\[:REF\], oci-archive:PATH"),
+        ("tarball:x.tar",
+         r"unknown source transport in 'tarball:x.tar': use one of oci:PATH\[:REF\], oci-archive:PATH"),
     ],
 )
 def test_bad_specs(spec, message):

@@ -6,10 +6,17 @@ with the same ``org.opencontainers.image.ref.name``, or the same digest when the
 tag) and is written last, to a temporary file renamed over the old one. A failed run
 leaves no half-written ``index.json`` and no entry naming missing blobs.
 
+``oci-layout`` and ``index.json`` are read and checked when the destination is opened,
+before any blob is written (models.OciLayout, models.LayoutIndex): one that is not a
+regular file (a FIFO would block the read forever), not valid JSON, of another layout
+version, or not an image index whose every entry is a descriptor means the directory is
+not a layout we can add to: a SourceError (exit 3, like a malformed layout read as a
+source), and nothing is written.  ``index.json`` is read again at the commit (another run
+may have added to it meanwhile) and written back as read, with only ``manifests``
+changed, so fields ocipush does not model survive.
+
 A file system that fails us (full, read-only, I/O error, permission denied) is a
-LocalIOError naming the file, and the temporary file is removed; an ``oci-layout`` or
-``index.json`` that is not a regular file (a FIFO would block the read forever) or not
-valid JSON means the directory is not a layout we can add to: a UsageError.
+LocalIOError naming the file, and the temporary file is removed.
 
 ``oci-archive:`` builds the layout in a temporary directory beside the archive, then writes
 the tar under a temporary name and renames it over PATH (the archive is replaced whole,
@@ -18,6 +25,7 @@ as skopeo does); the directory is removed either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,24 +33,25 @@ import stat
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import IO, Any
 
-from ..digest import Digest
-from ..errors import UsageError, local_io_error
-from ..localfile import NotRegularFile, read_regular
+from .. import mediatypes
 from ..content import BlobContent, UploadOutcome
+from ..digest import Digest
+from ..errors import SourceError, UsageError, local_io_error
+from ..localfile import NotRegularFile, read_regular
+from ..models import Descriptor, LayoutIndex, OciLayout, converter, first_error, load_json, strict
 
 __all__ = ["ArchiveDestination", "LayoutDestination"]
 
 _REF_NAME = "org.opencontainers.image.ref.name"
-_LAYOUT = {"imageLayoutVersion": "1.0.0"}
+_LAYOUT = OciLayout("1.0.0")
 _MAX_JSON = 64 << 20  # index.json of a layout we add to: thousands of entries fit
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -62,22 +71,54 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _read_json(path: Path):
+def _not_addable(message: str) -> SourceError:
+    return SourceError(f"{message}; not adding to it")
+
+
+def _read_json(path: Path) -> object | None:
     """A JSON document of the layout we add to; None when it does not exist."""
     try:
-        return json.loads(read_regular(path, _MAX_JSON))
+        data = read_regular(path, _MAX_JSON)
     except FileNotFoundError:
         return None
     except NotRegularFile as e:
-        raise UsageError(f"{path}: {e.kind}, not a regular file; not adding to it") from None
+        raise _not_addable(f"{path}: {e.kind}, not a regular file") from None
     except OSError as e:
         raise local_io_error(path, "reading", e) from None
-    except (ValueError, RecursionError) as e:
-        raise UsageError(f"{path}: invalid JSON ({e}); not adding to it") from None
+    except ValueError:
+        raise _not_addable(f"{path}: larger than {_MAX_JSON} bytes") from None
+    return load_json(data, str(path), error=_not_addable)
+
+
+def _check_layout(path: Path) -> bool:
+    """Whether ``oci-layout`` exists; SourceError when it is not one we can add to."""
+    doc = _read_json(path)
+    if doc is None:
+        return False
+    try:
+        version: object = strict.structure(doc, OciLayout).image_layout_version
+    except Exception:  # not an object, or a version that is not a string: named as it is
+        version = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
+    if not isinstance(version, str) or not version.startswith("1."):
+        raise _not_addable(f"{path}: unsupported imageLayoutVersion {version!r}")
+    return True
+
+
+def _read_index(path: Path) -> tuple[dict[str, Any], LayoutIndex] | None:
+    """``index.json`` as read, and checked; None when it does not exist."""
+    doc = _read_json(path)
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise _not_addable(f"{path}: not an image index (a JSON {type(doc).__name__})")
+    try:
+        return doc, strict.structure(doc, LayoutIndex)
+    except Exception as e:  # cattrs groups every field error; one line is what users read
+        raise _not_addable(f"{path}: not an image index ({first_error(e)})") from None
 
 
 class LayoutDestination:
-    def __init__(self, path: str | os.PathLike, tag: str | None, *, dry_run: bool = False):
+    def __init__(self, path: str | os.PathLike[str], tag: str | None, *, dry_run: bool = False):
         self.path = Path(path)
         self.tag = tag
         self.dry_run = dry_run  # look, write nothing
@@ -87,6 +128,8 @@ class LayoutDestination:
 
     def __enter__(self) -> LayoutDestination:
         if self.dry_run:
+            if self.path.is_dir():
+                self._check()  # look: a layout we could not add to fails the dry run too
             return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -94,19 +137,20 @@ class LayoutDestination:
             raise UsageError(f"{self.path}: not a directory; cannot write an OCI layout here") from None
         except OSError as e:
             raise local_io_error(self.path, "creating the OCI layout", e) from None
-        layout = self.path / "oci-layout"
-        doc = _read_json(layout)
-        if doc is None:
-            _write_atomically(layout, json.dumps(_LAYOUT).encode())
-        else:
-            version = doc.get("imageLayoutVersion", "") if isinstance(doc, dict) else None
-            if not str(version).startswith("1."):
-                raise UsageError(f"{layout}: unsupported imageLayoutVersion {version!r}; not adding to it")
+        if not self._check():
+            _write_atomically(self.path / "oci-layout", json.dumps(strict.unstructure(_LAYOUT)).encode())
         try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise local_io_error(self.path / "blobs" / "sha256", "creating the OCI layout", e) from None
         return self
+
+    def _check(self) -> bool:
+        """Whether ``oci-layout`` exists; SourceError, before anything is written, when
+        ``oci-layout`` or ``index.json`` is not one we can add to."""
+        exists = _check_layout(self.path / "oci-layout")
+        _read_index(self.path / "index.json")
+        return exists
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -161,7 +205,7 @@ class LayoutDestination:
         return UploadOutcome("uploaded", digest)
 
     @staticmethod
-    def _write(f, block: bytes, tmp: str) -> None:
+    def _write(f: IO[bytes], block: bytes, tmp: str) -> None:
         try:
             f.write(block)
             if not block:
@@ -176,21 +220,18 @@ class LayoutDestination:
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         index_path = self.path / "index.json"
-        index = _read_json(index_path)
-        if index is None:
-            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-        if not isinstance(index, dict) or not isinstance(index.get("manifests", []), list):
-            raise UsageError(f"{index_path}: not an image index; not adding to it")
-        entry: dict = {"mediaType": media_type, "digest": str(digest), "size": size}
-        if self.tag:
-            entry["annotations"] = {_REF_NAME: self.tag}
-        index["manifests"] = [m for m in index.get("manifests", []) if not self._replaced_by(m, entry)] + [entry]
-        _write_atomically(index_path, json.dumps(index, indent=2).encode())
+        found = _read_index(index_path)  # again: another run may have added to it since we opened it
+        doc, index = found or ({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX}, LayoutIndex())
+        new = Descriptor(media_type, digest, size, annotations={_REF_NAME: self.tag} if self.tag else None)
+        kept = [raw for raw, old in zip(doc.get("manifests", []), index.manifests, strict=True)
+                if not self._replaced_by(old, new)]
+        doc = {**doc, "manifests": [*kept, converter.unstructure(new)]}
+        _write_atomically(index_path, json.dumps(doc, indent=2).encode())
 
-    def _replaced_by(self, old: dict, new: dict) -> bool:
+    def _replaced_by(self, old: Descriptor, new: Descriptor) -> bool:
         if self.tag:
-            return (old.get("annotations") or {}).get(_REF_NAME) == self.tag
-        return old.get("digest") == new["digest"] and not old.get("annotations")
+            return old.ref_name == self.tag
+        return old.digest == new.digest and not old.annotations
 
     def abort(self) -> None:
         self._aborted = True
@@ -202,7 +243,7 @@ class LayoutDestination:
 
 
 class ArchiveDestination(LayoutDestination):
-    def __init__(self, path: str | os.PathLike, tag: str | None, *, dry_run: bool = False):
+    def __init__(self, path: str | os.PathLike[str], tag: str | None, *, dry_run: bool = False):
         self.archive = Path(path)
         super().__init__(self.archive, tag, dry_run=dry_run)
         self.location = f"oci-archive:{self.archive}"

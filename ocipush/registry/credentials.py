@@ -24,7 +24,6 @@ import base64
 import binascii
 import contextlib
 import io
-import json
 import os
 import re
 import subprocess
@@ -36,6 +35,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import AuthenticationError, UsageError
+from ..models import load_json
 from ..reference import DOCKER_HUB, HUB_ALIASES
 from .auth import Credentials
 from .tokens import printable
@@ -95,11 +95,12 @@ class AuthFiles:
 
 def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError) as e:
-        raise AuthenticationError(f"cannot read auth file {path}: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise AuthenticationError(f"cannot read auth file {path}: {e.strerror or e}") from None
+    doc = load_json(data, error=lambda why: AuthenticationError(f"cannot read auth file {path}: {why}"))
     if not isinstance(doc, dict):
         raise AuthenticationError(f"auth file {path}: not a JSON object")
     helpers = {normalize_key(k): v for k, v in _section(doc, "credHelpers", path).items()}
@@ -177,13 +178,13 @@ def _run_helper(name: str, host: str, where: str) -> Credentials | None:
         first = result.stderr.decode("utf-8", "replace").strip().splitlines()[:1]
         detail = ": " + printable(first[0], 200) if first else ""
         raise AuthenticationError(f"{program} get {server} failed with exit code {result.returncode}{detail}")
-    try:
-        doc = json.loads(result.stdout)
-        username, secret = doc.get("Username") or "", doc.get("Secret") or ""
-        if not isinstance(username, str) or not isinstance(secret, str):
-            raise ValueError("not strings")
-    except (ValueError, AttributeError, RecursionError):
-        raise AuthenticationError(f"{program} get {server}: its answer is not the helper protocol's JSON") from None
+    not_protocol = AuthenticationError(f"{program} get {server}: its answer is not the helper protocol's JSON")
+    doc = load_json(result.stdout, error=lambda _: not_protocol)
+    if not isinstance(doc, dict):
+        raise not_protocol
+    username, secret = doc.get("Username") or "", doc.get("Secret") or ""
+    if not isinstance(username, str) or not isinstance(secret, str):
+        raise not_protocol
     if not secret:
         return None
     if username == "<token>":  # the helper protocol's way of saying "an identity token"

@@ -10,13 +10,13 @@ finite JSON number, clamped.  Failures are ``RegistryError``s naming what was at
 
 from __future__ import annotations
 
-import json
 import re
 
 import attrs
 import httpx
 
 from ..errors import RegistryError
+from ..models import load_json
 
 __all__ = ["Challenge", "parse_challenges", "parse_realm", "parse_token_answer", "printable"]
 
@@ -89,10 +89,7 @@ def parse_token_answer(body: bytes, what: str) -> tuple[str, float]:
     def refuse(why: str) -> RegistryError:
         return RegistryError(f"{what} answered 200 OK without a usable token: {why}", status=200)
 
-    try:
-        doc = json.loads(body, parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        raise refuse("the answer is not JSON") from None
+    doc = load_json(body, error=lambda _: refuse("the answer is not JSON"), allow_nan=False)
     if not isinstance(doc, dict):
         raise refuse("the answer is not a JSON object")
     value = doc.get("token") or doc.get("access_token")
@@ -108,10 +105,6 @@ def parse_token_answer(body: bytes, what: str) -> tuple[str, float]:
     if lifetime <= 0:  # ints compared as ints: ±10**400 has no float
         return value, DEFAULT_TOKEN_LIFETIME
     return value, float(min(lifetime, MAX_TOKEN_LIFETIME))  # 1e400 parses as inf
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity
 
 
 def printable(text: str, limit: int = 120) -> str:

@@ -38,7 +38,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import attrs
 
@@ -53,16 +53,26 @@ from ..mediatypes import (
     is_manifest,
     layer_type,
 )
-from ..models import Descriptor, Index, Manifest, converter
+from ..models import (
+    MAX_CONFIG_SIZE,
+    Descriptor,
+    DockerImageEntry,
+    Index,
+    Manifest,
+    converter,
+    failed_fields,
+    first_error,
+    parse_image_config,
+    strict,
+)
 from ..reference import Reference
 from .base import MAX_MANIFEST_SIZE, Source, parse_position, read_manifest, shown
 from .oci_layout import read_index
-from .store import blob_name, open_sized, parse_json, read_bytes, read_json
+from .store import blob_name, open_sized, read_bytes, read_json
 from .tarindex import TarIndex, normalise_name, sniff_compression
 
 __all__ = ["ArchiveImage", "DockerArchive"]
 
-_MAX_CONFIG_SIZE = 16 << 20  # read whole to hash and parse; real configs are a few KB
 
 
 @attrs.frozen
@@ -190,10 +200,13 @@ class DockerArchive(Source):
     def _synthesize(self, image: ArchiveImage) -> Descriptor:
         where = f"{self.tar.describe('manifest.json')}: {image.title}"
         try:
-            data = read_bytes(self.tar, image.config, _MAX_CONFIG_SIZE)
+            data = read_bytes(self.tar, image.config, MAX_CONFIG_SIZE)
         except FileNotFoundError:
             raise SourceError(f"{where}: config {image.config!r} is not in the archive") from None
-        diff_ids = _diff_ids(data, self.tar.describe(image.config))
+        try:
+            diff_ids = parse_image_config(data, self.tar.describe(image.config)).diff_ids
+        except ValueError as e:
+            raise SourceError(str(e)) from None
         if len(diff_ids) != len(image.layers):
             raise SourceError(
                 f"{where}: {len(image.layers)} layers, but its config {image.config} lists "
@@ -201,7 +214,8 @@ class DockerArchive(Source):
             )
         config = Descriptor(OCI_CONFIG, Digest.of(data), len(data))
         self._members[config.digest] = image.config
-        layers = [self._layer(image, name, diff_id, where) for name, diff_id in zip(image.layers, diff_ids, strict=True)]
+        pairs = zip(image.layers, diff_ids, strict=True)
+        layers = [self._layer(image, name, diff_id, where) for name, diff_id in pairs]
         doc = {"schemaVersion": 2, **converter.unstructure(Manifest(OCI_MANIFEST, config, layers))}
         manifest = json.dumps(doc, separators=(",", ":")).encode()
         root = Descriptor(OCI_MANIFEST, Digest.of(manifest), len(manifest))
@@ -244,37 +258,32 @@ def _read_catalogue(tar: TarIndex) -> list[ArchiveImage]:
     return [_parse_entry(i, item, where) for i, item in enumerate(doc)]
 
 
-def _parse_entry(position: int, item, where: str) -> ArchiveImage:
+# What each field of a manifest.json entry must be, in the words of the error.
+_ENTRY_FIELDS = {
+    "config": "Config is not a file name",
+    "layers": "Layers is not a list of file names",
+    "repo_tags": "RepoTags is not a list of names",
+}
+
+
+def _parse_entry(position: int, item: object, where: str) -> ArchiveImage:
     def bad(why: str) -> SourceError:
         return SourceError(f"{where}: entry {position}: {why}")
 
     if not isinstance(item, dict):
         raise bad("not an object")
-    config, layers, tags = item.get("Config"), item.get("Layers"), item.get("RepoTags") or []
-    if not isinstance(config, str):
-        raise bad("Config is not a file name")
-    if not _strings(layers):
-        raise bad("Layers is not a list of file names")
-    if not _strings(tags):
-        raise bad("RepoTags is not a list of names")
     try:
-        sources = {
-            Digest.parse(k): converter.structure(v, Descriptor)
-            for k, v in (item.get("LayerSources") or {}).items()
-        }
-    except Exception as e:
-        raise bad(f"malformed LayerSources: {e}") from None
+        entry = strict.structure(item, DockerImageEntry)
+    except Exception as e:  # cattrs groups every field error; the first field is what users read
+        field = next(iter(failed_fields(e)), "")
+        raise bad(_ENTRY_FIELDS.get(field) or f"malformed LayerSources: {first_error(e)}") from None
     return ArchiveImage(
         position,
-        normalise_name(config),
-        tuple(normalise_name(layer) for layer in layers),
-        tuple(tags),
-        sources,
+        normalise_name(entry.config),
+        tuple(normalise_name(layer) for layer in entry.layers),
+        entry.repo_tags or (),
+        entry.layer_sources or {},
     )
-
-
-def _strings(value) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _normalised_tag(tag: str) -> str:
@@ -294,18 +303,9 @@ def _what(desc: Descriptor) -> str:
     return str(desc.platform) if desc.platform else desc.digest.short
 
 
-def _diff_ids(config: bytes, what: str) -> list[Digest]:
-    doc = parse_json(config, what)
-    rootfs = doc.get("rootfs") if isinstance(doc, dict) else None
-    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(ids, list):
-        raise SourceError(f"{what}: not an image config (no rootfs.diff_ids)")
-    try:
-        return [Digest.parse(d) for d in ids]
-    except (TypeError, ValueError) as e:
-        raise SourceError(f"{what}: rootfs.diff_ids: {e}") from None
-
-
-def _sha256(f: BinaryIO) -> Digest:
+def _sha256(f: IO[bytes]) -> Digest:
     f.seek(0)
-    return Digest("sha256", hashlib.file_digest(f, "sha256").hexdigest())
+    h = hashlib.sha256()
+    while block := f.read(1 << 20):
+        h.update(block)
+    return Digest("sha256", h.hexdigest())

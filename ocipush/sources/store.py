@@ -8,7 +8,6 @@ small interface and never touches paths itself.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, Protocol
 
@@ -17,6 +16,7 @@ import attrs
 from ..digest import Digest
 from ..errors import SourceError
 from ..localfile import NotRegularFile, open_regular
+from ..models import load_json
 
 __all__ = ["DirStore", "FileStore", "blob_name", "open_sized", "parse_json", "read_bytes", "read_json"]
 
@@ -109,9 +109,4 @@ def read_json(store: FileStore, name: str, limit: int) -> Any:
 
 
 def parse_json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SourceError(f"{what}: invalid JSON: {e}") from None
-    except RecursionError:  # a document nested deeper than Python's stack: hostile or broken
-        raise SourceError(f"{what}: invalid JSON: nested too deeply") from None
+    return load_json(data, what, error=SourceError)
