@@ -106,8 +106,9 @@ class RetryPolicy:
 
 @attrs.define
 class Budget:
-    """The retries one request has left.  Shared by the requests that make one step
-    (a chunk's resends and its status ``GET``s), never nested: a retry is one retry."""
+    """The retries one request has left (or one blob's restarts).  Shared by the requests
+    that make one step (a chunk's resends and its status ``GET``s), never nested: a retry
+    is one retry, whichever request it resends."""
 
     policy: RetryPolicy
     used: int = 0
