@@ -208,19 +208,18 @@ class RegistryClient:
 
     def _ping(self, url: str) -> tuple[httpx.Response, bytes]:
         """``GET /v2/``, again while busy (503, 429…: there, not absent): the last answer."""
-        answers: list[tuple[httpx.Response, bytes]] = []
-
-        def attempt() -> tuple[httpx.Response, bytes]:
-            answers.append(self._exchange("GET", url, {}))  # no answer at all: the next scheme
-            response, body = answers[-1]
-            if response.status_code in TRANSIENT_STATUSES:
-                raise RegistryError(f"GET {url}: {describe_error(response, body)}", status=response.status_code,
-                                    headers={k.lower(): v for k, v in response.headers.items()})
-            return response, body
-
-        with contextlib.suppress(RegistryError):
-            return self.retry.run(attempt, on_retry=self.on_retry)
-        return answers[-1]
+        budget = self.retry.budget()
+        response, body = self._exchange("GET", url, {})  # no answer at all: the next scheme
+        while response.status_code in TRANSIENT_STATUSES:
+            error = RegistryError(f"GET {url}: {describe_error(response, body)}", status=response.status_code,
+                                  headers={k.lower(): v for k, v in response.headers.items()})
+            if not budget.spend(error, self.on_retry):
+                break
+            try:
+                response, body = self._exchange("GET", url, {})
+            except httpx.HTTPError:
+                break  # busy, then silent: judged by the busy answer
+        return response, body
 
     def _tls_hint(self, error: httpx.HTTPError) -> str:
         if "CERTIFICATE_VERIFY_FAILED" not in str(error):

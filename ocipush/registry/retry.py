@@ -9,10 +9,10 @@ from 0 to that bound, whatever the policy's numbers or the server's header.
 
 One budget, one helper.  ``--retry N`` is N retries *per request*: a ``Budget`` counts them,
 and ``Budget.spend`` is the one place that decides "again or give up" and waits.
-``RetryPolicy.run`` is the loop for a request that is simply sent again (connect, HEAD,
-POST, the commit ``PUT``); the chunk loop shares one budget between a chunk's resends and
-the status ``GET``s that ask where the upload stands, so no request has a budget nested in
-another's.  Starting a blob over is the uploader's business (``BlobUploader.upload``): it
+``RetryPolicy.run`` is the loop for a request that is simply sent again (``HEAD``, ``POST``,
+the manifest and the commit ``PUT``); the ping and the chunk loop spend a ``Budget`` in
+their own loops, the chunk's shared between its resends and the status ``GET``s that ask
+where the upload stands, so no request has a budget nested in another's.  Starting a blob over is the uploader's business (``BlobUploader.upload``): it
 gets N restarts, each of whose requests has its own budget again.
 
 The sleep and the clock are injectable, so tests see the waits without waiting.
