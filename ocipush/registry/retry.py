@@ -12,8 +12,9 @@ and ``Budget.spend`` is the one place that decides "again or give up" and waits.
 ``RetryPolicy.run`` is the loop for a request that is simply sent again (``HEAD``, ``POST``,
 the manifest and the commit ``PUT``); the ping and the chunk loop spend a ``Budget`` in
 their own loops, the chunk's shared between its resends and the status ``GET``s that ask
-where the upload stands, so no request has a budget nested in another's.  Starting a blob over is the uploader's business (``BlobUploader.upload``): it
-gets N restarts, each of whose requests has its own budget again.
+where the upload stands, so no request has a budget nested in another's.  Starting a
+blob over is the uploader's business (``BlobUploader.upload``): it gets N restarts, each
+of whose requests has its own budget again.
 
 The sleep and the clock are injectable, so tests see the waits without waiting.
 """
