@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the recompression cache ($XDG_CACHE_HOME/ocipush)")
     p.add_argument("--retry", type=_count, default=3, metavar="N",
-                   help="retries of a failed request (default 3)")
+                   help="retries of each failed request (a chunk's resends and status checks share them), "
+                   "and new uploads of a blob the registry lost (default 3)")
     p.add_argument("--retry-delay", type=_duration, default=1.0, metavar="DURATION",
                    help="first wait before a retry, doubled each time (default 1s)")
     p.add_argument("--timeout", type=_timeout, default=300.0, metavar="DURATION",

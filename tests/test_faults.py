@@ -19,7 +19,8 @@ from tests.imagegen import LayerSpec, make_layout
 from tests.services import skopeo_pull
 
 pytestmark = pytest.mark.integration
-FAST = RetryPolicy(attempts=4, delay=0.05, max_delay=0.5)
+WAITS: list[float] = []  # every retry's wait, recorded by the injected sleep instead of slept
+FAST = RetryPolicy(attempts=4, delay=0.05, max_delay=0.5, sleeper=WAITS.append)
 MODES = {"as-is": Compression(), "zstd": Compression("zstd")}
 
 
@@ -45,9 +46,9 @@ FAULTS = {
     "cut PATCH body": lambda p: p.cut_body(500_000, method="PATCH", nth=2),
     "lost PATCH answer": lambda p: p.drop_response(method="PATCH", nth=3),
     "lost commit answer": lambda p: p.drop_response(method="PUT", path=r"digest=", nth=1),
-    "429 on POST": lambda p: p.respond(429, {"Retry-After": "0"}, method="POST", nth=2),
+    "429 on POST": lambda p: p.respond(429, {"Retry-After": "2"}, method="POST", nth=2),
     "502 HTML on PATCH": lambda p: p.respond(502, {}, html_error_page(502), "text/html", method="PATCH", nth=2),
-    "503 on HEAD x3": lambda p: p.respond(503, {"Retry-After": "0"}, method="HEAD", times=3),
+    "503 on HEAD x3": lambda p: p.respond(503, {"Retry-After": "2"}, method="HEAD", times=3),
     "500 on manifest": lambda p: p.respond(500, method="PUT", path=r"/manifests/", nth=1),
     "stall on PATCH": lambda p: p.stall(3.0, method="PATCH", nth=2),
     "unadvertised 413": lambda p: p.limit_body(1_500_000),
@@ -60,8 +61,11 @@ def test_push_survives(faulty_proxy, image, repo, tmp_path, fault, mode):
     FAULTS[fault](faulty_proxy)
     timeout = {"timeout": 1.0} if fault == "stall on PATCH" else {}
     mark = faulty_proxy.mark()
+    WAITS.clear()
     push_through(faulty_proxy, image, repo, mode, tmp_path, **timeout)
     assert any(r.fault for r in faulty_proxy.requests(mark)), "the fault never fired"
+    if fault in ("429 on POST", "503 on HEAD x3"):
+        assert 2.0 in WAITS, WAITS  # the Retry-After asked for (within 4 × max_delay), not our backoff
 
 
 def test_soak_random_faults(faulty_proxy, image, repo, tmp_path):
@@ -92,10 +96,13 @@ def test_retry_flags(faulty_proxy, image, repo, tmp_path, capsys):
     assert "retried" in capsys.readouterr().err
 
 
-def test_busy_registry_at_connect_is_asked_again(faulty_proxy, image, repo, tmp_path, capsys):
+def test_busy_registry_at_connect_is_asked_again(faulty_proxy, image, repo, tmp_path, capsys, monkeypatch):
     from ocipush.cli import main
 
-    faulty_proxy.respond(503, {"Retry-After": "0"}, method="GET", path=r"^/v2/$", times=2)
+    waits: list[float] = []  # the CLI's policy, its sleep recorded instead of slept
+    monkeypatch.setattr(RetryPolicy, "sleep", lambda self, attempt, error=None: waits.append(self.wait(attempt, error)))
+    faulty_proxy.respond(503, {"Retry-After": "5"}, method="GET", path=r"^/v2/$", times=2)
     args = [f"oci:{image.layout}", f"{faulty_proxy.host}/{repo}:v1", "--retry-delay", "10ms"]
     assert main(args) == 0
     assert capsys.readouterr().err.count("retrying: GET http://") == 2
+    assert waits == [5.0, 5.0]

@@ -17,7 +17,7 @@ from ocipush.registry.retry import RetryPolicy
 from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, nth, oci_error
 from tests.imagegen import LayerSpec, make_index_layout, make_layout
 
-FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05)
+FAST = RetryPolicy(attempts=3, delay=0.01, max_delay=0.05, sleeper=lambda seconds: None)  # no wall-clock waits
 
 
 def options(**kw) -> PushOptions:
@@ -96,10 +96,13 @@ def test_lost_patch_answer_with_state_restarts_the_blob(image):
 
 
 def test_chunk_resent_after_5xx_with_retry_after(image):
+    waits: list[float] = []  # the injected sleep: recorded, not slept (our own backoff: 5-10 ms)
+    retry = RetryPolicy(attempts=3, delay=0.01, max_delay=5.0, sleeper=waits.append)
     with FakeRegistry(max_chunk=100_000) as fake:
-        fake.inject(nth("PATCH", 3), html(503, {"Retry-After": "0"}))
-        push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
+        fake.inject(nth("PATCH", 3), html(503, {"Retry-After": "7"}))
+        push(f"oci:{image.layout}", f"{fake.host}/r:v1", PushOptions(retry=retry, jobs=1))
         stored(fake, "r", image)
+    assert waits == [7.0]
 
 
 def test_upload_gone_restarts_the_blob(image):
@@ -144,8 +147,10 @@ def test_missing_location_is_named(image):
 
 def test_bad_chunk_header_is_named(image):
     with FakeRegistry() as fake:
-        fake.inject(lambda r: r.method == "POST", Reply(202, {"Location": "/x", "OCI-Chunk-Max-Length": "100MB"}), times=10)
-        with pytest.raises(RegistryError, match=r"header OCI-Chunk-Max-Length from POST http://\S+: '100MB' is not a positive number"):
+        answer = Reply(202, {"Location": "/x", "OCI-Chunk-Max-Length": "100MB"})
+        fake.inject(lambda r: r.method == "POST", answer, times=10)
+        message = r"header OCI-Chunk-Max-Length from POST http://\S+: '100MB' is not a positive number"
+        with pytest.raises(RegistryError, match=message):
             push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(jobs=1))
 
 
@@ -184,8 +189,8 @@ def test_index_children_pushed_before_the_index(tmp_path):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(size=st.integers(0, 200_000), limit=st.integers(1000, 70_000), minimum=st.one_of(st.none(), st.integers(1, 30_000)),
-       style=st.sampled_from(["relative", "state", "rotating"]))
+@given(size=st.integers(0, 200_000), limit=st.integers(1000, 70_000),
+       minimum=st.one_of(st.none(), st.integers(1, 30_000)), style=st.sampled_from(["relative", "state", "rotating"]))
 def test_any_blob_any_limits(tmp_path_factory, size, limit, minimum, style):
     assume(minimum is None or minimum <= limit)  # a registry asking min > max cannot be served
     info = make_layout(tmp_path_factory.mktemp("h"), [LayerSpec(size, files=1)], ref="t", seed=size)
@@ -219,7 +224,8 @@ def methods(fake: FakeRegistry, method: str, path: str = "") -> list:
     return [r for r in fake.log if r.method == method and path in r.path]
 
 
-@pytest.mark.parametrize("lost", [Drop(after_handling=True), Alter(status=500)], ids=["answer-lost", "500-after-commit"])
+@pytest.mark.parametrize("lost", [Drop(after_handling=True), Alter(status=500)],
+                         ids=["answer-lost", "500-after-commit"])
 def test_commit_that_happened_is_confirmed_by_head_not_redone(image, lost):
     # serverless-registry: the PUT committed and the upload is gone; the PUT again would get 500.
     layer = image.layers[0].digest
@@ -287,13 +293,19 @@ def test_unreadable_retry_after_is_ignored(image):
 @pytest.mark.parametrize(
     "method, header, value, message",
     [
-        ("POST", "OCI-Chunk-Max-Length", "²", r"header OCI-Chunk-Max-Length from POST http://\S+/v2/r/blobs/uploads/: '²' is not a positive number of bytes"),
-        ("POST", "OCI-Chunk-Min-Length", "9" * 5000, r"header OCI-Chunk-Min-Length from POST \S+: '9{40}…' is not a positive"),
-        ("PATCH", "Range", "0-²", r"header Range from PATCH http://\S+/v2/r/blobs/uploads/\S+: '0-²' is not a range 0-END"),
+        ("POST", "OCI-Chunk-Max-Length", "²",
+         r"header OCI-Chunk-Max-Length from POST http://\S+/v2/r/blobs/uploads/: '²' is not a positive number of "
+         r"bytes"),
+        ("POST", "OCI-Chunk-Min-Length", "9" * 5000,
+         r"header OCI-Chunk-Min-Length from POST \S+: '9{40}…' is not a positive"),
+        ("PATCH", "Range", "0-²",
+         r"header Range from PATCH http://\S+/v2/r/blobs/uploads/\S+: '0-²' is not a range 0-END"),
         ("PATCH", "Range", "0-" + "9" * 5000, r"header Range from PATCH \S+: '0-9{38}…' is not a range 0-END"),
-        ("POST", "Location", "javascript:alert(1)", r"header Location from POST \S+: 'javascript:alert\(1\)' is not an http\(s\) URL"),
+        ("POST", "Location", "javascript:alert(1)",
+         r"header Location from POST \S+: 'javascript:alert\(1\)' is not an http\(s\) URL"),
         ("PATCH", "Location", "http://[::1", r"header Location from PATCH \S+: 'http://\[::1' is not a URL"),
-        ("PUT", "Docker-Content-Digest", "sha256:²", r"header Docker-Content-Digest from PUT \S+: 'sha256:²' is not a digest"),
+        ("PUT", "Docker-Content-Digest", "sha256:²",
+         r"header Docker-Content-Digest from PUT \S+: 'sha256:²' is not a digest"),
     ],
 )
 def test_garbage_header_is_a_clean_error_naming_it(image, method, header, value, message):
@@ -388,7 +400,7 @@ def test_any_header_any_status_is_a_clean_outcome(small_image, user_config, caps
             assume(not (target == "manifest PUT" and status is not None and 200 <= status < 300))
             fake.inject(TARGETS[target], Alter(status=status, headers={header: value}), times=times)
         code = main([f"oci:{small_image.layout}", f"{fake.host}/r:t", "--no-cache", "-q", "--retry", "2"])
-        out, err = capsys.readouterr()
+        _, err = capsys.readouterr()
         if code == 0:
             stored(fake, "r", small_image)
             assert err == ""

@@ -32,7 +32,7 @@ from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
 from .headers import BODY_LIMITS, read_bounded
-from .retry import TRANSIENT_STATUSES, RetryPolicy, is_transient
+from .retry import TRANSIENT_STATUSES, RetryPolicy
 from .tls import registry_tls
 from .transport import (
     CancellableBackend,
@@ -52,7 +52,11 @@ INTERRUPT_GRACE = 3.0  # seconds the requests in flight get to end after an inte
 # An answer whose body we do not use (202 to a PATCH, 201 to a PUT, the ping's {}) is read
 # anyway, up to this much, so its connection can serve the next request; past it, refused.
 _UNUSED_BODY_LIMIT = BODY_LIMITS["error"]
-_optional_path = attrs.converters.optional(Path)
+_OciErrors = list[dict[str, Any]]  # an OCI error body's "errors", the objects among them
+
+
+def _optional_path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 @attrs.frozen
@@ -79,12 +83,12 @@ class RegistryClient:
         options: ClientOptions = ClientOptions(),
         *,
         loopback: bool = False,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy | None = None,
     ):
         self.host = host
         self.options = options
         self.loopback = loopback
-        self.retry = retry
+        self.retry = RetryPolicy() if retry is None else retry
         self.on_retry: Callable[[RegistryError], None] = lambda error: None
         self.base_url = ""
         self.tls = registry_tls(host, verify=options.tls_verify, cert_dir=options.cert_dir)
@@ -191,31 +195,31 @@ class RegistryClient:
         for scheme in self._schemes:
             url = f"{scheme}://{self.host}/v2/"
             try:
-                response, body = self._exchange("GET", url, {})
+                response, body = self._ping(url)
             except httpx.HTTPError as e:
                 failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
                 continue
-            for attempt in range(1, self.retry.attempts + 1):
-                if response.status_code not in TRANSIENT_STATUSES:
-                    break
-                # Busy (503, 429…), not absent: ask again, as for any other request.
-                error = RegistryError(
-                    f"GET {url}: {describe_error(response, body)}",
-                    status=response.status_code,
-                    headers={k.lower(): v for k, v in response.headers.items()},
-                )
-                self.on_retry(error)
-                self.retry.sleep(attempt, error)
-                try:
-                    response, body = self._exchange("GET", url, {})
-                except httpx.HTTPError:
-                    break
             if response.status_code in (200, 401):
                 self.base_url = f"{scheme}://{self.host}"
                 self.auth.bind(self.base_url)  # credentials go to this origin only
                 return
             failures.append(f"{url}: {describe_error(response, body)}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
+
+    def _ping(self, url: str) -> tuple[httpx.Response, bytes]:
+        """``GET /v2/``, again while busy (503, 429…: there, not absent): the last answer."""
+        budget = self.retry.budget()
+        response, body = self._exchange("GET", url, {})  # no answer at all: the next scheme
+        while response.status_code in TRANSIENT_STATUSES:
+            error = RegistryError(f"GET {url}: {describe_error(response, body)}", status=response.status_code,
+                                  headers={k.lower(): v for k, v in response.headers.items()})
+            if not budget.spend(error, self.on_retry):
+                break
+            try:
+                response, body = self._exchange("GET", url, {})
+            except httpx.HTTPError:
+                break  # busy, then silent: judged by the busy answer
+        return response, body
 
     def _tls_hint(self, error: httpx.HTTPError) -> str:
         if "CERTIFICATE_VERIFY_FAILED" not in str(error):
@@ -306,17 +310,9 @@ class RegistryClient:
                 self._idle.notify_all()
 
     def idempotent(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
-        """``request`` for requests that may simply be sent again: retried when transient."""
-        attempt = 0
-        while True:
-            try:
-                return self.request(method, url, expect=expect, **kwargs)
-            except RegistryError as e:
-                attempt += 1
-                if not is_transient(e) or attempt > self.retry.attempts:
-                    raise
-                self.on_retry(e)
-                self.retry.sleep(attempt, e)
+        """``request`` for requests that may simply be sent again: retried when transient,
+        ``retry.attempts`` times at most (``RetryPolicy.run``)."""
+        return self.retry.run(lambda: self.request(method, url, expect=expect, **kwargs), on_retry=self.on_retry)
 
 
 def redact(url: str | httpx.URL) -> str:
@@ -360,7 +356,7 @@ def _reason(e: httpx.HTTPError) -> str:
     return text.splitlines()[0]
 
 
-def _oci_errors(body: bytes) -> list[dict] | None:
+def _oci_errors(body: bytes) -> _OciErrors | None:
     """The ``errors`` of an OCI error body; None when the body is not one."""
     try:
         errors = json.loads(body).get("errors") or []
@@ -369,11 +365,11 @@ def _oci_errors(body: bytes) -> list[dict] | None:
     return [e for e in errors[:100] if isinstance(e, dict)] if isinstance(errors, list) else None
 
 
-def _error_codes(errors: list[dict] | None) -> tuple[str, ...]:
+def _error_codes(errors: _OciErrors | None) -> tuple[str, ...]:
     return tuple(str(e.get("code"))[:100] for e in errors or ())
 
 
-def describe_error(response: httpx.Response, body: bytes | None = None, errors: list[dict] | None = None) -> str:
+def describe_error(response: httpx.Response, body: bytes | None = None, errors: _OciErrors | None = None) -> str:
     """``413 Request Entity Too Large: <detail>`` from an OCI error body, an HTML page or text.
     ``body``: the answer's body as read (bounded); None: the response's, if it was read.
     ``errors``: its ``_oci_errors``, when the caller has parsed them already."""

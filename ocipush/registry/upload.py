@@ -10,6 +10,9 @@ OCI distribution spec 1.1, as serverless registries need it — under one retry 
 - commit:   ``PUT <location>&digest=…`` with an empty body (serverless-registry fails
             with 500 when the final PUT carries data) → 201 and ``Docker-Content-Digest``.
 
+Retries (``retry.py``): N per request, a chunk's resends and status ``GET``s sharing one
+budget; N restarts per blob, this loop's own (a 413's smaller chunk aside).
+
 Every header read goes through ``headers.py``'s strict grammars: one that does not
 parse is a one-line ``RegistryError`` naming the header and the request.
 
@@ -46,7 +49,7 @@ from ..errors import RegistryError, UploadError
 from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
-from .retry import is_transient
+from .retry import Budget, is_transient
 
 __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadOutcome"]
 
@@ -100,6 +103,7 @@ class BlobUploader:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
             return UploadOutcome("skipped", blob.digest)
         stats = _Stats()
+        restarts = self.client.retry.budget()  # the blob's own: N new uploads at most
         try:
             while True:
                 session = self._initiate()
@@ -122,10 +126,8 @@ class BlobUploader:
                                 f"(DIGEST_INVALID): something between us corrupts uploads"
                             ) from None
                         stats.digest_mismatches += 1
-                    stats.restarts += 1
-                    if stats.restarts > self.client.retry.attempts:
+                    if not restarts.spend(restart.reason):
                         raise restart.reason from None
-                    self.client.retry.sleep(stats.restarts, restart.reason)
                 except BaseException:
                     self._cancel(session)
                     raise
@@ -151,15 +153,14 @@ class BlobUploader:
     def mount(self, digest: Digest, from_repository: str) -> bool:
         """Ask the registry to link a blob it holds in another repository: 201 means done.
         A 202 is the registry declining (it opened an upload instead, which we cancel)."""
-        url = self.client.url(
-            f"/v2/{self.repository}/blobs/uploads/?mount={quote(str(digest), safe=':')}&from={quote(from_repository, safe='/')}"
-        )
+        query = f"mount={quote(str(digest), safe=':')}&from={quote(from_repository, safe='/')}"
+        url = self.client.url(f"/v2/{self.repository}/blobs/uploads/?{query}")
         try:
             response = self.client.idempotent("POST", url, expect=(201, 202), headers={"Content-Length": "0"})
         except RegistryError:
             return False  # a refused mount is never fatal: the upload follows
         if response.status_code == 202 and response.headers.get("Location"):
-            self._delete(_location(response))
+            self._delete(headers.location(response))
         return response.status_code == 201
 
     def _initiate(self) -> _Session:
@@ -167,7 +168,7 @@ class BlobUploader:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
         response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
-        location = _location(response)
+        location = headers.location(response)
         try:
             minimum, maximum = (
                 headers.chunk_length(response.headers.get(name), headers.what_of(response, name))
@@ -184,19 +185,17 @@ class BlobUploader:
     def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
         stats.sent = 0
         for chunk in blob.chunks(chunk_size):
-            attempt = 0
-            while not self._send_chunk(session, chunk, stats):
-                attempt += 1
+            budget = self.client.retry.budget()  # this chunk's: its resends and status GETs
+            while (error := self._send_chunk(session, chunk, stats)) is not None:
+                if not budget.spend(error):
+                    raise error
                 stats.retries += 1
-                if attempt > self.client.retry.attempts:
-                    raise stats.last_error
-                self.client.retry.sleep(attempt, stats.last_error)
-                if self._resync(session, chunk):
+                if self._resync(session, chunk, budget):
                     break  # the registry has the chunk after all
             stats.sent = chunk.end
 
-    def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> bool:
-        """True when the registry confirmed the chunk; False for a transient failure."""
+    def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> RegistryError | None:
+        """None when the registry confirmed the chunk; the error of a transient failure."""
         stats.requests += 1
         try:
             response = self.client.request(
@@ -222,13 +221,12 @@ class BlobUploader:
                 raise _Restart(e) from None
             if e.status == 416:
                 # Out of order for the registry: its Range and Location say where it stands.
-                stats.last_error = e
                 answer = f"PATCH {redact(session.location)}"
-                return self._position(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
+                arrived = self._position(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
+                return None if arrived else e
             if not is_transient(e):
                 raise
-            stats.last_error = e
-            return False
+            return e
         # After data arrived, 0-0 is 1 byte.
         held = headers.parse_range(response.headers.get("Range"), headers.what_of(response, "Range"))
         if held is not None and held != chunk.end:
@@ -237,18 +235,23 @@ class BlobUploader:
                 f"ending at {chunk.end}",
                 status=response.status_code,
             )
-        session.location = _location(response)
-        return True
+        session.location = headers.location(response)
+        return None
 
-    def _resync(self, session: _Session, chunk: ChunkBody) -> bool:
-        """After a failed chunk: ask where the upload stands. True if it holds the chunk."""
-        try:
-            response = self.client.idempotent("GET", session.location, expect=(204,),
-                                              extensions=for_repository(self.repository))
-        except RegistryError as e:
-            if e.status == 404 or _GONE_CODES & set(e.codes):
-                raise _Restart(e) from None
-            raise
+    def _resync(self, session: _Session, chunk: ChunkBody, budget: Budget) -> bool:
+        """After a failed chunk: ask where the upload stands. True if it holds the chunk.
+        A failed ``GET`` spends the chunk's ``budget``: it has none of its own."""
+
+        def status() -> httpx.Response:
+            try:
+                return self.client.request("GET", session.location, expect=(204,),
+                                           extensions=for_repository(self.repository))
+            except RegistryError as e:
+                if e.status == 404 or _GONE_CODES & set(e.codes):
+                    raise _Restart(e) from None
+                raise
+
+        response = self.client.retry.run(status, on_retry=self.client.on_retry, budget=budget)
         answer = f"GET {redact(session.location)}"
         return self._position(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
 
@@ -273,23 +276,24 @@ class BlobUploader:
     def _commit(self, session: _Session, digest: Digest, size: int) -> None:
         sep = "&" if "?" in session.location else "?"
         url = f"{session.location}{sep}digest={quote(str(digest), safe=':')}"
-        attempt = 0
-        while True:
+
+        def put() -> httpx.Response | None:
+            """The answer, or None when the blob is committed although the PUT failed."""
             try:
-                response = self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
-                                               extensions=for_repository(self.repository))
-                break
+                return self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
+                                           extensions=for_repository(self.repository))
             except RegistryError as e:
                 # Whatever the status: an earlier PUT whose answer we lost may have committed
                 # it (serverless-registry then answers 500 to the same PUT; distribution 404).
                 if self._committed(digest, size):
-                    return
+                    return None
                 if _GONE_CODES & set(e.codes) or e.status == 404 or "DIGEST_INVALID" in e.codes:
                     raise _Restart(e) from None
-                attempt += 1
-                if not is_transient(e) or attempt > self.client.retry.attempts:
-                    raise
-                self.client.retry.sleep(attempt, e)
+                raise
+
+        response = self.client.retry.run(put)
+        if response is None:
+            return
         got = headers.content_digest(
             response.headers.get("Docker-Content-Digest"), headers.what_of(response, "Docker-Content-Digest")
         )
@@ -329,10 +333,8 @@ class BlobUploader:
 class _Stats:
     requests: int = 0
     retries: int = 0
-    restarts: int = 0
     digest_mismatches: int = 0
     sent: int = 0  # the end of the last chunk the registry confirmed
-    last_error: RegistryError | None = None
 
 
 def _held(value: str | None, expected_offset: int, what: str) -> int | None:
@@ -362,8 +364,3 @@ def _contradiction(response: httpx.Response, digest: Digest, size: int | None) -
     if named is not None and named != digest:
         return f"names digest {named}"
     return None
-
-
-def _location(response: httpx.Response) -> str:
-    """The answer's ``Location``, absolute and checked (``headers.location``)."""
-    return headers.location(response)
