@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test system-deps venv bench clean fixtures
+.PHONY: demo test check system-deps venv bench clean fixtures
 
 system-deps:
 	bash scripts/install-deps.sh
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: system-deps venv
+# The static checks make test runs first: layer contracts, types, lint.
+check: venv
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy --strict ocipush
+	$(VENV)/bin/ruff check ocipush tests bench scripts
+
+test: system-deps venv check
 	$(VENV)/bin/pytest -q
 
 demo: system-deps venv

@@ -58,7 +58,96 @@ REAL_ROOTS = (
     "/usr/lib",
 )
 
-WORDS = ["def", "return", "self", "import", "from", "class", "if", "else", "elif", "for", "while", "in", "not", "and", "or", "None", "True", "False", "try", "except", "raise", "with", "as", "yield", "lambda", "pass", "break", "continue", "async", "await", "print", "len", "range", "dict", "list", "set", "tuple", "str", "int", "float", "bytes", "value", "result", "data", "path", "name", "config", "request", "response", "error", "status", "=", "==", "!=", "(", ")", "[", "]", "{", "}", ":", ",", ".", "+", "-", "*", "/", "0", "1", "2", "3", "16", "64", "256", "1024", "lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt"]
+WORDS = [
+    "def",
+    "return",
+    "self",
+    "import",
+    "from",
+    "class",
+    "if",
+    "else",
+    "elif",
+    "for",
+    "while",
+    "in",
+    "not",
+    "and",
+    "or",
+    "None",
+    "True",
+    "False",
+    "try",
+    "except",
+    "raise",
+    "with",
+    "as",
+    "yield",
+    "lambda",
+    "pass",
+    "break",
+    "continue",
+    "async",
+    "await",
+    "print",
+    "len",
+    "range",
+    "dict",
+    "list",
+    "set",
+    "tuple",
+    "str",
+    "int",
+    "float",
+    "bytes",
+    "value",
+    "result",
+    "data",
+    "path",
+    "name",
+    "config",
+    "request",
+    "response",
+    "error",
+    "status",
+    "=",
+    "==",
+    "!=",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ":",
+    ",",
+    ".",
+    "+",
+    "-",
+    "*",
+    "/",
+    "0",
+    "1",
+    "2",
+    "3",
+    "16",
+    "64",
+    "256",
+    "1024",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+]
 
 
 # -- gzip sink -----------------------------------------------------------------------
@@ -70,7 +159,7 @@ class LayerSink:
 
     def __init__(self, path: Path, level: int = GZIP_LEVEL):
         self.path = path
-        self.out = open(path, "wb")
+        self.out = open(path, "wb")  # noqa: SIM115 - closed by close(), the writer's own end
         self.tar_sha = hashlib.sha256()
         self.tar_size = 0
         self.pending = bytearray()
@@ -315,7 +404,9 @@ def _finish_layout(layout: Path, layers: list[dict]) -> dict:
         "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"] for layer in layers]},
-        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": f"bench layer {layer['kind']}"} for layer in layers],
+        "history": [
+            {"created": "2023-11-14T22:13:20Z", "created_by": f"bench layer {layer['kind']}"} for layer in layers
+        ],
     }
     cfg = _put_blob(blobs, _json(config))
     manifest = {
@@ -366,7 +457,7 @@ def build(layout: Path, jobs: list[tuple[str, int]], seed: str, log=print) -> di
     else:
         workers = max(1, min(len(jobs), os.cpu_count() or 1))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            layers = list(pool.map(write_layer, *zip(*[(k, a, str(blobs), seed) for k, a in jobs])))
+            layers = list(pool.map(write_layer, *zip(*[(k, a, str(blobs), seed) for k, a in jobs], strict=True)))
     meta = {"spec": spec, "layout": str(layout), "ref": REF, "layers": layers, **_finish_layout(layout, layers)}
     (layout / "bench-meta.json").write_text(json.dumps(meta, indent=2))
     return meta
@@ -390,8 +481,13 @@ def single_layer(workdir: Path, size: int, label: str, log=print) -> dict:
 
 def build_many(specs: list[tuple[Path, list[tuple[str, int]], str]], log=print) -> list[dict]:
     """Several single-layer layouts at once (one process per layer, all cores busy)."""
-    todo = [(layout, jobs, seed) for layout, jobs, seed in specs
-            if not _cached(layout, {"version": GEN_VERSION, "level": GZIP_LEVEL, "layers": [list(j) for j in jobs], "seed": seed})]
+    todo = [
+        (layout, jobs, seed)
+        for layout, jobs, seed in specs
+        if not _cached(
+            layout, {"version": GEN_VERSION, "level": GZIP_LEVEL, "layers": [list(j) for j in jobs], "seed": seed}
+        )
+    ]
     if len(todo) > 1:
         workers = max(1, min(len(todo), os.cpu_count() or 1))
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -46,7 +46,9 @@ def main() -> int:
             print(f"registry {registry.host}, body-limited proxy {proxy.host}")
 
             step("generating a sample image: a 20 MB layer of random bytes and 16 MB of text")
-            info = make_layout(work / "image", [LayerSpec(20_000_000), LayerSpec(16_000_000, "text", files=4)], ref="demo")
+            info = make_layout(
+                work / "image", [LayerSpec(20_000_000), LayerSpec(16_000_000, "text", files=4)], ref="demo"
+            )
             print(f"oci:{info.layout}:demo  {info.digest}")
 
             step("skopeo copy sends each layer in one request: the proxy refuses it")

@@ -308,7 +308,8 @@ def test_a_lying_head_through_a_gateway_to_the_real_registry(image, faulty_proxy
     """A gateway answers every blob HEAD 200 with an empty body (Content-Length: 0)."""
     from tests.services import skopeo_pull
 
-    faulty_proxy.respond(200, {"Docker-Content-Digest": image.layers[0].digest}, method="HEAD", path="/blobs/", times=None)
+    lie = {"Docker-Content-Digest": image.layers[0].digest}
+    faulty_proxy.respond(200, lie, method="HEAD", path="/blobs/", times=None)
     result = push(f"oci:{image.layout}", f"{faulty_proxy.host}/{repo}:v1", PushOptions(retry=FAST))
     assert {b.action for b in result.blobs} == {"uploaded"}
     skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
