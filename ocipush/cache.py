@@ -6,13 +6,13 @@ mounts it from another repository of the same registry.
 The cache is a hint, never trusted, because other jobs may share it and files rot:
 
 - An entry is a small JSON document parsed strictly into a typed model (cattrs; exact
-  types, a size from 0 to 2**62, registry locations by their grammar) and sealed with a
-  checksum of its fields, so any damage — truncation, random bytes, a changed size or
-  digest — makes it a miss.  It records everything it was made from (``CacheKey``) and is
-  used only when all of it matches what the push would compress now: an entry swapped
-  with another layer's, or made for another diff_id or by another compressor version, is
-  ignored.  The checksum is no signature: whoever can write the directory as you can
-  forge an entry; the permission rules below are what keeps others out.
+  types, a size from 0 to 2**62, registry locations by their grammar) and sealed with an
+  HMAC of its fields under a key of this user's kept outside the cache (``seal.py``), so
+  any damage — truncation, random bytes, a changed size or digest — and any entry written
+  elsewhere (a cache restored by a CI step, copied, or forged) is a miss.  It records
+  everything it was made from (``CacheKey``) and is used only when all of it matches
+  what the push would compress now: an entry swapped with another layer's, or made for
+  another diff_id or by another compressor version, is ignored.
 - Like ssh with ``~/.ssh``, the cache is not used when its directory, ``blobs/`` or an
   entry is writable by group or others, or not owned by the user, and a note says why.
   The directories are created ``0700``, entries ``0600``.  Entries are opened without
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
+import hmac
 import json
 import os
 import re
@@ -51,6 +51,7 @@ import zstandard
 from .compression import FORMATS
 from .digest import Digest
 from .models import load_json, strict
+from .seal import UnsafeFile, check_private, default_key_file, load_key, seal
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
 
@@ -111,7 +112,7 @@ class CachedBlob:
 
 @attrs.frozen
 class _Entry:
-    """The document on disk: version, key, blob, and ``sum`` (sha256 of the rest)."""
+    """The document on disk: version, key, blob, and ``sum`` (the seal of the rest)."""
 
     version: int
     source: Digest
@@ -149,18 +150,20 @@ _converter.register_structure_hook(Digest, _digest)
 _converter.register_unstructure_hook_func(lambda t: t == tuple[str, ...], list)
 
 
-def _checksum(doc: dict[str, object]) -> str:
+def _seal(doc: dict[str, object], key: bytes) -> str:
     fields = {k: v for k, v in doc.items() if k != "sum"}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return seal(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(), key)
 
 
-def _parse(data: bytes) -> _Entry | None:
-    """The entry in ``data``, or None for anything that is not exactly one."""
+def _parse(data: bytes, key: bytes) -> _Entry | None:
+    """The entry in ``data`` sealed under ``key``, or None for anything that is not exactly one."""
     if len(data) > _MAX_ENTRY:
         return None
     try:
         doc = load_json(data)
-        if not isinstance(doc, dict) or doc.get("sum") != _checksum(doc) or doc.get("version") != _VERSION:
+        if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+            return None
+        if not isinstance(doc.get("sum"), str) or not hmac.compare_digest(doc["sum"], _seal(doc, key)):
             return None
         return _converter.structure(doc, _Entry)
     except Exception:  # invalid JSON, cattrs' grouped errors: all a miss
@@ -176,21 +179,10 @@ def _legacy(data: bytes) -> bool:
     return isinstance(doc, dict) and set(doc) == {"digest", "size", "locations"}
 
 
-def _document(key: CacheKey, blob: CachedBlob) -> bytes:
+def _document(key: CacheKey, blob: CachedBlob, secret: bytes) -> bytes:
     doc = {"version": _VERSION, **_converter.unstructure(key), **_converter.unstructure(blob)}
-    doc["sum"] = _checksum(doc)
+    doc["sum"] = _seal(doc, secret)
     return json.dumps(doc, sort_keys=True).encode()
-
-
-class _Unsafe(Exception):
-    """A cache file or directory that others could have written: not to be used."""
-
-
-def _check_private(path: Path, st: os.stat_result, what: str) -> None:
-    if st.st_uid != os.getuid():
-        raise _Unsafe(f"{path}: {what} not owned by you (uid {st.st_uid}); not used")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise _Unsafe(f"{path}: {what} writable by others (mode {stat.S_IMODE(st.st_mode):04o}); not used")
 
 
 def default_cache_dir() -> Path:
@@ -199,15 +191,25 @@ def default_cache_dir() -> Path:
 
 
 class BlobCache:
-    """The cache under ``root`` (default ``$XDG_CACHE_HOME/ocipush``); thread-safe."""
+    """The cache under ``root`` (default ``$XDG_CACHE_HOME/ocipush``), its entries sealed
+    with the key in ``key_file`` (default ``seal.default_key_file()``); thread-safe."""
 
     MAX_LOCATIONS = _MAX_LOCATIONS
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, key_file: Path | None = None):
         self.base = Path(root or default_cache_dir())
         self.root = self.base / "blobs"
+        self.key_file = key_file or default_key_file()
+        self._key: bytes | None = None
         self._said: set[str] = set()
         self._lock = threading.Lock()
+
+    def key(self) -> bytes:
+        """The sealing key, read (or made) once. Raises UnsafeFile or OSError."""
+        with self._lock:
+            if self._key is None:
+                self._key = load_key(self.key_file)
+            return self._key
 
     def lookup(self, key: CacheKey, note: Note = _silent) -> CachedBlob | None:
         """What an earlier push made from ``key``; None when there is no usable entry."""
@@ -215,18 +217,19 @@ class BlobCache:
         try:
             self._check_directories(create=False)
             data = _read_private(path)
-        except _Unsafe as e:
+            secret = self.key() if data is not None else b""
+        except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
             return None
         except OSError as e:
-            self._note(note, f"blob cache: cannot read {path}: {e.strerror or e}; not used")
+            self._note(note, f"blob cache: cannot read {e.filename or path}: {e.strerror or e}; not used")
             return None
         if data is None:
             return None
-        entry = _parse(data)
+        entry = _parse(data, secret)
         if entry is None:
             if not _legacy(data):  # an older ocipush's entry is a quiet miss, rewritten after the push
-                self._note(note, f"blob cache: {path} is damaged or not an entry; ignored")
+                self._note(note, f"blob cache: {path} is damaged, or not sealed by this user's key; ignored")
             return None
         if entry.key != key:
             if attrs.evolve(entry.key, compressor=key.compressor) != key:  # not just a library upgrade
@@ -264,7 +267,7 @@ class BlobCache:
         return self.root / f"{key.source.algorithm}-{key.source.hex}-{key.format}-{key.level}.json"
 
     def _check_directories(self, create: bool) -> None:
-        """Raises _Unsafe when the cache's directories are not the user's alone; with
+        """Raises UnsafeFile when the cache's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
         for directory in (self.base, self.root):
             if create:
@@ -276,23 +279,25 @@ class BlobCache:
             except FileNotFoundError:
                 return  # nothing cached yet
             if not stat.S_ISDIR(st.st_mode):
-                raise _Unsafe(f"{directory}: not a directory; not used")
-            _check_private(directory, st, "directory")
+                raise UnsafeFile(f"{directory}: not a directory; not used")
+            check_private(directory, st, "directory")
 
     def _write(self, key: CacheKey, blob: CachedBlob, note: Note) -> None:
         path = self._path(key)
         tmp: str | None = None
         try:
             self._check_directories(create=True)
+            document = _document(key, blob, self.key())
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
             with os.fdopen(fd, "wb") as f:
-                f.write(_document(key, blob))
+                f.write(document)
             os.replace(tmp, path)
             tmp = None
-        except _Unsafe as e:
+        except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
         except OSError as e:
-            self._note(note, f"blob cache: cannot write {self.root}: {e.strerror or e}; "
+            where = e.filename or self.root
+            self._note(note, f"blob cache: cannot write {where}: {e.strerror or e}; "
                              "the push goes on without it (only slower next time)")
         finally:
             if tmp is not None:
@@ -317,13 +322,13 @@ def _read_private(path: Path) -> bytes | None:
         return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise _Unsafe(f"{path}: a symbolic link; not used") from None
+            raise UnsafeFile(f"{path}: a symbolic link; not used") from None
         raise
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise _Unsafe(f"{path}: not a regular file; not used")
-        _check_private(path, st, "entry")
+            raise UnsafeFile(f"{path}: not a regular file; not used")
+        check_private(path, st, "entry")
         return f.read(_MAX_ENTRY + 1)
 
 

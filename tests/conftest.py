@@ -7,6 +7,7 @@ never skip: CI must not go green without the integration tests having run.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import pytest
@@ -21,6 +22,19 @@ from tests.services import (
     unique_repo,
 )
 from tests.userconfig import UserConfig, isolated_user_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory):
+    """The blob cache's sealing key (``$XDG_STATE_HOME/ocipush/cache-key``) lives in a
+    directory of this test run, never in the machine's home; children inherit it."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
 
 
 @contextlib.contextmanager

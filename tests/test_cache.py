@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocipush.cache import BlobCache, CacheKey, _checksum
+from ocipush.cache import BlobCache, CacheKey, _seal
 from ocipush.cli import main
 from ocipush.compression import Compression
 from ocipush.digest import Digest
@@ -56,10 +56,11 @@ def written(cache: BlobCache) -> dict:
     return json.loads(entry_path(cache).read_text())
 
 
-def sealed(doc: dict) -> str:
-    """``doc`` with a correct checksum: what only a deliberate forger would write."""
+def sealed(doc: dict, key: bytes | None = None) -> str:
+    """``doc`` sealed with the cache's own key (what only a forger holding it could write),
+    or with ``key``."""
     doc = {k: v for k, v in doc.items() if k != "sum"}
-    return json.dumps({**doc, "sum": _checksum(doc)})
+    return json.dumps({**doc, "sum": _seal(doc, key or BlobCache().key())})
 
 
 # -- entries ---------------------------------------------------------------------------

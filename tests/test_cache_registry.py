@@ -113,6 +113,23 @@ def each(change):
     return poison
 
 
+def sealed_elsewhere(change, *, how: str = "another key"):
+    """``change`` sealed without this user's key: with another one (a cache restored from
+    another machine's or branch's CI run), or with a plain sha256 of the fields (a forger
+    who can write the cache but not read ``$XDG_STATE_HOME``). Every such entry is a miss."""
+    from ocipush.cache import _seal
+
+    def poison(found: dict[Path, dict]) -> None:
+        change(found)
+        for path in found:
+            doc = {k: v for k, v in json.loads(path.read_text()).items() if k != "sum"}
+            fields = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+            forged = _seal(doc, os.urandom(32)) if how == "another key" else hashlib.sha256(fields).hexdigest()
+            rewrite(path, {**doc, "sum": forged})
+
+    return poison
+
+
 def field(name, value):
     return each(lambda path, doc: rewrite(path, {**doc, name: value(doc) if callable(value) else value}))
 
@@ -127,13 +144,13 @@ def other_blob(found: dict[Path, dict]) -> None:
 def sealed(change):
     """``change`` with the checksum recomputed: what a deliberate (or careful) editor writes.
     Only the key and the registry's HEAD stand between it and the push."""
-    from ocipush.cache import _checksum
+    from ocipush.cache import BlobCache, _seal
 
     def poison(found: dict[Path, dict]) -> None:
         change(found)
         for path in found:
             doc = {k: v for k, v in json.loads(path.read_text()).items() if k != "sum"}
-            rewrite(path, {**doc, "sum": _checksum(doc)})
+            rewrite(path, {**doc, "sum": _seal(doc, BlobCache().key())})
 
     return poison
 
@@ -167,6 +184,9 @@ POISONS = {
     "sealed-size-1": sealed(field("size", lambda doc: doc["size"] - 1)),
     "sealed-digest-random": sealed(field("digest", "sha256:" + "0" * 64)),
     "sealed-diff-id-other": sealed(field("diff_id", "sha256:" + "3" * 64)),
+    "sealed-elsewhere-other-blob": sealed_elsewhere(other_blob),
+    "sealed-elsewhere-untouched": sealed_elsewhere(lambda found: None),
+    "forged-checksum-other-blob": sealed_elsewhere(other_blob, how="sha256"),
 }
 
 

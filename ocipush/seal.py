@@ -1,0 +1,106 @@
+"""A secret of this user's that seals the blob cache's entries (HMAC-SHA256).
+
+The cache may be shared or restored from elsewhere: a CI cache step restores
+``~/.cache`` from whatever another branch's job saved there, and a checksum anyone can
+recompute proves nothing.  Entries are therefore sealed with a key kept **outside** the
+cache directory, in ``$XDG_STATE_HOME/ocipush/cache-key`` (default
+``~/.local/state/ocipush``), created on first use (32 random bytes, ``0600`` in a
+``0700`` directory).  An entry sealed by another key — a restored, copied or forged
+cache — is a miss: the layer is compressed again.  To share a cache between runs on
+purpose, keep the key with it (then whoever can write either is trusted).
+
+The key file gets the cache's own rules: a regular file, not a symlink, owned by the
+user and writable by nobody else, read without blocking and up to a few bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+import tempfile
+from pathlib import Path
+
+__all__ = ["UnsafeFile", "check_private", "default_key_file", "load_key", "seal"]
+
+_KEY_BYTES = 32
+
+
+class UnsafeFile(Exception):
+    """A file or directory that others could have written: not to be used."""
+
+
+def default_key_file() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "ocipush" / "cache-key"
+
+
+def check_private(path: Path, st: os.stat_result, what: str) -> None:
+    """Raises UnsafeFile unless ``path`` (stat ``st``) is the user's and writable by no one else."""
+    if st.st_uid != os.getuid():
+        raise UnsafeFile(f"{path}: {what} not owned by you (uid {st.st_uid}); not used")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeFile(f"{path}: {what} writable by others (mode {stat.S_IMODE(st.st_mode):04o}); not used")
+
+
+def seal(document: bytes, key: bytes) -> str:
+    """The seal of ``document`` (canonical bytes) under ``key``, in hex."""
+    return hmac.new(key, document, hashlib.sha256).hexdigest()
+
+
+def load_key(path: Path) -> bytes:
+    """The key in ``path``, made first when there is none.  Raises UnsafeFile for a key
+    (or its directory) that others could have written or that is not a plain key file,
+    OSError when it cannot be read or made."""
+    directory = path.parent
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    st = directory.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeFile(f"{directory}: not a directory; not used")
+    check_private(directory, st, "directory")
+    with contextlib.suppress(FileExistsError):
+        _create(path)
+    return _read(path)
+
+
+def _create(path: Path) -> None:
+    """Write a new key whole, then link it into place: two first runs agree on one key,
+    and no run ever reads half of one.  FileExistsError when there is a key already."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-key-")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_hex(_KEY_BYTES).encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path}: a symbolic link; not used") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path}: not a regular file; not used")
+        check_private(path, st, "key")
+        text = f.read(2 * _KEY_BYTES + 1)
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except ValueError:
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise UnsafeFile(f"{path}: not a key of ocipush's (remove it to make a new one); not used")
+    return key
