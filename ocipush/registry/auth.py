@@ -19,9 +19,11 @@ registry's ``WWW-Authenticate`` challenge asks for — Basic, or a Bearer token 
 - What the registry and its token service send is untrusted: the token answer is read up
   to ``BODY_LIMITS["token"]`` and parsed strictly (``parse_token_answer``), the realm must
   be an http(s) URL, and a 401 we answer is read up to ``BODY_LIMITS["error"]``.
-- Secrets never reach a log, an error message or a repr.  Basic credentials and refresh
-  tokens travel over plain HTTP only to this machine or to a registry the user made
-  insecure; that holds for the token realm too.
+- Secrets never reach a log, an error message or a repr (``redact`` scrubs what a server
+  echoes).  Basic credentials and refresh tokens travel over plain HTTP only to this
+  machine with no proxy between, or to the host of a registry the user made insecure; that
+  holds for the token realm too.  What carries a secret is bound to its origin through
+  redirects (``transport.guard_origin``).
 """
 
 from __future__ import annotations

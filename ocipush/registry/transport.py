@@ -9,6 +9,10 @@ request's deadline)``, and every request may read at most ``READ_BUDGET`` bytes 
 network in all, headers and bodies of every answer it gets.  Both are held per thread by
 ``request_scope``, which ``RegistryClient.request`` opens around the whole request.
 
+``guard_origin`` (a request hook: it sees redirects too) keeps what the auth flow bound to
+an origin (``Binding``) from going anywhere else; ``proxied`` says whether the environment
+sends a URL through a proxy.
+
 ``CancellableBackend`` is how an interrupt stops requests: ``refuse()`` opens no new
 connection, ``cut()`` shuts every socket down from any thread, so the requests on them fail
 at once and every later connect, read or write too.  Requests after that (the DELETEs of
