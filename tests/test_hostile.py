@@ -275,6 +275,10 @@ ROWS: list[Row] = [
         400, {"Content-Type": "text/html"}, html_page(f"Bad {r.header('authorization')}")))), 4),
     row("post-400-echoes-basic-in-reason", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
         400, {}, b"", reason=f"Bad {r.header('authorization')}"))), 4),
+    row("manifest-digest-echoes-bearer", rules(fixed("PUT", MANIFEST, lambda r: Reply(
+        201, {"Docker-Content-Digest": r.header("authorization") or ""}))), 4, auth="bearer"),
+    row("retry-note-echoes-basic", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
+        503, {}, b"", reason=f"Busy {r.header('authorization')}"), times=1)), 0),
     # -- endless and slow answers ---------------------------------------------------------
     row("endless-ping-200", rules(fixed("GET", PING, Reply(200, OCI_JSON, Endless(b"{" * 65536)))), {0, 4},
         auth=None),
