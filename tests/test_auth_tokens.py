@@ -102,7 +102,8 @@ def test_a_token_answer_is_parsed_strictly(body, why):
     (b"1e400", tokens_module.MAX_TOKEN_LIFETIME - 10),  # inf as a float: a day
     (b"1" + b"0" * 400, tokens_module.MAX_TOKEN_LIFETIME - 10),  # no float holds it
     (b"-1" + b"0" * 400, 50.0), (b"-5", 50.0), (b"0", 50.0),  # the default, 60 s
-    (b"0.5", 0.25), (b"120", 110.0),
+    (b"120", 110.0), (b"30", 20.0), (b"4", 2.0),
+    (b"0.5", auth_module.MIN_TOKEN_REUSE), (b"1e-9", auth_module.MIN_TOKEN_REUSE),  # used a while at least
 ])
 def test_expires_in_is_clamped(expires_in, renewed_after, monkeypatch):
     now = [1000.0]

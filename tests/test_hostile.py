@@ -73,6 +73,7 @@ from tests.hostileregistry import (
     Request,
     Rule,
     Trickle,
+    _error,
     basic,
     sha256_digest,
 )
@@ -261,6 +262,23 @@ ROWS: list[Row] = [
     row("realm-plain-http-not-loopback", lambda c: [], {4, 5}, auth="bearer", recorder="challenge",
         realm=lambda c: PROXY_REALM, mention=r"(?i)plain http|\bhttps\b",
         env=lambda c: {"HTTP_PROXY": c.recorder.url, "NO_PROXY": "127.0.0.1,localhost"}),
+    row("realm-plain-http-other-host-insecure", lambda c: [], {4, 5}, auth="bearer", recorder="challenge",
+        realm=lambda c: PROXY_REALM, mention=r"(?i)plain http", args=("--tls-verify=false",),
+        env=lambda c: {"HTTP_PROXY": c.recorder.url, "NO_PROXY": "127.0.0.1,localhost"}),
+    row("proxy-before-loopback-registry", lambda c: [], {4, 5},
+        recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="proxy"'}),
+        env=lambda c: {"HTTP_PROXY": c.recorder.url, "HTTPS_PROXY": c.recorder.url}),
+    # -- a server that echoes what it was sent: no secret in the error line -----------------
+    row("patch-400-echoes-bearer", rules(fixed("PATCH", PATCH_UPLOAD, lambda r: _error(
+        400, "DENIED", f"you sent {r.header('authorization')}"))), 4, auth="bearer"),
+    row("patch-400-echoes-basic", rules(fixed("PATCH", PATCH_UPLOAD, lambda r: Reply(
+        400, {"Content-Type": "text/html"}, html_page(f"Bad {r.header('authorization')}")))), 4),
+    row("post-400-echoes-basic-in-reason", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
+        400, {}, b"", reason=f"Bad {r.header('authorization')}"))), 4),
+    row("manifest-digest-echoes-bearer", rules(fixed("PUT", MANIFEST, lambda r: Reply(
+        201, {"Docker-Content-Digest": r.header("authorization") or ""}))), 4, auth="bearer"),
+    row("retry-note-echoes-basic", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
+        503, {}, b"", reason=f"Busy {r.header('authorization')}"), times=1)), 0),
     # -- endless and slow answers ---------------------------------------------------------
     row("endless-ping-200", rules(fixed("GET", PING, Reply(200, OCI_JSON, Endless(b"{" * 65536)))), {0, 4},
         auth=None),

@@ -24,9 +24,10 @@ class RegistryDestination:
         self.reference = reference
         self.location = reference.name
         self.client = RegistryClient(reference.api_host, options, loopback=reference.is_loopback, retry=retry)
-        self.client.on_retry = lambda error: events.note(f"retrying: {error}")
+        redact_secrets = self.client.auth.redact  # notes quote servers, which may echo a secret
+        self.client.on_retry = lambda error: events.note(redact_secrets(f"retrying: {error}"))
         self.uploader = BlobUploader(self.client, reference.repository, HostLimits(chunk_size))
-        self.uploader.on_note = events.note
+        self.uploader.on_note = lambda message: events.note(redact_secrets(message))
 
     def __enter__(self) -> RegistryDestination:
         try:
@@ -58,7 +59,8 @@ class RegistryDestination:
         )
         got = response.headers.get("Docker-Content-Digest")
         if got and got != str(digest):
-            raise UploadError(f"PUT {redact(url)}: registry computed {got} for manifest {digest}")
+            computed = self.client.auth.redact(got)
+            raise UploadError(f"PUT {redact(url)}: registry computed {computed} for manifest {digest}")
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         """Nothing left: the root manifest's PUT, under the tag, was the commit."""

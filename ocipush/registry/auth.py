@@ -19,9 +19,11 @@ registry's ``WWW-Authenticate`` challenge asks for — Basic, or a Bearer token 
 - What the registry and its token service send is untrusted: the token answer is read up
   to ``BODY_LIMITS["token"]`` and parsed strictly (``parse_token_answer``), the realm must
   be an http(s) URL, and a 401 we answer is read up to ``BODY_LIMITS["error"]``.
-- Secrets never reach a log, an error message or a repr.  Basic credentials and refresh
-  tokens travel over plain HTTP only to this machine or to a registry the user made
-  insecure; that holds for the token realm too.
+- Secrets never reach a log, an error message or a repr (``redact`` scrubs what a server
+  echoes).  Basic credentials and refresh tokens travel over plain HTTP only to this
+  machine with no proxy between, or to the host of a registry the user made insecure; that
+  holds for the token realm too.  What carries a secret is bound to its origin through
+  redirects (``transport.guard_origin``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import httpx
 from ..errors import AuthenticationError, RegistryError
 from ..reference import is_loopback_host
 from .headers import BODY_LIMITS, read_bounded
-from .tokens import Challenge, parse_challenges, parse_realm, parse_token_answer, printable
+from .tokens import Challenge, Secrets, host_of, parse_challenges, parse_realm, parse_token_answer, printable
+from .transport import BINDING_EXTENSION, Binding, Origin, origin_of
 
 __all__ = [
     "REPOSITORY_EXTENSION",
@@ -54,19 +57,17 @@ CLIENT_ID = "ocipush"  # OAuth2 client_id on refresh-token grants
 REPOSITORY_EXTENSION = "ocipush.repository"  # httpx request extension: the repository a request is for
 
 Flow = Generator[httpx.Request, httpx.Response, None]
-Origin = tuple[str, str, int]
+TokenFlow = Generator[httpx.Request, httpx.Response, "str | None"]
+# A token counts as fresh this long at least, whatever its expires_in: the request it was
+# fetched for must be able to use it (a token service answering 1e-9 gets a 401 from the
+# registry instead, and a clean refusal).
+MIN_TOKEN_REUSE = 1.0
 
 
 def for_repository(repository: str) -> dict[str, str]:
     """The ``extensions=`` of a request on ``repository`` whose URL may not say so (an
     upload Location): the auth flow authorizes it for that repository's scope."""
     return {REPOSITORY_EXTENSION: repository}
-
-
-def origin_of(url: httpx.URL) -> Origin:
-    """(scheme, host, port) with the scheme's default port filled in."""
-    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
-    return url.scheme, url.host.lower(), port
 
 
 @attrs.frozen(repr=False)
@@ -160,9 +161,12 @@ class RegistryAuth(httpx.Auth):
 
     requires_response_body = False  # bodies are read here, bounded, when the flow needs them
 
-    def __init__(self, registry: str, lookup: Callable[[str], Credentials | None], *, insecure: bool = False):
+    def __init__(self, registry: str, lookup: Callable[[str], Credentials | None], *, insecure: bool = False,
+                 proxied: Callable[[httpx.URL], bool] = lambda url: False):
         self.registry = registry
         self.insecure = insecure
+        self._proxied = proxied  # does a request to this URL go through a proxy (transport.proxied)
+        self._secrets = Secrets()  # every secret of this run, for redact()
         self._lookup = lookup
         self._lock = threading.Lock()
         self._renewal = threading.Lock()  # one token request at a time; the others reuse its token
@@ -205,18 +209,21 @@ class RegistryAuth(httpx.Auth):
             response = yield request
             self._challenged(response)
             return
+        fetched = None
         if self._challenge is not None:
-            yield from self._prepare(self._challenge, scope, refused=None)
-        sent = self._authorize(request, scope)
+            fetched = yield from self._prepare(self._challenge, scope, refused=None)
+        sent = self._authorize(request, scope, fetched)
         response = yield request
         challenge = self._challenged(response)
         if challenge is None:
             return
         # httpx reads this 401 whole before the next request goes out: bounded, here.
         _drain(response, BODY_LIMITS["error"], f"{request.method} {_redacted(request.url)}")
-        yield from self._prepare(challenge, scope, refused=sent)
-        if self._authorize(request, scope) is None:
-            return  # nothing to answer with: the caller reports the 401
+        fetched = yield from self._prepare(challenge, scope, refused=sent)
+        if self._authorize(request, scope, fetched) is None:
+            if fetched is not None:  # httpx would return the token service's answer as this request's
+                raise self._refused(scope, response)
+            return  # nothing to answer with (no token request went out): the caller reports the 401
         response = yield request
         if self._challenged(response) is not None:
             raise self._refused(scope, response)
@@ -244,23 +251,27 @@ class RegistryAuth(httpx.Auth):
             self._challenge = challenge
         return challenge
 
-    def _prepare(self, challenge: Challenge, scope: Scope, *, refused: str | None) -> Flow:
+    def _prepare(self, challenge: Challenge, scope: Scope, *, refused: str | None) -> TokenFlow:
         """Make sure there is something new to send: a token for ``scope`` other than the
-        ``refused`` one.  Refused Basic credentials are final."""
+        ``refused`` one.  Refused Basic credentials are final.  Returns the token it
+        fetched (None: no token request went out), which the request then uses whatever
+        the clock says: once a token request was yielded, the flow must send the request."""
         if challenge.scheme == "basic":
             if refused is not None:
                 raise self._refused(scope, None)
-            return
+            return None
         with self._renewal:  # held while the token request is out: the others wait for it
             current = self._token(scope)
             if current is None or current == refused:
                 credentials = self._credentials(scope.repository)
                 response = yield self._token_request(challenge, scope, credentials)
-                self._store_token(response, scope, credentials)
+                return self._store_token(response, scope, credentials)
+        return None
 
-    def _authorize(self, request: httpx.Request, scope: Scope) -> str | None:
-        """Set the request's Authorization; returns it (None: nothing to send)."""
-        header = self._token(scope)
+    def _authorize(self, request: httpx.Request, scope: Scope, fetched: str | None = None) -> str | None:
+        """Set the request's Authorization (``fetched``: the token just fetched for it),
+        bound to the request's origin; returns it (None: nothing to send)."""
+        header = fetched or self._token(scope)
         if header is None and self._challenge is not None and self._challenge.scheme == "basic":
             credentials = self._credentials(scope.repository)
             if credentials is not None:
@@ -268,8 +279,10 @@ class RegistryAuth(httpx.Auth):
                 header = credentials.basic_header()
         if header is None:
             request.headers.pop("Authorization", None)
+            request.extensions.pop(BINDING_EXTENSION, None)
         else:
             request.headers["Authorization"] = header
+            request.extensions[BINDING_EXTENSION] = Binding(origin_of(request.url))
         return header
 
     def _token_request(self, challenge: Challenge, scope: Scope, credentials: Credentials | None) -> httpx.Request:
@@ -283,16 +296,23 @@ class RegistryAuth(httpx.Auth):
             self._check_plain_http(url, "an identity token")
             form = {"grant_type": "refresh_token", "refresh_token": credentials.identity_token,
                     "client_id": CLIENT_ID, "scope": " ".join(scope.tokens), **service}
-            return httpx.Request("POST", url, data=form)
+            return httpx.Request("POST", url, data=form, extensions=self._bound(url, "an identity token"))
         params = [("scope", s) for s in scope.tokens] + list(service.items())
         headers = {}
         if credentials is not None:
             self._check_plain_http(url, "credentials")
             params.append(("account", credentials.username))
             headers["Authorization"] = credentials.basic_header()
-        return httpx.Request("GET", url.copy_merge_params(tuple(params)), headers=headers)
+        secret = "credentials" if credentials is not None else ""
+        return httpx.Request("GET", url.copy_merge_params(tuple(params)), headers=headers,
+                             extensions=self._bound(url, secret))
 
-    def _store_token(self, response: httpx.Response, scope: Scope, credentials: Credentials | None) -> None:
+    def _bound(self, realm: httpx.URL, secret: str) -> dict[str, Binding]:
+        """The extensions of a token request: bound to the realm's origin (guard_origin)."""
+        service = f"{self.registry}: the token service {_redacted(realm.copy_with(query=None))}"
+        return {BINDING_EXTENSION: Binding(origin_of(realm), service, secret)}
+
+    def _store_token(self, response: httpx.Response, scope: Scope, credentials: Credentials | None) -> str:
         realm = _redacted(response.request.url.copy_with(query=None))
         what = f"{self.registry}: the token service {realm}"
         body = _drain(response, BODY_LIMITS["token"], what)
@@ -302,14 +322,17 @@ class RegistryAuth(httpx.Auth):
                 f"{self.registry}: authentication failed: the token service {realm} refused {who}"
             )
         if response.status_code != 200:
-            reason = "".join(c for c in response.reason_phrase[:60] if c.isprintable())
+            reason = self.redact("".join(c for c in response.reason_phrase[:60] if c.isprintable()))
             raise RegistryError(f"{what} answered {response.status_code} {reason} without a usable token",
                                 status=response.status_code)
         value, lifetime = parse_token_answer(body, what)
         # Renew early: a token that expires while a chunk is on its way fails that chunk.
-        renew_at = time.monotonic() + max(lifetime - 10, lifetime / 2)
+        renew_at = time.monotonic() + max(lifetime - 10, lifetime / 2, MIN_TOKEN_REUSE)
+        header = f"Bearer {value}"
         with self._lock:
-            self._tokens[scope.tokens] = _Token(f"Bearer {value}", renew_at)
+            self._secrets.add(value)
+            self._tokens[scope.tokens] = _Token(header, renew_at)
+        return header
 
     # -- state ----------------------------------------------------------------------
 
@@ -321,21 +344,37 @@ class RegistryAuth(httpx.Auth):
     def _credentials(self, repository: str) -> Credentials | None:
         with self._lock:  # a helper runs once per repository, not once per thread
             if repository not in self._found:
-                self._found[repository] = self._lookup(repository)
+                found = self._found[repository] = self._lookup(repository)
+                if found is not None:
+                    self._secrets.add(found.password, found.identity_token, found.basic_header()[6:])
             return self._found[repository]
 
+    def redact(self, text: str) -> str:
+        """``text`` from a server (an error body, a reason phrase) without any secret of this
+        run (password, its Basic form, identity token, tokens): a server may echo them."""
+        return self._secrets.redact(text)
+
     def _check_plain_http(self, url: httpx.URL, what: str) -> None:
-        if url.scheme == "http" and not self.insecure and not is_loopback_host(url.host):
-            raise AuthenticationError(
-                f"{self.registry}: refusing to send {what} over plain HTTP to {url.host}; "
-                "use HTTPS, or make the registry insecure (--tls-verify=false or registries.conf)"
-            )
+        """Secrets go over plain HTTP only to this machine (not through a proxy, which may be
+        anywhere), or to the registry's own host when the user made it insecure: never to
+        another host, whatever --tls-verify says (a realm is the registry's word only)."""
+        if url.scheme != "http":
+            return
+        if is_loopback_host(url.host) and not self._proxied(url):
+            return
+        if self.insecure and url.host.lower() == host_of(self.registry):
+            return
+        raise AuthenticationError(
+            f"{self.registry}: refusing to send {what} over plain HTTP to {url.host}"
+            + (" (through a proxy)" if self._proxied(url) else "")
+            + "; use HTTPS, or make the registry insecure (--tls-verify=false or registries.conf)"
+        )
 
     def _refused(self, scope: Scope, response: httpx.Response | None) -> AuthenticationError:
         credentials = self._credentials(scope.repository)
         challenges = parse_challenges(response.headers.get("WWW-Authenticate", "")) if response else []
         error = next((c.params["error"] for c in challenges if c.params.get("error")), None)
-        why = f" ({printable(error, 60)})" if error else ""
+        why = f" ({printable(self.redact(error), 60)})" if error else ""
         if credentials is None:
             return AuthenticationError(
                 f"{self.registry}: authentication failed: anonymous access to {scope.repository} refused{why}; "
@@ -355,3 +394,4 @@ def _candidate_origins(registry: str) -> frozenset[Origin]:
         return frozenset(origin_of(httpx.URL(f"{scheme}://{registry}")) for scheme in ("https", "http"))
     except httpx.InvalidURL:
         return frozenset()
+

@@ -31,7 +31,7 @@ from ..__version__ import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .credentials import AuthFiles
-from .headers import BODY_LIMITS, read_bounded
+from .headers import BODY_LIMITS, read_bounded, redact_text
 from .retry import TRANSIENT_STATUSES, RetryPolicy
 from .tls import registry_tls
 from .transport import (
@@ -40,7 +40,9 @@ from .transport import (
     body_size,
     bounded_transport,
     environment_proxies,
+    guard_origin,
     keep_raw,
+    proxied,
     request_scope,
 )
 
@@ -92,9 +94,10 @@ class RegistryClient:
         self.on_retry: Callable[[RegistryError], None] = lambda error: None
         self.base_url = ""
         self.tls = registry_tls(host, verify=options.tls_verify, cert_dir=options.cert_dir)
-        # Plain HTTP only to this machine, or to a registry the user made insecure.
-        self._schemes = ("https", "http") if loopback or self.tls.insecure else ("https",)
-        self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure)
+        # Plain HTTP only to this machine (no proxy between), or to a registry the user made insecure.
+        local = loopback and not proxied(httpx.URL(f"http://{host}/v2/"))
+        self._schemes = ("https", "http") if local or self.tls.insecure else ("https",)
+        self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure, proxied=proxied)
         self._backend = CancellableBackend()
         self._http = self._make_http(self._backend)
         self._spare: httpx.Client | None = None  # for cleanup() after interrupt()
@@ -120,7 +123,7 @@ class RegistryClient:
             timeout=self._timeout(self.options.deadline),
             headers=headers,
             auth=self.auth,
-            event_hooks={"response": [keep_raw]},
+            event_hooks={"request": [guard_origin], "response": [keep_raw]},
         )
 
     def _timeout(self, seconds: float) -> httpx.Timeout:
@@ -203,7 +206,7 @@ class RegistryClient:
                 self.base_url = f"{scheme}://{self.host}"
                 self.auth.bind(self.base_url)  # credentials go to this origin only
                 return
-            failures.append(f"{url}: {describe_error(response, body)}")
+            failures.append(f"{url}: {self.auth.redact(describe_error(response, body))}")
         raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
 
     def _ping(self, url: str) -> tuple[httpx.Response, bytes]:
@@ -211,7 +214,8 @@ class RegistryClient:
         budget = self.retry.budget()
         response, body = self._exchange("GET", url, {})  # no answer at all: the next scheme
         while response.status_code in TRANSIENT_STATUSES:
-            error = RegistryError(f"GET {url}: {describe_error(response, body)}", status=response.status_code,
+            error = RegistryError(f"GET {url}: {self.auth.redact(describe_error(response, body))}",
+                                  status=response.status_code,
                                   headers={k.lower(): v for k, v in response.headers.items()})
             if not budget.spend(error, self.on_retry):
                 break
@@ -249,7 +253,7 @@ class RegistryClient:
             return response
         errors = _oci_errors(body)  # parsed once, for the codes and the message
         codes = _error_codes(errors)
-        message = f"{method} {redact(url)}: {describe_error(response, body, errors)}"
+        message = f"{method} {redact(url)}: {self.auth.redact(describe_error(response, body, errors))}"
         if response.status_code == 401:
             raise AuthenticationError(
                 f"{self.host}: authentication failed ({message})"
@@ -321,13 +325,6 @@ def redact(url: str | httpx.URL) -> str:
     except httpx.InvalidURL:
         return redact_text(str(url))
     return str(u.copy_with(query=None, fragment=None)) + ("?…" if u.query else "")
-
-
-def redact_text(url: str) -> str:
-    """A URL httpx cannot parse, shown without its query and at most 200 characters."""
-    head, sep, _ = str(url).partition("?")
-    head = "".join(c if c.isprintable() else "?" for c in head)[:200]
-    return head + ("?…" if sep else "")
 
 
 def _read(response: httpx.Response, limit: int, what: str) -> bytes:

@@ -38,6 +38,7 @@ __all__ = [
     "location",
     "parse_range",
     "read_bounded",
+    "redact_text",
     "resolve_location",
     "retry_after",
     "strict_int",
@@ -220,3 +221,10 @@ def read_bounded(response: httpx.Response, limit: int, what: str) -> bytes:
     finally:
         response.close()
     return b"".join(chunks)
+
+
+def redact_text(url: str) -> str:
+    """A URL httpx cannot parse, shown without its query and at most 200 characters."""
+    head, sep, _ = str(url).partition("?")
+    head = "".join(c if c.isprintable() else "?" for c in head)[:200]
+    return head + ("?…" if sep else "")

@@ -11,6 +11,7 @@ finite JSON number, clamped.  Failures are ``RegistryError``s naming what was at
 from __future__ import annotations
 
 import re
+import threading
 
 import attrs
 import httpx
@@ -18,7 +19,7 @@ import httpx
 from ..errors import RegistryError
 from ..models import load_json
 
-__all__ = ["Challenge", "parse_challenges", "parse_realm", "parse_token_answer", "printable"]
+__all__ = ["Challenge", "Secrets", "host_of", "parse_challenges", "parse_realm", "parse_token_answer", "printable"]
 
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token service gives no expires_in (per the spec)
 MAX_TOKEN_LIFETIME = 24 * 3600.0  # a longer promise is taken as a day: renewal is cheap
@@ -111,3 +112,31 @@ def printable(text: str, limit: int = 120) -> str:
     """Untrusted text for a one-line message: printable characters only, bounded."""
     clean = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
     return clean if len(clean) <= limit else clean[:limit] + "…"
+
+
+class Secrets:
+    """The secrets of a run (thread-safe), and text from a server with each of them replaced:
+    a server that echoes the Authorization it got must not put it in our error lines."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: set[str] = set()
+
+    def add(self, *secrets: str) -> None:
+        with self._lock:
+            self._known.update(s for s in secrets if s)
+
+    def redact(self, text: str) -> str:
+        with self._lock:
+            known = sorted(self._known, key=len, reverse=True)  # a password inside its base64: longest first
+        for secret in known:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+
+def host_of(registry: str) -> str:
+    """The host of ``registry`` (host[:port]), lower case; "" when it does not parse."""
+    try:
+        return httpx.URL(f"https://{registry}").host.lower()
+    except httpx.InvalidURL:
+        return ""

@@ -9,6 +9,10 @@ request's deadline)``, and every request may read at most ``READ_BUDGET`` bytes 
 network in all, headers and bodies of every answer it gets.  Both are held per thread by
 ``request_scope``, which ``RegistryClient.request`` opens around the whole request.
 
+``guard_origin`` (a request hook: it sees redirects too) keeps what the auth flow bound to
+an origin (``Binding``) from going anywhere else; ``proxied`` says whether the environment
+sends a URL through a proxy.
+
 ``CancellableBackend`` is how an interrupt stops requests: ``refuse()`` opens no new
 connection, ``cut()`` shuts every socket down from any thread, so the requests on them fail
 at once and every later connect, read or write too.  Requests after that (the DELETEs of
@@ -34,11 +38,14 @@ import attrs
 import httpcore
 import httpx
 
-from ..errors import OcipushError
+from ..errors import AuthenticationError, OcipushError
 from .headers import strict_int
+from .tokens import printable
 
 __all__ = [
+    "BINDING_EXTENSION",
     "READ_BUDGET",
+    "Binding",
     "CancellableBackend",
     "Interrupted",
     "RequestScope",
@@ -47,9 +54,15 @@ __all__ = [
     "bounded_transport",
     "current_scope",
     "environment_proxies",
+    "guard_origin",
     "keep_raw",
+    "origin_of",
+    "proxied",
     "request_scope",
 ]
+
+BINDING_EXTENSION = "ocipush.binding"  # httpx request extension: the origin a request's secrets are for
+Origin = tuple[str, str, int]
 
 # All the bytes one request may read: its answer, the 401s, redirects and token answers on
 # the way.  The largest body we accept is a 4 MiB manifest (headers.BODY_LIMITS).
@@ -284,3 +297,55 @@ def keep_raw(response: httpx.Response) -> None:
     """We asked for ``identity``: a body compressed anyway is taken as the bytes it is, never
     inflated (a few KB of gzip could inflate past any limit)."""
     response.headers.pop("Content-Encoding", None)
+
+
+def origin_of(url: httpx.URL) -> Origin:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme, 0)
+    return url.scheme, url.host.lower(), port
+
+
+@attrs.frozen
+class Binding:
+    """What a request carries that is the user's, and the one origin it may go to.
+
+    The auth flow sets it (``BINDING_EXTENSION``) on every request it authorizes and on
+    every token request; httpx hands a request's extensions on to the requests it makes
+    when following a redirect, so ``guard_origin`` sees it on each of them."""
+
+    origin: Origin
+    token_service: str = ""  # a token request: the service, for messages
+    secret: str = ""  # what a token request carries ("credentials", "an identity token"); "": nothing
+
+
+def guard_origin(request: httpx.Request) -> None:
+    """httpx request hook, run before every request goes out, redirects included: nothing
+    of the user's leaves the origin it is bound to.
+
+    httpx strips Authorization on a redirect to another origin, except on an http→https
+    upgrade of the same host, and a 307/308 keeps a POST's body (a refresh token).  So
+    here: another origin never gets Authorization, and a token request carrying a secret
+    is refused rather than sent there (its answer would be taken for our token too)."""
+    binding = request.extensions.get(BINDING_EXTENSION)
+    if not isinstance(binding, Binding) or origin_of(request.url) == binding.origin:
+        return
+    if binding.token_service and binding.secret:
+        target = str(request.url.copy_with(query=None, fragment=None))
+        raise AuthenticationError(
+            f"{binding.token_service} redirected to {printable(target, 200)}; "
+            f"ocipush sends {binding.secret} only to the token service the registry named"
+        )
+    request.headers.pop("Authorization", None)
+
+
+def proxied(url: httpx.URL, proxies: dict[str, str | None] | None = None) -> bool:
+    """Whether a request to ``url`` goes through a proxy from the environment (``proxies``:
+    ``environment_proxies()``), matched as httpx matches its mounts.  A proxy may be
+    anywhere: a loopback URL behind one does not stay on this machine."""
+    from httpx._utils import URLPattern
+
+    table = environment_proxies() if proxies is None else proxies
+    for pattern in sorted(URLPattern(key) for key in table):
+        if pattern.matches(url):
+            return table[pattern.pattern] is not None
+    return False
