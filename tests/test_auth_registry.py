@@ -212,8 +212,9 @@ def test_token_expiring_mid_push_renews_and_resends_only_that_chunk(
     tokens.valid_for, tokens.expires_in = 1, 300
     proxy = make_proxy(upstream=token_registry, headers=None)
     mark = proxy.mark()
-    # Mid-layer, wait until the registry refuses the token the push is using.
-    layout = _paused_push(tmp_path, proxy.host, repo, until=lambda: tokens.refused_from[-1] + 0.1)
+    # Mid-layer, wait until the registry refuses the token the push is using: it compares
+    # whole seconds (refused once the clock's second is past refused_from), hence + 1.1.
+    layout = _paused_push(tmp_path, proxy.host, repo, until=lambda: tokens.refused_from[-1] + 1.1)
     patches = [(r.status, r.content_range) for r in proxy.requests(mark) if r.method == "PATCH"]
     refused = [rng for status, rng in patches if status == 401]
     assert refused, "the push outlived no token: make it slower"
