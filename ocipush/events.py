@@ -17,16 +17,25 @@ __all__ = ["Events", "Notes", "Silent"]
 class Notes(Protocol):
     """All a destination says: a line for the user (a retry, a learnt limit)."""
 
-    def note(self, message: str) -> None: ...
+    def note(self, message: str) -> None:
+        """Said now, between the blobs' progress."""
+
+    def note_at_end(self, topic: str, message: str) -> None:
+        """Said once, after the push (after the bars and the manifest lines): what the push
+        learnt, which only its last value makes true (the chunk size a ``413`` taught).  A
+        later note on the same ``topic`` replaces the earlier one, so a destination may
+        say it every time it learns more; the reporter says the last one."""
 
 
 class Events(Notes, Protocol):
     """Every method may be called from any thread.
 
     A blob goes through states: ``checking`` (does the destination have it?), then
-    ``uploading`` or ``compressing`` (compressed while it uploads), then a final action:
-    ``uploaded``, ``skipped`` (the destination had it) or ``mounted`` (linked from another
-    repository)."""
+    ``compressing`` for a layer compressed on the way (its first chunk is being made),
+    ``uploading`` once its first bytes go out, then a final action: ``uploaded``,
+    ``skipped`` (the destination had it) or ``mounted`` (linked from another
+    repository).  After ``compressing`` the blob's positions count compressed bytes, whose
+    total is unknown until it is finished."""
 
     def blob_state(self, desc: Descriptor, state: str) -> None: ...
 
@@ -42,6 +51,9 @@ class Silent:
     """Says nothing: the default when a library caller passes no reporter."""
 
     def note(self, message: str) -> None:
+        pass
+
+    def note_at_end(self, topic: str, message: str) -> None:
         pass
 
     def blob_state(self, desc: Descriptor, state: str) -> None:

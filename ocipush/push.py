@@ -280,7 +280,9 @@ class _Blobs:
             lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
             diff_id=job.diff_id, target=target, level=level,
         )
-        content.on_position = self._position(desc, "compressing")
+        # Compressing until the first chunk is made; uploading once its first bytes go out.
+        self.reporter.blob_state(desc, "compressing")
+        content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content)
         assert content.size is not None
         if key and self.options.cache:
