@@ -718,3 +718,15 @@ def test_full_tmpdir_while_recompressing_cancels_the_open_upload(proxy, registry
     assert cancelled, f"no upload was cancelled: {last}"
     assert all((method, status) in (("PUT", 201), ("DELETE", 204)) for method, status in last.values()), last
     assert tag_status(registry.host, repo, None) == 404
+
+
+@pytest.mark.parametrize("dest", ["user:SECRET-PASSWORD@127.0.0.1:5000/repo:v1",
+                                  "docker://user:SECRET-PASSWORD@registry.test/repo",
+                                  "user:SECRET-PASSWORD@registry.test"])
+def test_a_password_in_the_reference_is_refused_masked(dest, tmp_path, capsys):
+    """A reference written as a URL with credentials is a usage error whose line shows
+    ``user:***@…``: the password never reaches the log (attack report, finding 14)."""
+    info = make_layout(tmp_path / "img", [100])
+    got, out, err = run_cli([f"oci:{info.layout}", dest], capsys)
+    assert got == 2 and "SECRET" not in out + err, err
+    assert err.startswith("ocipush: invalid reference '") and "user:***@" in err and err.count("\n") == 1, err
