@@ -275,11 +275,14 @@ class LayoutDestination:
                 raise local_io_error(tmp, "writing a blob", e) from None
             digest = blob.finish()
             target = self._blob(digest)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-            except OSError as e:
-                raise local_io_error(target, "writing a blob", e) from None
+            with self._lock:  # after abort() nothing is created: an archive's workdir may be gone
+                if self._aborted:
+                    raise UsageError(f"{self.location}: the push was interrupted")
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, target)
+                except OSError as e:
+                    raise local_io_error(target, "writing a blob", e) from None
             self._verified[digest] = size
         except BaseException:
             _remove(tmp)
