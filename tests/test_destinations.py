@@ -390,3 +390,45 @@ def test_layout_abort_leaves_no_temporary_file_whatever_the_timing(tmp_path, mon
     release.set()
     worker.join(5)
     assert left == []
+
+
+def test_leaving_the_layout_by_an_exception_removes_the_temporary_files(tmp_path):
+    """A signal can reach the main thread where the push has not armed its abort() yet
+    (while it starts its upload threads); the exception still leaves the destination's
+    ``with``, and that must remove what the threads are writing: the entry point exits
+    with os._exit at once, so they never get to (t18 of the attack report: 2 runs in 16)."""
+    import threading
+
+    from ocipush.destinations.layout import LayoutDestination
+    from ocipush.digest import Digest
+
+    streaming, release = threading.Event(), threading.Event()
+
+    class Blob:
+        digest, size = Digest.of(b"never"), 5
+
+        def stream(self):
+            yield b"nev"
+            streaming.set()
+            release.wait(5)
+            yield b"er"
+
+        def finish(self):
+            return self.digest
+
+        def close(self):
+            pass
+
+    def upload(dest):
+        with contextlib.suppress(Exception):
+            dest.upload(Blob())
+
+    with pytest.raises(KeyboardInterrupt), LayoutDestination(tmp_path / "out", None) as dest:
+        worker = threading.Thread(target=upload, args=(dest,))
+        worker.start()
+        assert streaming.wait(5)
+        raise KeyboardInterrupt  # as Interrupted would, from the signal handler
+    left = [p.name for p in (tmp_path / "out").rglob(".tmp-*")]
+    release.set()
+    worker.join(5)
+    assert left == []

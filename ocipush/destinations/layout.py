@@ -329,7 +329,10 @@ class LayoutDestination:
                 _remove(tmp)
 
     def close(self) -> None:
-        pass
+        """As ``abort()``: leaving the ``with`` by an exception the push did not see coming (a
+        signal while it was still starting its upload threads) must not leave the
+        ``.tmp-`` files of threads still writing; after a commit there are none."""
+        self.abort()
 
 
 class ArchiveDestination(LayoutDestination):
@@ -387,6 +390,7 @@ class ArchiveDestination(LayoutDestination):
             raise
 
     def close(self) -> None:
+        super().close()
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
