@@ -7,6 +7,7 @@ import getpass
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from .__version__ import __version__
 from .cache import BlobCache
 from .compression import FORMATS, Compression
 from .destinations import parse_destination
-from .errors import OcipushError, UsageError
+from .errors import LocalIOError, OcipushError, UsageError
+from .localfile import file_kind
 from .push import PushOptions, push
 from .registry.auth import Credentials
 from .registry.credentials import check_authfile
@@ -217,11 +219,7 @@ def run(argv: list[str] | None = None) -> int:
     finally:
         reporter.close()
     if args.digestfile and result.digest and not result.dry_run:
-        try:
-            with open(args.digestfile, "w") as f:
-                f.write(str(result.digest))
-        except OSError as e:
-            raise UsageError(f"--digestfile {args.digestfile}: {e.strerror}") from None
+        _write_digestfile(args.digestfile, str(result.digest))
     if args.json:
         print(summary_json(result))
     elif result.dry_run:
@@ -232,11 +230,49 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _check_writable(path: str) -> None:
+    """``--digestfile``, before the push (afterwards the tag already moved): its directory
+    exists, it is writable, and it is a regular file, a character device (``/dev/null``,
+    a terminal) or our own stdout or stderr (``/dev/stdout`` in a pipeline).  A named FIFO
+    would block the write until some reader comes, a socket or a directory cannot be
+    written: refused."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"--digestfile {path}: directory {folder} does not exist")
-    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise UsageError(f"--digestfile {path}: {e.strerror}") from None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISCHR(st.st_mode) or _is_our_output(st)):
+        raise UsageError(f"--digestfile {path}: {file_kind(st.st_mode)}, not a file the digest can be written to")
+    if not os.access(path if st is not None else folder, os.W_OK):
         raise UsageError(f"--digestfile {path}: not writable")
+
+
+def _is_our_output(st: os.stat_result) -> bool:
+    """Whether ``st`` is this process's stdout or stderr (``/dev/stdout`` on a pipe)."""
+    for fd in (1, 2):
+        try:
+            mine = os.fstat(fd)
+        except OSError:
+            continue
+        if (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def _write_digestfile(path: str, digest: str) -> None:
+    """After the push: opened without blocking (a FIFO put there since the check fails
+    with ENXIO instead of waiting for a reader); a failure is exit 6, saying the image is
+    pushed all the same."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, 0o666)
+        with os.fdopen(fd, "w") as f:
+            f.write(digest)
+    except OSError as e:
+        raise LocalIOError(f"--digestfile {path}: {e.strerror or e} (the image was pushed as {digest})",
+                           path=path, errno=e.errno) from None
 
 
 def _printable(text: str) -> str:

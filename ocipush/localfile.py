@@ -15,7 +15,12 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotRegularFile", "file_kind", "open_regular"]
+__all__ = ["MAX_CONFIG", "NotRegularFile", "file_kind", "open_regular", "read_regular"]
+
+# A configuration file the user's tools wrote (auth.json, config.json, registries.conf, a
+# certs.d PEM): a few KiB in practice; past this it is not one (``/dev/zero`` through a
+# symbolic link would otherwise be read until memory runs out).
+MAX_CONFIG = 4 << 20
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),

@@ -72,6 +72,10 @@ class Reference:
     @classmethod
     def parse(cls, text: str) -> Reference:
         original = text
+        masked = _mask_userinfo(text)
+        if masked != text:
+            raise UsageError(f"invalid reference {masked!r}: credentials do not belong in a reference; "
+                             "use --creds, --password-stdin or an auth file")
         check_printable(text, "reference")
         text = text.removeprefix("docker://")
         if not text:
@@ -238,6 +242,28 @@ def parse_source(text: str) -> SourceSpec:
     if transport not in _SOURCE_FORMS:
         raise UsageError(f"source transport {transport!r} is not supported yet (use one of {_SUPPORTED})")
     return SourceSpec(transport, path, ref or None, text)
+
+
+def _mask_userinfo(text: str) -> str:
+    """``text`` with the password of a URL-style ``USER:PASSWORD@HOST/…`` replaced by
+    ``***``, for messages: a reference is echoed in errors and CI logs keep them.  An
+    ``@`` before the first ``/`` that is not followed by a digest (``name@sha256:…``)
+    starts the host; whatever sits between the first ``:`` and it is the secret."""
+    prefix = "docker://" if text.startswith("docker://") else ""
+    rest = text[len(prefix):]
+    userinfo, at, host = rest.partition("@")
+    if not at or "/" in userinfo or _is_digest(host):
+        return text
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}{colon}{'***' if colon else ''}@{host}"
+
+
+def _is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_printable(text: str, what: str, *, spaces: bool = False) -> None:

@@ -232,3 +232,43 @@ def test_a_damaged_auth_file_is_one_line_naming_it(user_config, doc, message):
     with pytest.raises(AuthenticationError, match=message) as e:
         find()
     assert str(user_config.docker_config) in str(e.value) and "dXNlcjpwdw" not in str(e.value)
+
+
+def _not_an_auth_file(path, kind: str) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:  # a regular file past the cap: 4 MiB of JSON whitespace, then an object
+        path.write_bytes(b" " * (4 << 20) + b"{}")
+
+
+@pytest.mark.parametrize("kind, why", [("dev-zero", "a character device, not a regular file"),
+                                       ("fifo", "a FIFO (named pipe), not a regular file"),
+                                       ("oversized", "larger than 4 MiB")])
+def test_an_auth_file_that_is_no_file_is_a_clean_error(user_config, kind, why):
+    """``config.json`` as a symbolic link to ``/dev/zero`` was read until memory ran out, a
+    FIFO blocked forever (attack report, finding 7): now one AuthenticationError, at once."""
+    import threading
+
+    _not_an_auth_file(user_config.docker_config, kind)
+    raised: list[BaseException] = []
+
+    def look() -> None:
+        try:
+            find()
+        except BaseException as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=look, daemon=True)  # a hang must fail the test, not stall it
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the FIFO reader, then fail
+        with open(user_config.docker_config, "wb"):
+            pass
+        pytest.fail("reading the auth file hung")
+    assert len(raised) == 1 and isinstance(raised[0], AuthenticationError), raised
+    assert str(raised[0]) == f"cannot read auth file {user_config.docker_config}: {why}"

@@ -274,6 +274,16 @@ def special_blob(kind: int):
     return lambda info: special_file(info.layers[0].path, kind)
 
 
+def digestfile_special(kind: int):
+    """``--digestfile`` naming a FIFO or socket: refused before the push (a FIFO would block
+    the write forever once the tag had moved)."""
+    def make(b: Bench) -> list[str]:
+        special_file(b.tmp / "digest", kind)
+        return to("{b.dest}", "--digestfile", "{b.tmp}/digest")(b)
+
+    return make
+
+
 def special_archive(transport: str, kind: int):
     def make(b: Bench) -> list[str]:
         path = b.tmp / "a.tar"
@@ -514,6 +524,14 @@ USAGE = [
          options("--cert-dir", "{b.tmp}/no-certs")),
     case("digestfile-in-a-missing-directory", 2, "--digestfile {b.tmp}/no/digest",
          options("--digestfile", "{b.tmp}/no/digest")),
+    case("digestfile-a-fifo", 2, "--digestfile {b.tmp}/digest: a FIFO (named pipe), not a file the digest can",
+         digestfile_special(stat.S_IFIFO)),
+    case("digestfile-a-socket", 2, "--digestfile {b.tmp}/digest: a socket, not a file the digest can",
+         digestfile_special(stat.S_IFSOCK)),
+    case("digestfile-a-directory", 2, "--digestfile {b.tmp}: a directory, not a file the digest can",
+         options("--digestfile", "{b.tmp}")),
+    case("authfile-dev-zero", 2, "--authfile /dev/zero: a character device, not a regular file",
+         options("--authfile", "/dev/zero")),
     case("unknown-option", 2, "unrecognized arguments: --chunksize",
          options("--chunksize", "5MB")),
     case("missing-destination", 2, "the following arguments are required: destination",
@@ -718,3 +736,26 @@ def test_full_tmpdir_while_recompressing_cancels_the_open_upload(proxy, registry
     assert cancelled, f"no upload was cancelled: {last}"
     assert all((method, status) in (("PUT", 201), ("DELETE", 204)) for method, status in last.values()), last
     assert tag_status(registry.host, repo, None) == 404
+
+
+@pytest.mark.parametrize("dest", ["user:SECRET-PASSWORD@127.0.0.1:5000/repo:v1",
+                                  "docker://user:SECRET-PASSWORD@registry.test/repo",
+                                  "user:SECRET-PASSWORD@registry.test"])
+def test_a_password_in_the_reference_is_refused_masked(dest, tmp_path, capsys):
+    """A reference written as a URL with credentials is a usage error whose line shows
+    ``user:***@…``: the password never reaches the log (attack report, finding 14)."""
+    info = make_layout(tmp_path / "img", [100])
+    got, out, err = run_cli([f"oci:{info.layout}", dest], capsys)
+    assert got == 2 and "SECRET" not in out + err, err
+    assert err.startswith("ocipush: invalid reference '") and "user:***@" in err and err.count("\n") == 1, err
+
+
+def test_a_digestfile_that_fails_after_the_push_says_the_image_is_there(registry, repo, tmp_path, capsys):
+    """``/dev/full`` passes the check (a character device) and fails the write: the tag has
+    moved by then, so it is a local I/O error (exit 6) naming the pushed digest, not a usage
+    error."""
+    info = make_layout(tmp_path / "img", [100], ref="v1")
+    got, out, err = run_cli([f"oci:{info.layout}", f"{registry.host}/{repo}:v1", "--digestfile", "/dev/full", "-q"],
+                            capsys)
+    assert got == 6 and out == "", err
+    assert err == f"ocipush: --digestfile /dev/full: No space left on device (the image was pushed as {info.digest})\n"

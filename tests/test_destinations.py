@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -249,3 +250,185 @@ def test_adding_to_an_index_keeps_what_ocipush_does_not_model(tmp_path):
     assert index["manifests"] == [other, {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                           "digest": str(result.digest), "size": index["manifests"][1]["size"],
                                           "annotations": {"org.opencontainers.image.ref.name": "v1"}}]
+
+
+def _special(path: Path, kind: str, tmp_path: Path) -> object:
+    """Make ``path`` a ``kind`` of non-regular file; what must stay as it is afterwards."""
+    import os
+    import socket
+    import stat
+
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    elif kind == "symlink-to-file":
+        (tmp_path / "victim").write_bytes(b"keep me")
+        path.symlink_to(tmp_path / "victim")
+        return (tmp_path / "victim").read_bytes()
+    elif kind == "symlink-to-device":
+        path.symlink_to("/dev/null")
+        return stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    return stat.S_IFMT(path.lstat().st_mode)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "socket", "symlink-to-file", "symlink-to-device"])
+def test_oci_archive_replaces_only_a_regular_file(tmp_path, kind, capsys):
+    """``oci-archive:PATH`` never swaps a FIFO, socket, directory or symbolic link (as root,
+    ``oci-archive:/dev/null`` would have destroyed the device) for its tar: exit 2, one
+    line, nothing replaced, nothing left beside it (attack report, finding 4)."""
+    import os
+    import stat
+
+    info = make_layout(tmp_path / "img", [100])
+    target = tmp_path / "out" / "x.tar"
+    target.parent.mkdir()
+    kept = _special(target, kind, tmp_path)
+    assert main([f"oci:{info.layout}", f"oci-archive:{target}:v1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ocipush: {target}: ") and "not a regular file" in err and err.count("\n") == 1, err
+    assert os.listdir(target.parent) == ["x.tar"]
+    if kind == "symlink-to-file":
+        assert (tmp_path / "victim").read_bytes() == kept and target.is_symlink()
+    elif kind == "symlink-to-device":
+        assert target.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    else:
+        assert stat.S_IFMT(target.lstat().st_mode) == kept
+
+
+def test_oci_layout_with_a_symlinked_blobs_dir_is_refused(tmp_path, capsys):
+    """Through a symbolic link ``blobs/sha256``, blobs would be written wherever it points."""
+    info = make_layout(tmp_path / "img", [100])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    (out / "blobs").mkdir(parents=True)
+    (out / "blobs" / "sha256").symlink_to(elsewhere)
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1"]) == 3
+    err = capsys.readouterr().err
+    assert "blobs/sha256: a symbolic link, not a directory; not adding to it" in err and err.count("\n") == 1
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_oci_layout_rewrites_damaged_or_linked_blobs_it_finds(tmp_path, capsys):
+    """A blob already in the layout is skipped only when it is a regular file hashing to its
+    digest: a layer with one flipped byte (same size) and a manifest that is a symbolic link
+    (even to the right bytes) are written again (attack report, finding 8)."""
+    info = make_layout(tmp_path / "img", [LayerSpec(50_000)], ref="v1")
+    out = tmp_path / "out"
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1", "--quiet"]) == 0
+    manifest = out / "blobs" / "sha256" / str(info.digest).split(":")[1]
+    layer = json.loads(manifest.read_bytes())["layers"][0]["digest"]
+    flip_byte(out / "blobs" / "sha256" / layer.split(":")[1])
+    copy = tmp_path / "copy"
+    copy.write_bytes(manifest.read_bytes())
+    manifest.unlink()
+    manifest.symlink_to(copy)
+    capsys.readouterr()
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1", "--quiet"]) == 0
+    for digest in (str(info.digest), layer):
+        path = out / "blobs" / "sha256" / digest.split(":")[1]
+        assert not path.is_symlink() and "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert copy.read_bytes() == manifest.read_bytes()  # the link's target was not written through
+
+
+def test_layout_abort_leaves_no_temporary_file_whatever_the_timing(tmp_path, monkeypatch):
+    """abort() (SIGINT, SIGTERM) running between upload()'s interrupted check and its
+    mkstemp used to miss the file mkstemp then made; the process then exits at once
+    (os._exit) and the ``.tmp-`` file stayed (attack report, finding 10).  Here abort()
+    is started exactly there; once it has returned no temporary file may exist."""
+    import tempfile
+    import threading
+
+    from ocipush.destinations.layout import LayoutDestination
+    from ocipush.digest import Digest
+
+    streaming, release = threading.Event(), threading.Event()
+
+    class Blob:
+        digest, size = Digest.of(b"never"), 5
+
+        def stream(self):
+            yield b"nev"
+            streaming.set()
+            release.wait(5)
+            yield b"er"
+
+        def finish(self):
+            return self.digest
+
+        def close(self):
+            pass
+
+    dest = LayoutDestination(tmp_path / "out", None).__enter__()
+    real = tempfile.mkstemp
+    aborter = threading.Thread(target=dest.abort)
+
+    racing = threading.Event()
+
+    def racing_mkstemp(*args, **kw):
+        aborter.start()
+        racing.set()
+        aborter.join(0.3)  # without the lock, abort() finishes here, before the file exists
+        return real(*args, **kw)
+
+    def upload():
+        with contextlib.suppress(Exception):  # interrupted, or its file removed: either is right
+            dest.upload(Blob())
+
+    monkeypatch.setattr(tempfile, "mkstemp", racing_mkstemp)
+    worker = threading.Thread(target=upload)
+    worker.start()
+    assert racing.wait(5)
+    aborter.join(5)
+    streaming.wait(1)  # the upload is writing, if it got that far
+    left = [p.name for p in (tmp_path / "out").rglob(".tmp-*")]
+    release.set()
+    worker.join(5)
+    assert left == []
+
+
+def test_leaving_the_layout_by_an_exception_removes_the_temporary_files(tmp_path):
+    """A signal can reach the main thread where the push has not armed its abort() yet
+    (while it starts its upload threads); the exception still leaves the destination's
+    ``with``, and that must remove what the threads are writing: the entry point exits
+    with os._exit at once, so they never get to (t18 of the attack report: 2 runs in 16)."""
+    import threading
+
+    from ocipush.destinations.layout import LayoutDestination
+    from ocipush.digest import Digest
+
+    streaming, release = threading.Event(), threading.Event()
+
+    class Blob:
+        digest, size = Digest.of(b"never"), 5
+
+        def stream(self):
+            yield b"nev"
+            streaming.set()
+            release.wait(5)
+            yield b"er"
+
+        def finish(self):
+            return self.digest
+
+        def close(self):
+            pass
+
+    def upload(dest):
+        with contextlib.suppress(Exception):
+            dest.upload(Blob())
+
+    with pytest.raises(KeyboardInterrupt), LayoutDestination(tmp_path / "out", None) as dest:
+        worker = threading.Thread(target=upload, args=(dest,))
+        worker.start()
+        assert streaming.wait(5)
+        raise KeyboardInterrupt  # as Interrupted would, from the signal handler
+    left = [p.name for p in (tmp_path / "out").rglob(".tmp-*")]
+    release.set()
+    worker.join(5)
+    assert left == []

@@ -219,3 +219,40 @@ def test_a_signal_leaves_no_temporary_file_in_a_local_destination(gzip_image, tm
     assert (process.returncode, err.splitlines()[-1:], out) == (130, ["ocipush: interrupted"], ""), err
     assert not [p for p in layout.rglob("*") if p.name.startswith(".tmp-")]
     assert not (layout / "index.json").exists() or "v1" not in (layout / "index.json").read_text()
+
+
+# Runs ``python -m ocipush`` with the import of httpx held for a while, announced on a pipe:
+# the window where a signal used to find no handler (before cli installed its own).
+_SLOW_IMPORT = """
+import builtins, os, runpy, sys, time
+real = builtins.__import__
+def slow(name, *args, **kwargs):
+    if name == "httpx" and "httpx" not in sys.modules:
+        os.write(int(os.environ["ANNOUNCE_FD"]), b"importing\\n")
+        time.sleep(5)
+    return real(name, *args, **kwargs)
+builtins.__import__ = slow
+sys.argv = ["ocipush", "oci:/nonexistent", "oci:/nonexistent-too"]
+runpy.run_module("ocipush", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"),
+                                                (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_while_starting_up_exits_with_one_line(signum, code, word, tmp_path):
+    """A signal during the imports, before cli's handlers exist, is still the documented
+    exit code and one line (attack report, finding 11: it was a silent death by SIGTERM,
+    a traceback for SIGINT)."""
+    read, write = os.pipe()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "ANNOUNCE_FD": str(write)}
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_IMPORT], pass_fds=(write,), env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as announced:
+            assert announced.readline() == b"importing\n"
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert (child.returncode, out, err) == (code, "", f"ocipush: {word}\n")

@@ -128,3 +128,52 @@ def test_malformed_registries_conf_is_named(user_config):
     write_conf(user_config, "[[registry]\n")
     with pytest.raises(UsageError, match=f"cannot read {user_config.registries_conf}"):
         marked_insecure(HOST)
+
+
+def _marked_insecure_within(seconds: float, unblock) -> BaseException | bool:
+    """marked_insecure(HOST) in a thread: its answer or exception; a hang fails the test."""
+    import threading
+
+    got: list[BaseException | bool] = []
+
+    def look() -> None:
+        try:
+            got.append(marked_insecure(HOST))
+        except BaseException as e:
+            got.append(e)
+
+    worker = threading.Thread(target=look, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        unblock()
+        pytest.fail("reading registries.conf hung")
+    return got[0]
+
+
+@pytest.mark.parametrize("kind, why", [("dev-zero", "a character device, not a regular file"),
+                                       ("fifo", "a FIFO (named pipe), not a regular file"),
+                                       ("oversized", "larger than 4 MiB")])
+def test_registries_conf_that_is_no_file_is_a_clean_error(user_config, tmp_path, monkeypatch, kind, why):
+    """``CONTAINERS_REGISTRIES_CONF=/dev/zero`` was a traceback, a FIFO a hang (attack
+    report, finding 7): now one UsageError naming the file, at once."""
+    import os
+
+    path = tmp_path / "registries.conf"
+    if kind == "dev-zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_text("#" * (4 << 20) + "\n")
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(path))
+    got = _marked_insecure_within(10, lambda: open(path, "wb").close())
+    assert isinstance(got, UsageError) and str(got) == f"cannot read {path}: {why}", got
+
+
+def test_an_oversized_cert_dir_file_is_refused(user_config, tmp_path):
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    (directory / "ca.crt").write_bytes(b"#" * ((4 << 20) + 1))
+    with pytest.raises(UsageError, match=f"cannot read {directory / 'ca.crt'}: larger than 4 MiB"):
+        registry_tls(HOST, cert_dir=directory)

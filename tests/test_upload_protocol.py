@@ -408,3 +408,23 @@ def test_any_header_any_status_is_a_clean_outcome(small_image, user_config, caps
             assert code in (4, 5), err
             assert err.count("\n") == 1 and err.startswith("ocipush: "), err
     assert all(math.isfinite(w) and 0 <= w <= RetryPolicy().max_delay * 4 for w in waits), waits
+
+
+@pytest.mark.parametrize("location", ["", "ftp://elsewhere/x", "not a url \x7f"])
+def test_a_declined_mount_with_an_unusable_location_is_not_fatal(location):
+    """202 to a mount is the registry declining; a Location we cannot use (missing, not
+    http, not a URL) names nothing to cancel, and the upload that follows must still run
+    (attack report, finding 15)."""
+    from ocipush.chunks import HostLimits
+    from ocipush.digest import Digest
+    from ocipush.registry.client import ClientOptions, RegistryClient
+    from ocipush.registry.upload import BlobUploader
+
+    with FakeRegistry() as fake:
+        fake.inject(lambda r: r.method == "POST" and "mount" in r.query,
+                    Reply(202, {"Location": location} if location else {}))
+        with RegistryClient(fake.host, ClientOptions(), loopback=True, retry=FAST) as client:
+            client.connect()
+            uploader = BlobUploader(client, "r", HostLimits(None))
+            assert uploader.mount(Digest.of(b"x"), "other") is False
+        assert [r.method for r in fake.log if "mount" in r.query] == ["POST"]

@@ -16,22 +16,34 @@ may have added to it meanwhile) and written back as read, with only ``manifests`
 changed, so fields ocipush does not model survive.
 
 A file system that fails us (full, read-only, I/O error, permission denied) is a
-LocalIOError naming the file, and the temporary file is removed.
+LocalIOError naming the file, and the temporary file is removed.  ``blobs`` or
+``blobs/sha256`` as a symbolic link (or anything but a directory) is refused like a
+malformed ``index.json``: the blobs would be written wherever it points.
+
+What the layout already holds is checked, never trusted: a blob (or manifest) is skipped
+only when its file is a regular file (not a symbolic link) of the right size whose content
+hashes to its digest — hashed once per run; anything else is written again.  ``abort()``
+(SIGINT, SIGTERM) removes every temporary file, and no new one is created after it: the
+check, the creation and the bookkeeping share one lock, so none can slip between.
 
 ``oci-archive:`` builds the layout in a temporary directory beside the archive, then writes
 the tar under a temporary name and renames it over PATH (the archive is replaced whole,
-as skopeo does); the directory is removed either way.
+as skopeo does); the directory is removed either way.  Only a regular file is replaced:
+PATH as a symbolic link, FIFO, socket, device or directory is a UsageError (exit 2),
+checked before anything is written and again just before the rename, and left as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +51,7 @@ from .. import mediatypes
 from ..content import BlobContent, UploadOutcome
 from ..digest import Digest
 from ..errors import SourceError, UsageError, local_io_error
-from ..localfile import NotRegularFile, read_regular
+from ..localfile import NotRegularFile, file_kind, open_regular, read_regular
 from ..models import Descriptor, LayoutIndex, OciLayout, converter, first_error, load_json, strict
 
 __all__ = ["ArchiveDestination", "LayoutDestination"]
@@ -47,6 +59,7 @@ __all__ = ["ArchiveDestination", "LayoutDestination"]
 _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = OciLayout("1.0.0")
 _MAX_JSON = 64 << 20  # index.json of a layout we add to: thousands of entries fit
+_HASH_BLOCK = 1 << 20
 
 
 def _remove(path: str) -> None:
@@ -54,11 +67,15 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _mkstemp(folder: Path, what: Path, doing: str) -> tuple[int, str]:
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        return tempfile.mkstemp(dir=folder, prefix=".tmp-")
     except OSError as e:
-        raise local_io_error(path, "writing", e) from None
+        raise local_io_error(what, doing, e) from None
+
+
+def _write_atomically(path: Path, data: bytes, fd: int, tmp: str) -> None:
+    """``data`` into the temporary file ``fd``/``tmp``, renamed over ``path``."""
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -73,6 +90,48 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def _not_addable(message: str) -> SourceError:
     return SourceError(f"{message}; not adding to it")
+
+
+def _hashes_to(path: Path, digest: Digest) -> bool:
+    """Whether the file's content has ``digest``: a blob already in the layout may have
+    been damaged (one flipped byte keeps its size) and is written again if not."""
+    try:
+        h = hashlib.new(digest.algorithm)
+        with open_regular(path) as f:
+            while block := f.read(_HASH_BLOCK):
+                h.update(block)
+    except (OSError, ValueError):  # unreadable, swapped for a FIFO, unknown algorithm
+        return False
+    return h.hexdigest() == digest.hex
+
+
+def _check_replaceable(archive: Path) -> None:
+    """UsageError unless ``archive`` is missing or a regular file (not through a symbolic
+    link): ``os.replace`` would swap a device node, a FIFO or a link for our tar."""
+    try:
+        mode = archive.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise local_io_error(archive, "checking", e) from None
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
+        raise UsageError(f"{archive}: {kind}, not a regular file; not replacing it with an archive")
+
+
+def _check_blob_dirs(path: Path) -> None:
+    """SourceError when ``blobs`` or ``blobs/sha256`` exists as anything but a real
+    directory: through a symbolic link, blobs would land wherever it points."""
+    for folder in (path / "blobs", path / "blobs" / "sha256"):
+        try:
+            mode = folder.lstat().st_mode
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise local_io_error(folder, "checking", e) from None
+        if not stat.S_ISDIR(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise _not_addable(f"{folder}: {kind}, not a directory")
 
 
 def _read_json(path: Path) -> object | None:
@@ -123,8 +182,10 @@ class LayoutDestination:
         self.tag = tag
         self.dry_run = dry_run  # look, write nothing
         self.location = f"oci:{self.path}"
-        self._writing: set[str] = set()  # temporary blob files being written
+        self._writing: set[str] = set()  # temporary files being written
         self._aborted = False
+        self._lock = threading.RLock()  # _aborted, _writing and the creation of temporary files
+        self._verified: dict[Digest, int] = {}  # blobs found whole in the layout, or written: their size
 
     def __enter__(self) -> LayoutDestination:
         if self.dry_run:
@@ -138,7 +199,7 @@ class LayoutDestination:
         except OSError as e:
             raise local_io_error(self.path, "creating the OCI layout", e) from None
         if not self._check():
-            _write_atomically(self.path / "oci-layout", json.dumps(strict.unstructure(_LAYOUT)).encode())
+            self._write_file(self.path / "oci-layout", json.dumps(strict.unstructure(_LAYOUT)).encode())
         try:
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -150,7 +211,26 @@ class LayoutDestination:
         ``oci-layout`` or ``index.json`` is not one we can add to."""
         exists = _check_layout(self.path / "oci-layout")
         _read_index(self.path / "index.json")
+        _check_blob_dirs(self.path)
         return exists
+
+    def _temporary(self, folder: Path, what: Path, doing: str) -> tuple[int, str]:
+        """A new temporary file in ``folder``, registered for ``abort()`` to remove; under
+        the lock, so an abort either comes first (and this refuses) or sees the file."""
+        with self._lock:
+            if self._aborted:
+                raise UsageError(f"{self.location}: the push was interrupted")
+            fd, tmp = _mkstemp(folder, what, doing)
+            self._writing.add(tmp)
+            return fd, tmp
+
+    def _write_file(self, path: Path, data: bytes) -> None:
+        fd, tmp = self._temporary(path.parent, path, "writing")
+        try:
+            _write_atomically(path, data, fd, tmp)
+        finally:
+            with self._lock:
+                self._writing.discard(tmp)
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -159,13 +239,21 @@ class LayoutDestination:
         return self.path / "blobs" / digest.algorithm / digest.hex
 
     def exists(self, digest: Digest, size: int | None = None) -> bool:
-        """A regular file under the digest's name, of ``size`` bytes when given (a
-        truncated blob is written again)."""
+        """A regular file (not a symbolic link) under the digest's name, of ``size`` bytes
+        when given, whose content hashes to ``digest`` (hashed once per run); anything else
+        is written again."""
+        known = self._verified.get(digest)
+        if known is not None:
+            return size is None or known == size
+        path = self._blob(digest)
         try:
-            st = self._blob(digest).lstat()
+            st = path.lstat()
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+        if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size) or not _hashes_to(path, digest):
+            return False
+        self._verified[digest] = st.st_size
+        return True
 
     def mount(self, digest: Digest, location: str) -> bool:
         return False
@@ -174,33 +262,34 @@ class LayoutDestination:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
             blob.close()
             return UploadOutcome("skipped", blob.digest)
-        if self._aborted:
-            raise UsageError(f"{self.location}: the push was interrupted")
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path / "blobs", prefix=".tmp-")
-        except OSError as e:
-            raise local_io_error(self.path / "blobs", "writing a blob", e) from None
-        self._writing.add(tmp)
+        fd, tmp = self._temporary(self.path / "blobs", self.path / "blobs", "writing a blob")
         try:
             try:
+                size = 0
                 with os.fdopen(fd, "wb") as f:
                     for block in blob.stream():  # the source's errors pass as they are
                         self._write(f, block, tmp)
+                        size += len(block)
                     self._write(f, b"", tmp)  # flushed here, so a full disk is met here
             except OSError as e:  # closing flushes what a failed write left: it fails again
                 raise local_io_error(tmp, "writing a blob", e) from None
             digest = blob.finish()
             target = self._blob(digest)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-            except OSError as e:
-                raise local_io_error(target, "writing a blob", e) from None
+            with self._lock:  # after abort() nothing is created: an archive's workdir may be gone
+                if self._aborted:
+                    raise UsageError(f"{self.location}: the push was interrupted")
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, target)
+                except OSError as e:
+                    raise local_io_error(target, "writing a blob", e) from None
+            self._verified[digest] = size
         except BaseException:
             _remove(tmp)
             raise
         finally:
-            self._writing.discard(tmp)
+            with self._lock:
+                self._writing.discard(tmp)
             blob.close()
         return UploadOutcome("uploaded", digest)
 
@@ -214,9 +303,9 @@ class LayoutDestination:
             raise local_io_error(tmp, "writing a blob", e) from None
 
     def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None:
-        path = self._blob(digest)
-        if not path.is_file():
-            _write_atomically(path, data)
+        if not self.exists(digest, len(data)):
+            self._write_file(self._blob(digest), data)
+            self._verified[digest] = len(data)
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         index_path = self.path / "index.json"
@@ -226,7 +315,7 @@ class LayoutDestination:
         kept = [raw for raw, old in zip(doc.get("manifests", []), index.manifests, strict=True)
                 if not self._replaced_by(old, new)]
         doc = {**doc, "manifests": [*kept, converter.unstructure(new)]}
-        _write_atomically(index_path, json.dumps(doc, indent=2).encode())
+        self._write_file(index_path, json.dumps(doc, indent=2).encode())
 
     def _replaced_by(self, old: Descriptor, new: Descriptor) -> bool:
         if self.tag:
@@ -234,12 +323,16 @@ class LayoutDestination:
         return old.digest == new.digest and not old.annotations
 
     def abort(self) -> None:
-        self._aborted = True
-        for tmp in list(self._writing):
-            _remove(tmp)
+        with self._lock:
+            self._aborted = True
+            for tmp in list(self._writing):
+                _remove(tmp)
 
     def close(self) -> None:
-        pass
+        """As ``abort()``: leaving the ``with`` by an exception the push did not see coming (a
+        signal while it was still starting its upload threads) must not leave the
+        ``.tmp-`` files of threads still writing; after a commit there are none."""
+        self.abort()
 
 
 class ArchiveDestination(LayoutDestination):
@@ -253,6 +346,7 @@ class ArchiveDestination(LayoutDestination):
         parent = self.archive.parent
         if not parent.is_dir():
             raise UsageError(f"{self.archive}: directory {parent} does not exist")
+        _check_replaceable(self.archive)
         if self.dry_run:
             self.path = parent / f".{self.archive.name}.never"  # the archive is replaced whole: nothing exists
             return self
@@ -286,6 +380,7 @@ class ArchiveDestination(LayoutDestination):
                             tar.addfile(info, data)
                     else:
                         tar.addfile(info)
+            _check_replaceable(self.archive)  # again: it may have been swapped meanwhile
             os.replace(tmp, self.archive)
         except OSError as e:
             _remove(tmp)
@@ -295,6 +390,7 @@ class ArchiveDestination(LayoutDestination):
             raise
 
     def close(self) -> None:
+        super().close()
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -26,6 +26,7 @@ import contextlib
 import io
 import os
 import re
+import stat
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -35,6 +36,7 @@ from typing import IO, Any
 import attrs
 
 from ..errors import AuthenticationError, UsageError
+from ..localfile import MAX_CONFIG, NotRegularFile, file_kind, read_regular
 from ..models import load_json
 from ..reference import DOCKER_HUB, HUB_ALIASES
 from .auth import Credentials
@@ -60,9 +62,14 @@ def normalize_key(key: str) -> str:
 
 def check_authfile(path: str | os.PathLike[str], option: str = "--authfile") -> None:
     """A file the user names must exist (as in podman); checked before anything else is
-    done, so a typo never reaches a registry."""
-    if not Path(path).is_file():
-        raise UsageError(f"{option} {path}: no such file")
+    done, so a typo never reaches a registry.  A FIFO or a device (``/dev/zero``) is not
+    an auth file: refused here, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise UsageError(f"{option} {path}: no such file") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{option} {path}: {file_kind(mode)}, not a regular file")
 
 
 @attrs.frozen
@@ -95,11 +102,15 @@ class AuthFiles:
 
 def _find_in_file(path: Path, host: str, repository: str) -> Credentials | None:
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_CONFIG)  # never a hang on a FIFO, nor /dev/zero read whole
     except FileNotFoundError:
         return None
+    except NotRegularFile as e:
+        raise AuthenticationError(f"cannot read auth file {path}: {e.kind}, not a regular file") from None
     except OSError as e:
         raise AuthenticationError(f"cannot read auth file {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise AuthenticationError(f"cannot read auth file {path}: larger than {MAX_CONFIG >> 20} MiB") from None
     doc = load_json(data, error=lambda why: AuthenticationError(f"cannot read auth file {path}: {why}"))
     if not isinstance(doc, dict):
         raise AuthenticationError(f"auth file {path}: not a JSON object")

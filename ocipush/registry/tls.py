@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from ..errors import UsageError
+from ..localfile import MAX_CONFIG, NotRegularFile, read_regular
 
 __all__ = ["RegistryTLS", "find_cert_dir", "marked_insecure", "registry_tls"]
 
@@ -62,6 +63,11 @@ def _load_cert_dir(context: ssl.SSLContext, directory: Path) -> None:
     files = sorted(p for p in directory.iterdir() if p.is_file())
     names = {p.name for p in files}
     for path in files:
+        if path.suffix in (".crt", ".cert", ".key"):
+            try:
+                _read_config(path)  # regular and bounded, before OpenSSL reads it whole
+            except OSError as e:
+                raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
         try:
             if path.suffix == ".crt":
                 context.load_verify_locations(cafile=path)
@@ -105,13 +111,24 @@ def _registry_entries() -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for path in _registries_conf_files():
         try:
-            doc = tomllib.loads(path.read_text())
+            doc = tomllib.loads(_read_config(path).decode())
         except FileNotFoundError:
             continue
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise UsageError(f"cannot read {path}: {e}") from None
         entries.extend(e for e in doc.get("registry", []) if isinstance(e, dict))
     return entries
+
+
+def _read_config(path: Path) -> bytes:
+    """A registries.conf or certs.d file: a regular file (a FIFO would block, ``/dev/zero``
+    never end) of at most MAX_CONFIG bytes; UsageError naming it otherwise."""
+    try:
+        return read_regular(path, MAX_CONFIG)
+    except NotRegularFile as e:
+        raise UsageError(f"cannot read {path}: {e.kind}, not a regular file") from None
+    except ValueError:
+        raise UsageError(f"cannot read {path}: larger than {MAX_CONFIG >> 20} MiB") from None
 
 
 def _registries_conf_files() -> list[Path]:

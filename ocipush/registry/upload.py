@@ -152,15 +152,16 @@ class BlobUploader:
 
     def mount(self, digest: Digest, from_repository: str) -> bool:
         """Ask the registry to link a blob it holds in another repository: 201 means done.
-        A 202 is the registry declining (it opened an upload instead, which we cancel)."""
+        A 202 is the registry declining (it opened an upload instead, which we cancel when
+        its Location is usable; one that is not names nothing we could cancel)."""
         query = f"mount={quote(str(digest), safe=':')}&from={quote(from_repository, safe='/')}"
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/?{query}")
         try:
             response = self.client.idempotent("POST", url, expect=(201, 202), headers={"Content-Length": "0"})
+            if response.status_code == 202 and response.headers.get("Location"):
+                self._delete(headers.location(response))
         except RegistryError:
             return False  # a refused mount is never fatal: the upload follows
-        if response.status_code == 202 and response.headers.get("Location"):
-            self._delete(headers.location(response))
         return response.status_code == 201
 
     def _initiate(self) -> _Session:
