@@ -60,8 +60,7 @@ def test_a_push_finds_plain_http_behind_a_silent_tls_port_at_once_and_keeps_it(
 
 
 def test_connect_falls_back_within_a_second_of_probing(registry):
-    with SilentTLSFront(registry.host) as front, \
-            RegistryClient(front.host, ClientOptions(tls_verify=False)) as client:
+    with SilentTLSFront(registry.host) as front, RegistryClient(front.host, ClientOptions(tls_verify=False)) as client:
         started = time.monotonic()
         client.connect()
         seconds = time.monotonic() - started
@@ -72,8 +71,10 @@ def test_connect_falls_back_within_a_second_of_probing(registry):
 
 def test_verified_https_never_falls_back_and_keeps_its_timeouts(registry):
     """Not loopback, verified: HTTPS alone, waited for until the request's deadline."""
-    with SilentTLSFront(registry.host) as front, \
-            RegistryClient(front.host, ClientOptions(deadline=2.0), loopback=False) as client:
+    with (
+        SilentTLSFront(registry.host) as front,
+        RegistryClient(front.host, ClientOptions(deadline=2.0), loopback=False) as client,
+    ):
         started = time.monotonic()
         with pytest.raises(RegistryError, match=r"^cannot reach registry \S+: https://\S+/v2/: .*within 2s"):
             client.connect()
@@ -82,8 +83,10 @@ def test_verified_https_never_falls_back_and_keeps_its_timeouts(registry):
 
 
 def test_a_slow_https_handshake_is_waited_for_where_https_is_required(server_context, ca_dir):
-    with TLSStub(server_context, delay=lambda index: 3 * PROBE_HANDSHAKE) as stub, \
-            RegistryClient(stub.host, ClientOptions(cert_dir=ca_dir, deadline=30), loopback=False) as client:
+    with (
+        TLSStub(server_context, delay=lambda index: 3 * PROBE_HANDSHAKE) as stub,
+        RegistryClient(stub.host, ClientOptions(cert_dir=ca_dir, deadline=30), loopback=False) as client,
+    ):
         client.connect()
         assert client.base_url == f"https://{stub.host}"
         assert len(stub.hellos) == 1 and not stub.plain
@@ -92,17 +95,22 @@ def test_a_slow_https_handshake_is_waited_for_where_https_is_required(server_con
 def test_https_cut_short_by_the_probe_gets_a_second_try_when_plain_http_finds_no_registry(server_context):
     """The first handshake is never answered: plain HTTP hears 400 (a TLS port), so HTTPS
     again, under the normal timeouts: it answers."""
-    with TLSStub(server_context, delay=lambda index: None if index == 0 else 0.0) as stub, \
-            RegistryClient(stub.host, ClientOptions(tls_verify=False, deadline=30), loopback=True) as client:
+    with (
+        TLSStub(server_context, delay=lambda index: None if index == 0 else 0.0) as stub,
+        RegistryClient(stub.host, ClientOptions(tls_verify=False, deadline=30), loopback=True) as client,
+    ):
         client.connect()
         assert client.base_url == f"https://{stub.host}"
         assert len(stub.hellos) == 2 and len(stub.plain) == 1
 
 
 def test_an_untrusted_certificate_leads_the_message_over_the_plain_http_complaint(server_context):
-    with TLSStub(server_context) as stub, RegistryClient(stub.host, loopback=True) as client:
-        with pytest.raises(RegistryError) as caught:
-            client.connect()
+    with (
+        TLSStub(server_context) as stub,
+        RegistryClient(stub.host, loopback=True) as client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        client.connect()
     message = str(caught.value)
     assert message.startswith(f"cannot reach registry {stub.host}: https://{stub.host}/v2/: [SSL: CERTIFICATE_VERIFY")
     assert "--cert-dir" in message and f"(also tried http://{stub.host}/v2/: 400 Bad Request" in message
@@ -117,9 +125,12 @@ class Broken(RawServer):
 
 
 def test_a_plain_http_answer_leads_the_message_over_https_that_met_no_tls():
-    with Broken() as server, RegistryClient(server.host, ClientOptions(tls_verify=False), loopback=True) as client:
-        with pytest.raises(RegistryError) as caught:
-            client.connect()
+    with (
+        Broken() as server,
+        RegistryClient(server.host, ClientOptions(tls_verify=False), loopback=True) as client,
+        pytest.raises(RegistryError) as caught,
+    ):
+        client.connect()
     message = str(caught.value)
     assert message.startswith(f"cannot reach registry {server.host}: http://{server.host}/v2/: 404 Hostile"), message
     assert f"(also tried https://{server.host}/v2/: " in message

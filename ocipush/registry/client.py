@@ -1,4 +1,4 @@
-"""The HTTP side of one registry: scheme and TLS choice, authentication, error messages.
+"""The HTTP side of one registry: TLS choice, authentication, error messages; the scheme is found by ``connect``.
 
 TLS settings come from ``tls.registry_tls`` (cert dirs, registries.conf), credentials
 from the user or ``credentials.AuthFiles``; ``auth.RegistryAuth`` answers challenges.
