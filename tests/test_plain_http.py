@@ -59,6 +59,7 @@ def test_a_push_finds_plain_http_behind_a_silent_tls_port_at_once_and_keeps_it(
     skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
 
 
+@pytest.mark.integration
 def test_connect_falls_back_within_a_second_of_probing(registry):
     with SilentTLSFront(registry.host) as front, RegistryClient(front.host, ClientOptions(tls_verify=False)) as client:
         started = time.monotonic()
@@ -69,6 +70,7 @@ def test_connect_falls_back_within_a_second_of_probing(registry):
     assert PROBE_HANDSHAKE <= seconds < PROBE_BOUND
 
 
+@pytest.mark.integration
 def test_verified_https_never_falls_back_and_keeps_its_timeouts(registry):
     """Not loopback, verified: HTTPS alone, waited for until the request's deadline."""
     with (
