@@ -7,12 +7,15 @@ from __future__ import annotations
 import ssl
 import time
 
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocipush.cli import main
 from ocipush.errors import RegistryError
 from ocipush.registry.client import ClientOptions, RegistryClient
-from ocipush.registry.connect import PROBE_HANDSHAKE, Attempt, _summary
+from ocipush.registry.connect import PROBE_HANDSHAKE, Attempt, _summary, _weight
 from tests.imagegen import make_layout
 from tests.pki import make_ca, make_leaf
 from tests.rawhttp import RawServer, Reply
@@ -144,3 +147,27 @@ def test_one_reason_for_both_schemes_is_said_once():
     assert _summary(same) == "https://h/v2/, http://h/v2/: [Errno 111] Connection refused"
     cut = [Attempt("https://h/v2/", "no TLS handshake within 0.5s", cut=True), Attempt("http://h/v2/", "timed out")]
     assert _summary(cut) == "http://h/v2/: timed out (also tried https://h/v2/: no TLS handshake within 0.5s)"
+
+
+attempts = st.builds(
+    Attempt,
+    url=st.sampled_from(["https://h/v2/", "http://h/v2/"]),
+    reason=st.text(st.characters(codec="ascii", categories=["L", "N", "P", "Zs"]), min_size=1, max_size=40),
+    status=st.none() | st.integers(100, 599),
+    cut=st.booleans(),
+    tls_refused=st.booleans(),
+)
+
+
+@given(first=attempts, second=attempts)
+def test_the_summary_names_every_attempt_on_one_line_the_most_telling_first(first, second):
+    first = attrs.evolve(first, url="https://h/v2/")
+    second = attrs.evolve(second, url="http://h/v2/", tls_refused=False)
+    text = _summary([first, second])
+    assert "\n" not in text and "https://h/v2/" in text and "http://h/v2/" in text
+    if first.reason == second.reason:
+        assert text == f"https://h/v2/, http://h/v2/: {first.reason}"
+        return
+    lead = first if text.startswith("https:") else second
+    assert _weight(lead) == max(_weight(first), _weight(second))
+    assert lead.reason in text.partition(" (also tried ")[0]
