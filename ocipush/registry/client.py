@@ -1,4 +1,4 @@
-"""The HTTP side of one registry: scheme and TLS choice, authentication, error messages.
+"""The HTTP side of one registry: TLS choice, authentication, error messages; the scheme is found by ``connect``.
 
 TLS settings come from ``tls.registry_tls`` (cert dirs, registries.conf), credentials
 from the user or ``credentials.AuthFiles``; ``auth.RegistryAuth`` answers challenges.
@@ -30,9 +30,10 @@ import httpx
 from ..__version__ import __version__
 from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
+from .connect import Probe, failure_reason, find_origin
 from .credentials import AuthFiles
 from .headers import BODY_LIMITS, read_bounded, redact_text
-from .retry import TRANSIENT_STATUSES, RetryPolicy
+from .retry import RetryPolicy
 from .tls import registry_tls
 from .transport import (
     CancellableBackend,
@@ -193,43 +194,16 @@ class RegistryClient:
     # -- connection -----------------------------------------------------------------
 
     def connect(self) -> None:
-        """Find the URL that serves ``/v2/``: HTTPS, then plain HTTP where allowed."""
-        failures = []
-        for scheme in self._schemes:
-            url = f"{scheme}://{self.host}/v2/"
-            try:
-                response, body = self._ping(url)
-            except httpx.HTTPError as e:
-                failures.append(f"{url}: {_reason(e)}{self._tls_hint(e)}")
-                continue
-            if response.status_code in (200, 401):
-                self.base_url = f"{scheme}://{self.host}"
-                self.auth.bind(self.base_url)  # credentials go to this origin only
-                return
-            failures.append(f"{url}: {self.auth.redact(describe_error(response, body))}")
-        raise RegistryError(f"cannot reach registry {self.host}: " + "; ".join(failures))
+        """Find the origin that serves ``/v2/`` (``connect.find_origin``): HTTPS, then plain
+        HTTP where allowed, the HTTPS probe's handshake cut short there.  Found once: every
+        request of this client goes to it, and credentials go to it only."""
+        probe = Probe(self.host, self._schemes, self._exchange, self._describe, self.retry, self.on_retry)
+        self.base_url = find_origin(probe)
+        self.auth.bind(self.base_url)
 
-    def _ping(self, url: str) -> tuple[httpx.Response, bytes]:
-        """``GET /v2/``, again while busy (503, 429…: there, not absent): the last answer."""
-        budget = self.retry.budget()
-        response, body = self._exchange("GET", url, {})  # no answer at all: the next scheme
-        while response.status_code in TRANSIENT_STATUSES:
-            error = RegistryError(f"GET {url}: {self.auth.redact(describe_error(response, body))}",
-                                  status=response.status_code,
-                                  headers={k.lower(): v for k, v in response.headers.items()})
-            if not budget.spend(error, self.on_retry):
-                break
-            try:
-                response, body = self._exchange("GET", url, {})
-            except httpx.HTTPError:
-                break  # busy, then silent: judged by the busy answer
-        return response, body
-
-    def _tls_hint(self, error: httpx.HTTPError) -> str:
-        if "CERTIFICATE_VERIFY_FAILED" not in str(error):
-            return ""
-        return (f" (give its CA with --cert-dir DIR or in ~/.config/containers/certs.d/{self.host}/ca.crt, "
-                "or use --tls-verify=false)")
+    def _describe(self, response: httpx.Response, body: bytes) -> str:
+        """The ping's answer in words, secrets the server echoed removed."""
+        return self.auth.redact(describe_error(response, body))
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -246,7 +220,7 @@ class RegistryClient:
         try:
             response, body = self._exchange(method, url, kwargs)
         except httpx.HTTPError as e:
-            raise RegistryError(f"{method} {redact(url)}: {_reason(e)}") from None
+            raise RegistryError(f"{method} {redact(url)}: {failure_reason(e)}") from None
         except httpx.InvalidURL as e:
             raise RegistryError(f"{method} {redact_text(url)}: invalid URL ({e})") from None
         if response.status_code in expect:
@@ -346,11 +320,6 @@ def _key(url: str) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:.3g}s" if value < 100 else f"{value:.0f}s"
-
-
-def _reason(e: httpx.HTTPError) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0]
 
 
 def _oci_errors(body: bytes) -> _OciErrors | None:

@@ -47,6 +47,7 @@ __all__ = [
     "READ_BUDGET",
     "Binding",
     "CancellableBackend",
+    "HandshakeCap",
     "Interrupted",
     "RequestScope",
     "bind",
@@ -55,6 +56,7 @@ __all__ = [
     "current_scope",
     "environment_proxies",
     "guard_origin",
+    "handshake_cap",
     "keep_raw",
     "origin_of",
     "proxied",
@@ -133,6 +135,43 @@ def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
+@attrs.define
+class HandshakeCap:
+    """A shorter deadline for the TLS handshakes of a probe; ``cut`` once it ended one."""
+
+    seconds: float
+    cut: bool = False
+
+
+@contextlib.contextmanager
+def handshake_cap(seconds: float) -> Iterator[HandshakeCap]:
+    """TLS handshakes this thread starts inside wait at most ``seconds`` for the server.
+
+    Why: a port that accepts TCP and swallows the ClientHello (a plain-HTTP dev server) would
+    hold the HTTPS probe for the whole connect timeout before plain HTTP gets its turn."""
+    cap = HandshakeCap(seconds)
+    outer = getattr(_local, "handshake", None)
+    _local.handshake = cap
+    try:
+        yield cap
+    finally:
+        _local.handshake = outer
+
+
+@contextlib.contextmanager
+def _capped(timeout: float | None) -> Iterator[float | None]:
+    """The handshake's timeout under the thread's ``handshake_cap``, if it is the shorter."""
+    cap: HandshakeCap | None = getattr(_local, "handshake", None)
+    if cap is None or (timeout is not None and timeout <= cap.seconds):
+        yield timeout
+        return
+    try:
+        yield cap.seconds
+    except httpcore.ConnectTimeout:
+        cap.cut = True
+        raise httpcore.ConnectTimeout(f"no TLS handshake within {cap.seconds:g}s") from None
+
+
 class _Stream(httpcore.NetworkStream):
     """A socket stream whose every operation respects the thread's request scope."""
 
@@ -161,7 +200,8 @@ class _Stream(httpcore.NetworkStream):
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
         self._backend.check(httpcore.ConnectError)
-        tls = self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, httpcore.ConnectTimeout))
+        with _capped(_bounded(timeout, httpcore.ConnectTimeout)) as seconds:
+            tls = self._inner.start_tls(ssl_context, server_hostname, seconds)
         wrapped = _Stream(tls, self._backend)
         self._backend.replace(self, wrapped)
         return wrapped
