@@ -41,7 +41,7 @@ IN_FLIGHT = 16  # blocks an encoder has at the pool at once (4 MiB of input): ke
 # A fixed gzip header: magic, deflate, no flags, mtime 0, no extra flags, OS 255 (unknown).
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
-# podman's --compression-level 1-9 → (library, level): ISA-L's 0-3 for 1-6, zlib for 7-9
+# podman's --compression-level 1-9 → (library, level): ISA-L's 0-3 for 1-7, zlib for 8-9
 # (slower, smaller). The default, 6, is ISA-L level 2 (docs/compression.md: output within
 # 5 % of skopeo's, ~13x zlib 6's speed on one core).
 LEVELS: dict[int, tuple[str, int]] = {
