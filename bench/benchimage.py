@@ -498,3 +498,43 @@ def build_many(specs: list[tuple[Path, list[tuple[str, int]], str]], log=print) 
 def _build_quiet(args) -> dict:
     layout, jobs, seed = args
     return build(layout, jobs, seed, log=lambda *a: None)
+
+
+def docker_archive(image: dict, path: Path, log=print) -> dict:
+    """The ``docker save`` form of ``image`` (an OCI layout made by ``build``): one tar with
+    ``manifest.json``, the config and each layer **uncompressed** as ``<n>/layer.tar`` —
+    what ``docker save`` writes, so a push must compress every layer on the way. Cached
+    next to the layout; returns {"path", "ref", "tar_size"}."""
+    blobs = Path(image["layout"]) / "blobs" / "sha256"
+    meta_path = path.with_suffix(".json")
+    spec = {"manifest": image["manifest"], "version": 1}
+    with_meta = {"path": str(path), "ref": f"{REF}:latest", **spec}
+    try:
+        if json.loads(meta_path.read_text()) == {**with_meta, "tar_size": path.stat().st_size}:
+            log(f"docker archive: reusing {path}")
+            return {**with_meta, "tar_size": path.stat().st_size}
+    except (OSError, ValueError):
+        pass
+    log(f"docker archive: writing {path} (uncompressed layers) …")
+    config_digest = image["config"]["digest"].removeprefix("sha256:")
+    tmp = path.with_suffix(".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        names = []
+        for n, layer in enumerate(image["layers"]):
+            name = f"{n}/layer.tar"
+            info = _tarinfo(name, tarfile.REGTYPE, 0o644, layer["tar_size"])
+            with subprocess.Popen(
+                ["gzip", "-dc", str(blobs / layer["digest"].removeprefix("sha256:"))], stdout=subprocess.PIPE
+            ) as gz:
+                tar.addfile(info, gz.stdout)
+            if gz.returncode != 0:
+                raise RuntimeError(f"gzip -dc failed on {layer['digest']}")
+            names.append(name)
+        config = (blobs / config_digest).read_bytes()
+        tar.addfile(_tarinfo(f"{config_digest}.json", tarfile.REGTYPE, 0o644, len(config)), _Bytes(config))
+        manifest = _json([{"Config": f"{config_digest}.json", "RepoTags": [f"{REF}:latest"], "Layers": names}])
+        tar.addfile(_tarinfo("manifest.json", tarfile.REGTYPE, 0o644, len(manifest)), _Bytes(manifest))
+    tmp.rename(path)
+    result = {**with_meta, "tar_size": path.stat().st_size}
+    meta_path.write_text(json.dumps(result))
+    return result

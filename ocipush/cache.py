@@ -41,7 +41,6 @@ import re
 import stat
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +50,7 @@ import zstandard
 from .compression import FORMATS
 from .digest import Digest
 from .models import load_json, strict
+from .pgzip import version as gzip_version
 from .seal import UnsafeFile, check_private, default_key_file, load_key, seal
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
@@ -79,7 +79,7 @@ def compressor_of(fmt: str) -> str:
     bytes for the same input, so its entries are not this one's."""
     if fmt == "zstd":
         return f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
-    return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
+    return gzip_version()
 
 
 def _compressor_default(key: CacheKey) -> str:

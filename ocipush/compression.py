@@ -6,15 +6,15 @@ read → decompress → compress in bounded blocks, never whole.
 
 - gzip decompression uses ISA-L (``isal``) when it is installed: about twice zlib's speed,
   and decompression is the slowest stage of a gzip → zstd push. Output is the same.
-- gzip compression uses zlib with a fixed header (no name, mtime 0): the same input and
-  level give the same bytes, so re-pushes deduplicate.
+- gzip compression is ``pgzip``'s: ISA-L deflate, pigz-style, blocks on all cores joined
+  into one member with a fixed header (no name, mtime 0): the same input, level and
+  library version give the same bytes, so re-pushes deduplicate.
 - zstd is single-threaded (one compressor per core runs at once): its output depends
   neither on the machine nor on how the input is split, so it is deterministic.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -22,6 +22,7 @@ import attrs
 import zstandard
 
 from .errors import UsageError
+from .pgzip import ParallelGzip
 
 _GzipFile: Callable[..., Any]  # a gzip reader class: ISA-L's when installed, the standard library's otherwise
 try:  # ISA-L: the same gzip, inflated about twice as fast as zlib
@@ -80,17 +81,6 @@ class _Identity:
         return b""
 
 
-class _GzipEncoder:
-    def __init__(self, level: int) -> None:
-        self._c = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9)
-
-    def feed(self, data: bytes) -> bytes:
-        return self._c.compress(data)
-
-    def flush(self) -> bytes:
-        return self._c.flush()
-
-
 class _ZstdEncoder:
     # Single-threaded, in the thread that decompresses and hashes (push runs no more
     # compressors than cores), with an 8 MiB window: as small as skopeo's zstd output and
@@ -132,7 +122,7 @@ def encoder(fmt: str | None, level: int | None = None) -> Codec:
     if fmt is None:
         return _Identity()
     if fmt == "gzip":
-        return _GzipEncoder(check_level("gzip", level))
+        return ParallelGzip(check_level("gzip", level))
     if fmt == "zstd":
         return _ZstdEncoder(check_level("zstd", level))
     raise ValueError(f"cannot compress to {fmt}")
