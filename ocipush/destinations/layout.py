@@ -158,6 +158,8 @@ class LayoutDestination:
     def _blob(self, digest: Digest) -> Path:
         return self.path / "blobs" / digest.algorithm / digest.hex
 
+    chunk_size_learnt: int | None = None  # no request bodies here
+
     def exists(self, digest: Digest, size: int | None = None) -> bool:
         """A regular file under the digest's name, of ``size`` bytes when given (a
         truncated blob is written again)."""

@@ -22,9 +22,20 @@ arrive (serverless-registry says ``Range: 0--1`` when it holds nothing: offset 0
 first chunk again on the same upload).  When the upload is gone (404,
 ``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF registry invalidates an upload whose PATCH
 answer was lost; serverless-registry answers 500 to a stale one) or stands where the
-equal-chunk rule cannot continue, the blob starts again with a new POST.  A ``413`` means
-an unadvertised body limit: the chunk size is halved for the rest of the push to this
-registry and the blob starts again.
+equal-chunk rule cannot continue, the blob starts again with a new POST.
+
+A ``413`` means a body limit nobody announced (a proxy's).  The size is halved for the
+rest of the push (``HostLimits.too_large``), and when the registry still holds the upload
+at the refused chunk's start (a ``GET`` says so: the proxy refused it before the registry
+saw it), the same bytes go again, in pieces of the new size, on the same upload: a file's
+chunk re-reads its slice, a compressed one its spill, so nothing is compressed twice.
+The blob starts again only where the registry's rules force it: a registry that announced
+``OCI-Chunk-Min/Max-Length`` (serverless-registry, whose chunks must all equal the first)
+is re-cut only from offset 0 into equal pieces; and a registry that answers a re-cut's
+smaller pieces with ``416`` showed that rule (``HostLimits.equal_chunks``).
+
+Every request a blob's upload sends is counted by method, whatever its answer; every
+resend after a transient failure and every new upload counts as a retry (``_Stats``).
 
 A failed commit ``PUT`` (any status) is checked with one ``HEAD``: serverless-registry
 stores the blob, then answers a resent PUT with 500; a blob there, our size, is committed.
@@ -37,6 +48,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import attrs
@@ -63,6 +75,12 @@ class _Session:
     location: str
     minimum: int | None
     maximum: int | None
+    piece: int | None = None  # after a 413: the size its chunks are re-cut to
+    recut: bool = False  # a chunk was sent in pieces on this upload
+
+
+class _Refused(Exception):
+    """A 413 on a chunk the upload can go on from: send it again in pieces of ``session.piece``."""
 
 
 class _Restart(Exception):
@@ -83,6 +101,7 @@ class BlobUploader:
         self._open: dict[int, _Session] = {}  # uploads begun and not yet committed or cancelled
         self._lock = threading.Lock()
         self._aborted = False
+        self._local = threading.local()  # .stats: the counters of the blob this thread uploads
 
     def abort(self) -> None:
         """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
@@ -100,20 +119,30 @@ class BlobUploader:
                 self._delete(self.client.moved_to(session.location))
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
+        stats = self._local.stats = _Stats()
+        try:
+            return self._upload(blob, stats)
+        finally:
+            self._local.stats = None
+
+    def _upload(self, blob: BlobContent, stats: _Stats) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
-            return UploadOutcome("skipped", blob.digest)
-        stats = _Stats()
+            return stats.outcome("skipped", blob.digest)
         restarts = self.client.retry.budget()  # the blob's own: N new uploads at most
+        first = True
         try:
             while True:
+                if not first:
+                    stats.restarts += 1
+                    stats.retries += 1
+                first = False
                 session = self._initiate()
                 try:
-                    chunk = self.limits.chunk_size(session.minimum, session.maximum)
-                    self._stream(session, blob, chunk, stats)
+                    self._stream(session, blob, self.limits.chunk_size(session.minimum, session.maximum), stats)
                     digest = blob.finish()
                     self._commit(session, digest, stats.sent)
                     self._close(session)
-                    return UploadOutcome("uploaded", digest, stats.requests, chunk, stats.retries)
+                    return stats.outcome("uploaded", digest)
                 except _Restart as restart:
                     self._cancel(session)
                     if restart.reason.status == 413:
@@ -142,7 +171,7 @@ class BlobUploader:
         ``digest``.  A 200 that contradicts either is a registry that lies (or a link the
         registry describes instead of the blob): "not there", so the blob is uploaded."""
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
-        response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
+        response = self._idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
         if response.status_code != 200:
             return False
         contradiction = _contradiction(response, digest, size)
@@ -167,7 +196,7 @@ class BlobUploader:
         if self._aborted:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
-        response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
+        response = self._idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
         location = headers.location(response)
         try:
             minimum, maximum = (
@@ -182,23 +211,109 @@ class BlobUploader:
             self._open[id(session)] = session
         return session
 
+    # -- counting ---------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """``client.request``, counted for the blob this thread uploads."""
+        stats: _Stats | None = getattr(self._local, "stats", None)
+        if stats is not None:
+            stats.methods[method] = stats.methods.get(method, 0) + 1
+        return self.client.request(method, url, **kwargs)
+
+    def _idempotent(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.client.retry.run(lambda: self._request(method, url, **kwargs), on_retry=self._on_retry)
+
+    def _on_retry(self, error: RegistryError) -> None:
+        stats: _Stats | None = getattr(self._local, "stats", None)
+        if stats is not None:
+            stats.retries += 1
+        self.client.on_retry(error)
+
+    # -- streaming ------------------------------------------------------------------
+
     def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
+        """Every chunk, each cut into pieces when a 413 taught a smaller size (``_pieces``)."""
         stats.sent = 0
         for chunk in blob.chunks(chunk_size):
-            budget = self.client.retry.budget()  # this chunk's: its resends and status GETs
-            while (error := self._send_chunk(session, chunk, stats)) is not None:
-                if not budget.spend(error):
-                    raise error
-                stats.retries += 1
-                if self._resync(session, chunk, budget):
-                    break  # the registry has the chunk after all
-            stats.sent = chunk.end
+            offset = chunk.offset
+            while offset < chunk.end:
+                piece = self._piece(session, chunk, offset)
+                try:
+                    self._send(session, piece, chunk, stats)
+                except _Refused:
+                    continue  # the same offset again, in smaller pieces
+                offset = stats.sent = piece.end
+
+    def _piece(self, session: _Session, chunk: ChunkBody, offset: int) -> ChunkBody:
+        """The next body of ``chunk`` from ``offset``: the whole chunk, unless a 413 taught
+        a smaller size.  A registry without announced limits gets the size learnt by any
+        upload of the push; one with them keeps its session's (its chunks must be equal)."""
+        size = session.piece
+        if session.minimum is None and session.maximum is None and not self.limits.equal_chunks:
+            size = min(x for x in (size, self.limits.learnt, chunk.length) if x)
+        if offset == chunk.offset and (size is None or size >= chunk.length):
+            return chunk
+        length = min(size or chunk.length, chunk.end - offset)
+        if length != chunk.length:
+            session.recut = True
+        return chunk.piece(offset, length)
+
+    def _send(self, session: _Session, piece: ChunkBody, chunk: ChunkBody, stats: _Stats) -> None:
+        """One body, resent after transient failures; ``_Refused`` after a 413 the upload survives."""
+        budget = self.client.retry.budget()  # this chunk's: its resends and status GETs
+        while (error := self._send_chunk(session, piece, stats)) is not None:
+            if error.status == 413:
+                self._shrink(session, piece, chunk, error, budget, stats)
+                raise _Refused()
+            if not budget.spend(error):
+                raise error
+            stats.retries += 1
+            if self._resync(session, piece, budget):
+                break  # the registry has the chunk after all
+        stats.chunk_size = max(stats.chunk_size or 0, piece.length)
+        self.limits.accepted(piece.length)
+
+    def _shrink(
+        self, session: _Session, piece: ChunkBody, chunk: ChunkBody, error: RegistryError, budget: Budget, stats: _Stats
+    ) -> None:
+        """After a 413: learn the smaller size, then go on with it on this upload if the
+        registry still holds it at the piece's start; else ``_Restart``.  A registry with
+        announced limits (whose chunks must be equal) is re-cut only at offset 0, into
+        pieces that divide the chunk."""
+        stats.refused += 1
+        stats.chunk_size = None  # the bodies sent from now on are the smaller ones
+        smaller = self.limits.too_large(piece.length, session.minimum)
+        strict = session.minimum is not None or session.maximum is not None or self.limits.equal_chunks
+        if strict and (piece.offset != 0 or chunk.length % smaller):
+            raise _Restart(error)
+        if self._status(session, piece) != piece.offset:
+            raise _Restart(error)
+        session.piece = smaller
+
+    def _status(self, session: _Session, chunk: ChunkBody, budget: Budget | None = None) -> int | None:
+        """Where the upload stands by a ``GET``: the bytes held; ``_Restart`` when gone.
+        A failed ``GET`` spends ``budget`` (the chunk's: it has none of its own)."""
+
+        def status() -> httpx.Response:
+            try:
+                return self._request("GET", session.location, expect=(204,),
+                                     extensions=for_repository(self.repository))
+            except RegistryError as e:
+                if e.status == 404 or _GONE_CODES & set(e.codes):
+                    raise _Restart(e) from None
+                raise
+
+        response = self.client.retry.run(status, on_retry=self._on_retry, budget=budget)
+        answer = f"GET {redact(session.location)}"
+        location = response.headers.get("Location")
+        if location:
+            session.location = headers.resolve_location(session.location, location, f"header Location from {answer}")
+        return _held(response.headers.get("Range"), chunk.offset, f"header Range from {answer}")
 
     def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> RegistryError | None:
-        """None when the registry confirmed the chunk; the error of a transient failure."""
-        stats.requests += 1
+        """None when the registry confirmed the chunk; the error of a transient failure or a 413."""
         try:
-            response = self.client.request(
+            response = self._request(
                 "PATCH",
                 session.location,
                 expect=(202, 201),  # 201: ECR
@@ -212,21 +327,23 @@ class BlobUploader:
             )
         except RegistryError as e:
             if e.status == 413:
-                smaller, first = self.limits.too_large(chunk.length, session.minimum)
-                if first:
-                    self.on_note(f"{self.client.host} refused a {chunk.length}-byte request body (413); "
-                                 f"using chunks of at most {smaller} bytes from now on")
-                raise _Restart(e) from None
+                return e
             if e.status == 404 or _GONE_CODES & set(e.codes):
                 raise _Restart(e) from None
             if e.status == 416:
                 # Out of order for the registry: its Range and Location say where it stands.
                 answer = f"PATCH {redact(session.location)}"
                 arrived = self._position(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
+                if not arrived and session.recut:
+                    # It holds the piece's start yet refuses it: smaller pieces broke its
+                    # equal-chunk rule. Learnt for the push; the blob starts again.
+                    self.limits.equal_chunks = True
+                    raise _Restart(e) from None
                 return None if arrived else e
             if not is_transient(e):
                 raise
             return e
+        stats.accepted += 1
         # After data arrived, 0-0 is 1 byte.
         held = headers.parse_range(response.headers.get("Range"), headers.what_of(response, "Range"))
         if held is not None and held != chunk.end:
@@ -244,14 +361,14 @@ class BlobUploader:
 
         def status() -> httpx.Response:
             try:
-                return self.client.request("GET", session.location, expect=(204,),
-                                           extensions=for_repository(self.repository))
+                return self._request("GET", session.location, expect=(204,),
+                                     extensions=for_repository(self.repository))
             except RegistryError as e:
                 if e.status == 404 or _GONE_CODES & set(e.codes):
                     raise _Restart(e) from None
                 raise
 
-        response = self.client.retry.run(status, on_retry=self.client.on_retry, budget=budget)
+        response = self.client.retry.run(status, on_retry=self._on_retry, budget=budget)
         answer = f"GET {redact(session.location)}"
         return self._position(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
 
@@ -280,8 +397,8 @@ class BlobUploader:
         def put() -> httpx.Response | None:
             """The answer, or None when the blob is committed although the PUT failed."""
             try:
-                return self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
-                                           extensions=for_repository(self.repository))
+                return self._request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
+                                     extensions=for_repository(self.repository))
             except RegistryError as e:
                 # Whatever the status: an earlier PUT whose answer we lost may have committed
                 # it (serverless-registry then answers 500 to the same PUT; distribution 404).
@@ -291,7 +408,7 @@ class BlobUploader:
                     raise _Restart(e) from None
                 raise
 
-        response = self.client.retry.run(put)
+        response = self.client.retry.run(put, on_retry=self._on_retry)
         if response is None:
             return
         got = headers.content_digest(
@@ -306,7 +423,7 @@ class BlobUploader:
         anything else, an error included, is "not committed"."""
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
         try:
-            response = self.client.request("HEAD", url, expect=(200, 404), follow_redirects=True)
+            response = self._request("HEAD", url, expect=(200, 404), follow_redirects=True)
         except RegistryError:
             return False
         return response.status_code == 200 and _contradiction(response, digest, size) is None
@@ -319,8 +436,8 @@ class BlobUploader:
         """Best effort: free the registry's half-finished upload."""
         try:
             extra = {"timeout": timeout} if timeout else {}
-            self.client.request("DELETE", location, expect=(202, 204, 404),
-                                extensions=for_repository(self.repository), **extra)
+            self._request("DELETE", location, expect=(202, 204, 404),
+                          extensions=for_repository(self.repository), **extra)
         except Exception:
             pass
 
@@ -331,10 +448,20 @@ class BlobUploader:
 
 @attrs.define
 class _Stats:
-    requests: int = 0
+    """One blob's counters, for ``--json`` (``UploadOutcome``'s fields say what each means)."""
+
+    methods: dict[str, int] = attrs.field(factory=dict)  # every request sent, by method
+    accepted: int = 0  # chunks the registry took
     retries: int = 0
+    restarts: int = 0
+    refused: int = 0
+    chunk_size: int | None = None
     digest_mismatches: int = 0
     sent: int = 0  # the end of the last chunk the registry confirmed
+
+    def outcome(self, action: str, digest: Digest) -> UploadOutcome:
+        return UploadOutcome(action, digest, self.accepted, self.chunk_size, self.retries, dict(self.methods),
+                             self.restarts, self.refused)
 
 
 def _held(value: str | None, expected_offset: int, what: str) -> int | None:
