@@ -29,6 +29,7 @@ class Session:
     maximum: int | None
     piece: int | None = None  # after a 413: the size its chunks are re-cut to
     recut: bool = False  # a chunk was sent in pieces on this upload
+    held_at: int | None = None  # a status GET after a 413 found the upload holding this many bytes
 
 
 class Refused(Exception):
