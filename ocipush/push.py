@@ -156,7 +156,8 @@ def _push(
     ) as target:
         # 3. connected (or the layout directory is ready)
         if options.dry_run:
-            return _dry_run(plan, destination, target, options, started, reporter.note)
+            planned = _dry_run(plan, destination, target, options, started, reporter.note)
+            return attrs.evolve(planned, notes=tuple(reporter.notes))
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
         learnt = target.chunk_size_learnt
         if learnt is not None:  # once, now that no upload can learn more
