@@ -54,26 +54,44 @@ def content_range(offset: int, length: int) -> str:
 
 
 class HostLimits:
-    """What we learnt about the registry's body limit, shared by all uploads of a push."""
+    """What we learnt about the registry's body limit, shared by all uploads of a push.
+
+    A ``413`` that nobody announced halves the refused size, but never below the largest
+    body the registry accepted (known to pass): from 64 MiB to an 8 MiB limit is three
+    refusals, said once, after the push (``learnt``).  ``equal_chunks`` is learnt when a
+    registry refuses the smaller chunks that follow a re-cut (serverless-registry's rule)."""
 
     def __init__(self, requested: int | None):
         self.requested = requested  # the user's --chunk-size
         self._learnt: int | None = None  # after a 413: the largest size that may pass
+        self._accepted = 0  # the largest body the registry took
+        self.equal_chunks = False
         self._lock = threading.Lock()
+
+    @property
+    def learnt(self) -> int | None:
+        """The size unannounced 413s taught us, None when there was none."""
+        with self._lock:
+            return self._learnt
 
     def chunk_size(self, minimum: int | None, maximum: int | None) -> int | None:
         with self._lock:
             caps = [c for c in (self.requested, self._learnt) if c]
         return choose_chunk_size(min(caps) if caps else None, minimum, maximum)
 
-    def too_large(self, size: int, minimum: int | None) -> tuple[int, bool]:
-        """A body of ``size`` got 413: remember half of it (not below the registry's
-        minimum); raise when we cannot go smaller. Returns the size to use from now on,
-        and whether this is the first 413 of the push (the one worth telling the user)."""
+    def accepted(self, size: int) -> None:
+        """The registry took a body of ``size``: no 413 needs to take us below it."""
+        with self._lock:
+            self._accepted = max(self._accepted, size)
+
+    def too_large(self, size: int, minimum: int | None) -> int:
+        """A body of ``size`` got 413: remember half of it (not below the largest body
+        accepted, nor the registry's minimum); raise when we cannot go smaller. Returns
+        the size to use from now on."""
         floor = minimum or 1
         if size <= floor:
             raise UploadError(f"the registry refuses bodies of {size} bytes (413), and chunks cannot be smaller")
         with self._lock:
-            first = self._learnt is None
-            self._learnt = min(self._learnt or size, max(size // 2, floor))
-            return self._learnt, first
+            good = self._accepted if self._accepted < size else 0
+            self._learnt = min(self._learnt or size, max(size // 2, floor, good))
+            return self._learnt

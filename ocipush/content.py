@@ -19,7 +19,7 @@ protocol, with a digest known only at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import BinaryIO, Protocol
 
 import attrs
@@ -46,6 +46,10 @@ class ChunkBody(Protocol, Iterable[bytes]):
 
     @property
     def end(self) -> int: ...
+
+    def piece(self, offset: int, length: int) -> ChunkBody:
+        """``length`` bytes of this body from blob ``offset``: a refused (413) body is sent
+        again in smaller pieces on the same upload, from bytes still at hand."""
 
 
 class BlobContent(Protocol):
@@ -76,9 +80,12 @@ class UploadOutcome:
 
     action: str  # "skipped" (the destination had it) or "uploaded"
     digest: Digest
-    requests: int = 0  # PATCH requests sent, resends included
-    chunk_size: int | None = None
-    retries: int = 0
+    requests: int = 0  # chunks the registry accepted (PATCH 202/201)
+    chunk_size: int | None = None  # the largest body of the chunks sent last
+    retries: int = 0  # requests sent again after a transient failure, plus restarts
+    sent: Mapping[str, int] = attrs.field(factory=dict)  # every request sent, by method, whatever its answer
+    restarts: int = 0  # new uploads (POST) of the blob after the first
+    refused: int = 0  # requests answered 413 (a body limit nobody announced)
 
 
 @attrs.frozen
@@ -97,6 +104,12 @@ class Chunk:
 
     def __iter__(self) -> Iterator[bytes]:
         return self._read(self.offset, self.length)
+
+    def piece(self, offset: int, length: int) -> Chunk:
+        """The same reader over a part of this chunk: its bytes are read again from there."""
+        if offset < self.offset or length < 1 or offset + length > self.end:
+            raise ValueError(f"{offset}+{length} is not inside the chunk {self.offset}+{self.length}")
+        return Chunk(offset, length, self._read)
 
 
 class FileContent:

@@ -145,8 +145,11 @@ class BlobSummary:
     action: str
     pushed_digest: Digest
     pushed_size: int
-    requests: int
-    retries: int
+    requests: int  # chunks the registry accepted
+    retries: int  # requests sent again after a transient failure, plus restarts
+    requests_by_method: dict[str, int] = attrs.field(factory=dict)  # every request sent, whatever its answer
+    restarts: int = 0  # new uploads of the blob after the first
+    refused: int = 0  # requests answered 413
 
 
 @attrs.frozen
@@ -158,6 +161,8 @@ class PushSummary:
     dry_run: bool
     seconds: float
     blobs: tuple[BlobSummary, ...]
+    chunk_size_learnt: int | None = None  # what unannounced 413s taught; None without any
+    notes: tuple[str, ...] = ()  # every note of the push, in order
 
 
 # JSON's names where they are not the attribute's: OCI's camelCase, docker's CamelCase.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import attrs
 from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import Compression, check_level
-from .content import FileContent, Position
+from .content import FileContent, Position, UploadOutcome
 from .destinations import Destination, open_destination
 from .digest import Digest
 from .errors import SourceError, UsageError
@@ -67,8 +67,11 @@ class BlobResult:
     source: Descriptor  # as in the source
     pushed: Descriptor  # as on the registry (differs when compressed on the way)
     action: str  # uploaded, skipped, mounted
-    requests: int = 0
-    retries: int = 0
+    requests: int = 0  # chunks the registry accepted
+    retries: int = 0  # requests sent again after a transient failure, plus restarts
+    sent: Mapping[str, int] = attrs.field(factory=dict)  # every request sent for the blob, by method
+    restarts: int = 0  # new uploads after the first
+    refused: int = 0  # requests answered 413
 
 
 @attrs.frozen
@@ -78,6 +81,8 @@ class PushResult:
     blobs: tuple[BlobResult, ...]
     seconds: float
     dry_run: bool = False
+    notes: tuple[str, ...] = ()  # every note said during the push, in order
+    chunk_size_learnt: int | None = None  # what unannounced 413s taught, None without any
 
 
 class _Cancelled(Exception):
@@ -93,7 +98,7 @@ def push(
     """Push ``source`` to ``destination``, telling ``reporter`` (a ``report.Reporter``, or
     any ``events.Events``) what happens; nothing is said without one."""
     started = time.monotonic()
-    events: Events = reporter or Silent()
+    events = _NoteLog(reporter or Silent())
     if isinstance(destination, str):
         destination = parse_destination(destination)
     if isinstance(source, str):
@@ -102,8 +107,39 @@ def push(
     return _push(source, destination, options, events, started)
 
 
+class _NoteLog:
+    """The reporter, keeping the notes for the result (``--json``)."""
+
+    def __init__(self, inner: Events):
+        self.inner = inner
+        self.notes: list[str] = []
+        self._lock = threading.Lock()
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self.notes.append(message)
+        self.inner.note(message)
+
+    def note_at_end(self, topic: str, message: str) -> None:
+        with self._lock:
+            self.notes.append(message)
+        self.inner.note_at_end(topic, message)
+
+    def blob_state(self, desc: Descriptor, state: str) -> None:
+        self.inner.blob_state(desc, state)
+
+    def blob_position(self, desc: Descriptor, offset: int) -> None:
+        self.inner.blob_position(desc, offset)
+
+    def blob_finished(self, desc: Descriptor, action: str, detail: str = "") -> None:
+        self.inner.blob_finished(desc, action, detail)
+
+    def manifest_pushed(self, desc: Descriptor, reference: str) -> None:
+        self.inner.manifest_pushed(desc, reference)
+
+
 def _push(
-    source: Source, destination: DestinationRef, options: PushOptions, reporter: Events, started: float
+    source: Source, destination: DestinationRef, options: PushOptions, reporter: _NoteLog, started: float
 ) -> PushResult:
     if options.manifest_format == "v2s2" and options.compression.format == "zstd":
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
@@ -125,8 +161,14 @@ def _push(
     ) as target:
         # 3. connected (or the layout directory is ready)
         if options.dry_run:
-            return _dry_run(plan, destination, target, options, started, reporter.note)
+            planned = _dry_run(plan, destination, target, options, started, reporter.note)
+            return attrs.evolve(planned, notes=tuple(reporter.notes))
         blobs = _Blobs(source, plan, target, options, reporter).run()  # 4. blobs
+        learnt = target.chunk_size_learnt
+        if learnt is not None:  # once, now that no upload can learn more
+            reporter.note_at_end("chunk-size", f"{target.location}: the registry refused larger request bodies (413) "
+                                 f"without announcing a limit; chunks of {learnt} bytes passed: give --chunk-size "
+                                 f"{learnt} to skip the refusals")
         new = {b.source.digest: b.pushed for b in blobs if b.pushed.digest != b.source.digest}
         # An OCI layout holds OCI manifests (skopeo reads no other kind there, and writes
         # none): Docker ones are converted unless the user asked for v2s2.
@@ -145,7 +187,9 @@ def _push(
             reporter.manifest_pushed(m.descriptor, ref)
         target.commit(root.media_type, root.digest, root.size)
 
-    return PushResult(destination.with_digest(root.digest), root.digest, blobs, time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return PushResult(destination.with_digest(root.digest), root.digest, blobs, seconds, notes=tuple(reporter.notes),
+                      chunk_size_learnt=learnt)
 
 
 def _dry_run(
@@ -263,7 +307,7 @@ class _Blobs:
         content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, what)
         content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content)
-        return BlobResult(desc, desc, outcome.action, outcome.requests, outcome.retries)
+        return _result(desc, desc, outcome)
 
     def _transform(self, job: BlobJob) -> BlobResult:
         desc, target = job.source, job.target
@@ -288,7 +332,7 @@ class _Blobs:
         if key and self.options.cache:
             self.options.cache.store(key, outcome.digest, content.size, self.target.location, self.reporter.note)
         pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size)
-        return BlobResult(desc, pushed, outcome.action, outcome.requests, outcome.retries)
+        return _result(desc, pushed, outcome)
 
     def _reuse(self, key: CacheKey) -> tuple[str, CachedBlob] | None:
         """What the cache remembers for ``key``, once the registry confirmed it: "skipped"
@@ -315,6 +359,11 @@ class _Blobs:
             cache.forget(key, location, note)
             return None
         return None
+
+
+def _result(source: Descriptor, pushed: Descriptor, outcome: UploadOutcome) -> BlobResult:
+    return BlobResult(source, pushed, outcome.action, outcome.requests, outcome.retries, outcome.sent,
+                      outcome.restarts, outcome.refused)
 
 
 def _cache_key(cache: BlobCache | None, job: BlobJob, level: int) -> CacheKey | None:

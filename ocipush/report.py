@@ -271,6 +271,9 @@ class ProgressReporter(Reporter):
             self._print(message)
 
 
+_METHODS = ("HEAD", "POST", "PATCH", "GET", "PUT", "DELETE")  # the keys of requests_by_method, always all there
+
+
 def summary_json(result: PushResult) -> str:
     """``--json``: what a CI job wants to know, one document (``PushSummary``'s keys)."""
     summary = PushSummary(
@@ -288,9 +291,14 @@ def summary_json(result: PushResult) -> str:
                 pushed_size=b.pushed.size,
                 requests=b.requests,
                 retries=b.retries,
+                requests_by_method={m: b.sent.get(m, 0) for m in _METHODS},
+                restarts=b.restarts,
+                refused=b.refused,
             )
             for b in result.blobs
         ),
+        chunk_size_learnt=result.chunk_size_learnt,
+        notes=result.notes,
     )
     return json.dumps(converter.unstructure(summary), indent=2)
 

@@ -106,3 +106,56 @@ def test_busy_registry_at_connect_is_asked_again(faulty_proxy, image, repo, tmp_
     assert main(args) == 0
     assert capsys.readouterr().err.count("retrying: GET http://") == 2
     assert waits == [5.0, 5.0]
+
+
+@pytest.fixture
+def productions(monkeypatch) -> list[str]:
+    """Each production of a layer's compressed stream from its first byte (a restart makes one more)."""
+    from ocipush.transcode import TranscodedContent
+
+    started: list[str] = []
+    original = TranscodedContent.stream
+
+    def counted(self):
+        started.append(self.what)
+        return original(self)
+
+    monkeypatch.setattr(TranscodedContent, "stream", counted)
+    return started
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unannounced_limit_is_learnt_without_starting_over(faulty_proxy, image, repo, tmp_path, mode, productions):
+    """2 MB chunks through a 1.5 MB limit: each refused chunk goes again in smaller pieces on
+    the same upload; every layer is compressed once and uploaded once; few refusals."""
+    faulty_proxy.limit_body(1_500_000)
+    mark = faulty_proxy.mark()
+    result = push_through(faulty_proxy, image, repo, mode, tmp_path)
+    requests = faulty_proxy.requests(mark)
+    posts = [r for r in requests if r.method == "POST" and r.path.endswith("/blobs/uploads/")]
+    assert len(posts) == len([b for b in result.blobs if b.action == "uploaded"])  # one upload per blob
+    refused = [r for r in requests if r.status == 413]
+    assert 1 <= len(refused) <= 2 and sum(b.refused for b in result.blobs) == len(refused)  # two layers at once
+    accepted = [r.body_bytes for r in requests if r.method == "PATCH" and r.status == 202]
+    assert max(accepted) <= 1_500_000
+    if mode == "zstd":
+        assert sorted(productions) == sorted(set(productions)) and len(productions) == len(image.layers)
+    # Half the refused 2 MB, or the largest body that had passed by then when larger.
+    assert result.chunk_size_learnt is not None and 1_000_000 <= result.chunk_size_learnt <= 1_500_000
+
+
+def test_nginx_limit_on_a_compressed_stream(make_proxy, repo, tmp_path, productions):
+    """A real nginx, 8m limit, no OCI-Chunk-* headers: a 20 MB zstd stream is refused at
+    20 MB and 10 MB, then goes in 5 MB pieces on the same upload, compressed once."""
+    bare = make_proxy(headers=None)
+    info = make_layout(tmp_path / "img", [LayerSpec(20_000_000)], ref="v1")
+    mark = bare.mark()
+    result = push(f"oci:{info.layout}", f"{bare.host}/{repo}:v1",
+                  PushOptions(retry=FAST, compression=Compression("zstd"), cache=None))
+    skopeo_pull(f"{bare.host}/{repo}:v1", tmp_path / "pulled")
+    requests = bare.requests(mark)
+    assert len(productions) == 1
+    assert len([r for r in requests if r.method == "POST"]) == 2  # config and layer
+    assert [r.status for r in requests if r.method == "PATCH"].count(413) == 2
+    [layer] = [b for b in result.blobs if str(b.source.digest) != info.config.digest]
+    assert layer.restarts == 0 and layer.refused == 2 and layer.sent["GET"] == 1

@@ -77,9 +77,11 @@ def test_summary_keys_and_order():
     """``--json`` is read by CI scripts: these keys, in this order."""
     blob = BlobSummary(Digest.parse(D1), 3, "m", "uploaded", Digest.parse(D1), 3, 2, 0)
     doc = converter.unstructure(PushSummary("r", None, False, 1.25, (blob,)))
-    assert list(doc) == ["reference", "digest", "dry_run", "seconds", "blobs"] and doc["digest"] is None
+    # New keys go at the end: a script reading the old ones by position still works.
+    assert list(doc) == ["reference", "digest", "dry_run", "seconds", "blobs", "chunk_size_learnt", "notes"]
+    assert doc["digest"] is None
     assert list(doc["blobs"][0]) == ["digest", "size", "media_type", "action", "pushed_digest", "pushed_size",
-                                     "requests", "retries"]
+                                     "requests", "retries", "requests_by_method", "restarts", "refused"]
     assert doc["blobs"][0]["digest"] == D1
 
 

@@ -18,6 +18,10 @@ __all__ = ["Destination"]
 class Destination(Protocol):
     location: str  # "registry/repository" or "oci:PATH": where the blob cache says blobs live
 
+    @property
+    def chunk_size_learnt(self) -> int | None:
+        """The request body size unannounced 413s taught during the push; None without any."""
+
     def exists(self, digest: Digest, size: int | None = None) -> bool:
         """The destination holds the blob, of ``size`` bytes when given; a contradiction
         (another size, another digest) is "not there"."""

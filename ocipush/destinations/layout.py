@@ -238,6 +238,8 @@ class LayoutDestination:
     def _blob(self, digest: Digest) -> Path:
         return self.path / "blobs" / digest.algorithm / digest.hex
 
+    chunk_size_learnt: int | None = None  # no request bodies here
+
     def exists(self, digest: Digest, size: int | None = None) -> bool:
         """A regular file (not a symbolic link) under the digest's name, of ``size`` bytes
         when given, whose content hashes to ``digest`` (hashed once per run); anything else

@@ -40,6 +40,10 @@ class RegistryDestination:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def chunk_size_learnt(self) -> int | None:
+        return self.uploader.limits.learnt
+
     def exists(self, digest: Digest, size: int | None = None) -> bool:
         return self.uploader.exists(digest, size)
 

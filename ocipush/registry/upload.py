@@ -22,9 +22,18 @@ arrive (serverless-registry says ``Range: 0--1`` when it holds nothing: offset 0
 first chunk again on the same upload).  When the upload is gone (404,
 ``BLOB_UPLOAD_INVALID``/``UNKNOWN`` — the CNCF registry invalidates an upload whose PATCH
 answer was lost; serverless-registry answers 500 to a stale one) or stands where the
-equal-chunk rule cannot continue, the blob starts again with a new POST.  A ``413`` means
-an unadvertised body limit: the chunk size is halved for the rest of the push to this
-registry and the blob starts again.
+equal-chunk rule cannot continue, the blob starts again with a new POST.
+
+A ``413`` means a body limit nobody announced (a proxy's).  The size is halved for the
+rest of the push (``HostLimits.too_large``), and when the registry still holds the upload
+at the refused chunk's start (a ``GET`` says so: the proxy refused it before the registry
+saw it), the same bytes go again, in pieces of the new size, on the same upload: a file's
+chunk re-reads its slice, a compressed one its spill, so nothing is compressed twice.
+The blob starts again only where the registry's rules force it: a registry that announced
+``OCI-Chunk-Min/Max-Length`` (serverless-registry, whose chunks must all equal the first)
+is re-cut only from offset 0 into equal pieces; and a registry that answers a re-cut's
+smaller pieces with ``416`` showed that rule (``HostLimits.equal_chunks``).
+Every request is counted for ``--json`` (``uploadstate.UploadStats``).
 
 A failed commit ``PUT`` (any status) is checked with one ``HEAD``: serverless-registry
 stores the blob, then answers a resent PUT with 500; a blob there, our size, is committed.
@@ -37,9 +46,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
-import attrs
 import httpx
 
 from ..chunks import HostLimits, content_range
@@ -50,26 +59,13 @@ from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
 from .retry import Budget, is_transient
+from .uploadstate import Refused, Restart, Session, UploadStats, contradiction, judge, locate
 
 __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadOutcome"]
 
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
 _GONE_CODES = {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}
-
-
-@attrs.define
-class _Session:
-    location: str
-    minimum: int | None
-    maximum: int | None
-
-
-class _Restart(Exception):
-    """This upload cannot go on; start the blob again with a new POST."""
-
-    def __init__(self, reason: RegistryError):
-        self.reason = reason
 
 
 class BlobUploader:
@@ -80,9 +76,10 @@ class BlobUploader:
         self.repository = repository
         self.limits = limits
         self.on_note: Callable[[str], None] = lambda message: None
-        self._open: dict[int, _Session] = {}  # uploads begun and not yet committed or cancelled
+        self._open: dict[int, Session] = {}  # uploads begun and not yet committed or cancelled
         self._lock = threading.Lock()
         self._aborted = False
+        self._local = threading.local()  # .stats: the counters of the blob this thread uploads
 
     def abort(self) -> None:
         """Cancel every open upload now, from any thread, and start no new one: for Ctrl-C,
@@ -100,21 +97,31 @@ class BlobUploader:
                 self._delete(self.client.moved_to(session.location))
 
     def upload(self, blob: BlobContent) -> UploadOutcome:
+        stats = self._local.stats = UploadStats()
+        try:
+            return self._upload(blob, stats)
+        finally:
+            self._local.stats = None
+
+    def _upload(self, blob: BlobContent, stats: UploadStats) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
-            return UploadOutcome("skipped", blob.digest)
-        stats = _Stats()
+            return stats.outcome("skipped", blob.digest)
         restarts = self.client.retry.budget()  # the blob's own: N new uploads at most
+        first = True
         try:
             while True:
+                if not first:
+                    stats.restarts += 1
+                    stats.retries += 1
+                first = False
                 session = self._initiate()
                 try:
-                    chunk = self.limits.chunk_size(session.minimum, session.maximum)
-                    self._stream(session, blob, chunk, stats)
+                    self._stream(session, blob, self.limits.chunk_size(session.minimum, session.maximum), stats)
                     digest = blob.finish()
                     self._commit(session, digest, stats.sent)
                     self._close(session)
-                    return UploadOutcome("uploaded", digest, stats.requests, chunk, stats.retries)
-                except _Restart as restart:
+                    return stats.outcome("uploaded", digest)
+                except Restart as restart:
                     self._cancel(session)
                     if restart.reason.status == 413:
                         continue  # the chunk size shrank; HostLimits.too_large ends this
@@ -142,13 +149,13 @@ class BlobUploader:
         ``digest``.  A 200 that contradicts either is a registry that lies (or a link the
         registry describes instead of the blob): "not there", so the blob is uploaded."""
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
-        response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
+        response = self._idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
         if response.status_code != 200:
             return False
-        contradiction = _contradiction(response, digest, size)
-        if contradiction:
-            self.on_note(f"blob {digest.short}: HEAD {redact(url)} answered 200 but {contradiction}; uploading it")
-        return contradiction is None
+        contradicts = contradiction(response, digest, size)
+        if contradicts:
+            self.on_note(f"blob {digest.short}: HEAD {redact(url)} answered 200 but {contradicts}; uploading it")
+        return contradicts is None
 
     def mount(self, digest: Digest, from_repository: str) -> bool:
         """Ask the registry to link a blob it holds in another repository: 201 means done.
@@ -164,11 +171,11 @@ class BlobUploader:
             return False  # a refused mount is never fatal: the upload follows
         return response.status_code == 201
 
-    def _initiate(self) -> _Session:
+    def _initiate(self) -> Session:
         if self._aborted:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
-        response = self.client.idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
+        response = self._idempotent("POST", url, expect=(202,), headers={"Content-Length": "0"})
         location = headers.location(response)
         try:
             minimum, maximum = (
@@ -178,28 +185,114 @@ class BlobUploader:
         except RegistryError:
             self._delete(location)  # the upload exists, its limits are unreadable: free it
             raise
-        session = _Session(location=location, minimum=minimum, maximum=maximum)
+        session = Session(location=location, minimum=minimum, maximum=maximum)
         with self._lock:
             self._open[id(session)] = session
         return session
 
-    def _stream(self, session: _Session, blob: BlobContent, chunk_size: int | None, stats: _Stats) -> None:
+    # -- counting ---------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """``client.request``, counted for the blob this thread uploads."""
+        stats: UploadStats | None = getattr(self._local, "stats", None)
+        if stats is not None:
+            stats.methods[method] = stats.methods.get(method, 0) + 1
+        return self.client.request(method, url, **kwargs)
+
+    def _idempotent(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        return self.client.retry.run(lambda: self._request(method, url, **kwargs), on_retry=self._on_retry)
+
+    def _on_retry(self, error: RegistryError) -> None:
+        stats: UploadStats | None = getattr(self._local, "stats", None)
+        if stats is not None:
+            stats.retries += 1
+        self.client.on_retry(error)
+
+    # -- streaming ------------------------------------------------------------------
+
+    def _stream(self, session: Session, blob: BlobContent, chunk_size: int | None, stats: UploadStats) -> None:
+        """Every chunk, each cut into pieces when a 413 taught a smaller size (``_piece``)."""
         stats.sent = 0
         for chunk in blob.chunks(chunk_size):
-            budget = self.client.retry.budget()  # this chunk's: its resends and status GETs
-            while (error := self._send_chunk(session, chunk, stats)) is not None:
-                if not budget.spend(error):
-                    raise error
-                stats.retries += 1
-                if self._resync(session, chunk, budget):
-                    break  # the registry has the chunk after all
-            stats.sent = chunk.end
+            offset = chunk.offset
+            while offset < chunk.end:
+                piece = self._piece(session, chunk, offset)
+                try:
+                    self._send(session, piece, chunk, stats)
+                except Refused:
+                    continue  # the same offset again, in smaller pieces
+                offset = stats.sent = piece.end
 
-    def _send_chunk(self, session: _Session, chunk: ChunkBody, stats: _Stats) -> RegistryError | None:
-        """None when the registry confirmed the chunk; the error of a transient failure."""
-        stats.requests += 1
+    def _piece(self, session: Session, chunk: ChunkBody, offset: int) -> ChunkBody:
+        """The next body of ``chunk`` from ``offset``: the whole chunk, unless a 413 taught
+        a smaller size.  A registry without announced limits gets the size learnt by any
+        upload of the push; one with them keeps its session's (its chunks must be equal)."""
+        size = session.piece
+        if session.minimum is None and session.maximum is None and not self.limits.equal_chunks:
+            size = min(x for x in (size, self.limits.learnt, chunk.length) if x)
+        if offset == chunk.offset and (size is None or size >= chunk.length):
+            return chunk
+        length = min(size or chunk.length, chunk.end - offset)
+        if length != chunk.length:
+            session.recut = True
+        return chunk.piece(offset, length)
+
+    def _send(self, session: Session, piece: ChunkBody, chunk: ChunkBody, stats: UploadStats) -> None:
+        """One body, resent after transient failures; ``Refused`` after a 413 the upload survives."""
+        budget = self.client.retry.budget()  # this chunk's: its resends and status GETs
+        while (error := self._send_chunk(session, piece, stats)) is not None:
+            if error.status == 413:
+                self._shrink(session, piece, chunk, error, budget, stats)
+                raise Refused()
+            if not budget.spend(error):
+                raise error
+            stats.retries += 1
+            if self._resync(session, piece, budget):
+                break  # the registry has the chunk after all
+        stats.chunk_size = max(stats.chunk_size or 0, piece.length)
+        self.limits.accepted(piece.length)
+
+    def _shrink(
+        self, session: Session, piece: ChunkBody, chunk: ChunkBody, error: RegistryError, budget: Budget,
+        stats: UploadStats,
+    ) -> None:
+        """After a 413: learn the smaller size, then go on with it on this upload if the
+        registry still holds it at the piece's start; else ``Restart``.  A registry with
+        announced limits (whose chunks must be equal) is re-cut only at offset 0, into
+        pieces that divide the chunk."""
+        stats.refused += 1
+        stats.chunk_size = None  # the bodies sent from now on are the smaller ones
+        smaller = self.limits.too_large(piece.length, session.minimum)
+        strict = session.minimum is not None or session.maximum is not None or self.limits.equal_chunks
+        if strict and (piece.offset != 0 or chunk.length % smaller):
+            raise Restart(error)
+        if session.held_at != piece.offset:  # a 413 after one at the same offset changed nothing
+            if self._status(session, piece, budget) != piece.offset:
+                raise Restart(error)
+            session.held_at = piece.offset
+        session.piece = smaller
+
+    def _status(self, session: Session, chunk: ChunkBody, budget: Budget | None = None) -> int | None:
+        """Where the upload stands by a ``GET``: the bytes held; ``Restart`` when gone.
+        A failed ``GET`` spends ``budget`` (the chunk's: it has none of its own)."""
+
+        def status() -> httpx.Response:
+            try:
+                return self._request("GET", session.location, expect=(204,),
+                                     extensions=for_repository(self.repository))
+            except RegistryError as e:
+                if e.status == 404 or _GONE_CODES & set(e.codes):
+                    raise Restart(e) from None
+                raise
+
+        response = self.client.retry.run(status, on_retry=self._on_retry, budget=budget)
+        answer = f"GET {redact(session.location)}"
+        return locate(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
+
+    def _send_chunk(self, session: Session, chunk: ChunkBody, stats: UploadStats) -> RegistryError | None:
+        """None when the registry confirmed the chunk; the error of a transient failure or a 413."""
         try:
-            response = self.client.request(
+            response = self._request(
                 "PATCH",
                 session.location,
                 expect=(202, 201),  # 201: ECR
@@ -213,21 +306,24 @@ class BlobUploader:
             )
         except RegistryError as e:
             if e.status == 413:
-                smaller, first = self.limits.too_large(chunk.length, session.minimum)
-                if first:
-                    self.on_note(f"{self.client.host} refused a {chunk.length}-byte request body (413); "
-                                 f"using chunks of at most {smaller} bytes from now on")
-                raise _Restart(e) from None
+                return e
             if e.status == 404 or _GONE_CODES & set(e.codes):
-                raise _Restart(e) from None
+                raise Restart(e) from None
             if e.status == 416:
                 # Out of order for the registry: its Range and Location say where it stands.
                 answer = f"PATCH {redact(session.location)}"
-                arrived = self._position(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
+                held = locate(session, chunk, answer, e.headers.get("range"), e.headers.get("location"))
+                arrived = judge(session, chunk, held)
+                if not arrived and session.recut:
+                    # It holds the piece's start yet refuses it: smaller pieces broke its
+                    # equal-chunk rule. Learnt for the push; the blob starts again.
+                    self.limits.equal_chunks = True
+                    raise Restart(e) from None
                 return None if arrived else e
             if not is_transient(e):
                 raise
             return e
+        stats.accepted += 1
         # After data arrived, 0-0 is 1 byte.
         held = headers.parse_range(response.headers.get("Range"), headers.what_of(response, "Range"))
         if held is not None and held != chunk.end:
@@ -239,60 +335,30 @@ class BlobUploader:
         session.location = headers.location(response)
         return None
 
-    def _resync(self, session: _Session, chunk: ChunkBody, budget: Budget) -> bool:
+    def _resync(self, session: Session, chunk: ChunkBody, budget: Budget) -> bool:
         """After a failed chunk: ask where the upload stands. True if it holds the chunk.
         A failed ``GET`` spends the chunk's ``budget``: it has none of its own."""
+        return judge(session, chunk, self._status(session, chunk, budget))
 
-        def status() -> httpx.Response:
-            try:
-                return self.client.request("GET", session.location, expect=(204,),
-                                           extensions=for_repository(self.repository))
-            except RegistryError as e:
-                if e.status == 404 or _GONE_CODES & set(e.codes):
-                    raise _Restart(e) from None
-                raise
-
-        response = self.client.retry.run(status, on_retry=self.client.on_retry, budget=budget)
-        answer = f"GET {redact(session.location)}"
-        return self._position(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
-
-    def _position(
-        self, session: _Session, chunk: ChunkBody, answer: str, range_: str | None, location: str | None
-    ) -> bool:
-        """Where a 416 or a status answer (``answer`` names its request) says the upload
-        stands: True if it holds the chunk, False to send it again; else start over."""
-        held = _held(range_, chunk.offset, f"header Range from {answer}")
-        if location:
-            session.location = headers.resolve_location(session.location, location, f"header Location from {answer}")
-        if held == chunk.end:
-            return True
-        if held == chunk.offset:
-            return False  # send it again (``0--1``: nothing stored, the first chunk again)
-        # Anywhere else would break the equal-chunk rule (or the registry lost data).
-        holds = "does not say how many bytes it holds" if held is None else f"holds {held} bytes"
-        raise _Restart(UploadError(
-            f"{redact(session.location)}: the registry {holds}, expected {chunk.offset} or {chunk.end}",
-        ))
-
-    def _commit(self, session: _Session, digest: Digest, size: int) -> None:
+    def _commit(self, session: Session, digest: Digest, size: int) -> None:
         sep = "&" if "?" in session.location else "?"
         url = f"{session.location}{sep}digest={quote(str(digest), safe=':')}"
 
         def put() -> httpx.Response | None:
             """The answer, or None when the blob is committed although the PUT failed."""
             try:
-                return self.client.request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
-                                           extensions=for_repository(self.repository))
+                return self._request("PUT", url, expect=(201, 204), headers={"Content-Length": "0"},
+                                     extensions=for_repository(self.repository))
             except RegistryError as e:
                 # Whatever the status: an earlier PUT whose answer we lost may have committed
                 # it (serverless-registry then answers 500 to the same PUT; distribution 404).
                 if self._committed(digest, size):
                     return None
                 if _GONE_CODES & set(e.codes) or e.status == 404 or "DIGEST_INVALID" in e.codes:
-                    raise _Restart(e) from None
+                    raise Restart(e) from None
                 raise
 
-        response = self.client.retry.run(put)
+        response = self.client.retry.run(put, on_retry=self._on_retry)
         if response is None:
             return
         got = headers.content_digest(
@@ -307,12 +373,12 @@ class BlobUploader:
         anything else, an error included, is "not committed"."""
         url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
         try:
-            response = self.client.request("HEAD", url, expect=(200, 404), follow_redirects=True)
+            response = self._request("HEAD", url, expect=(200, 404), follow_redirects=True)
         except RegistryError:
             return False
-        return response.status_code == 200 and _contradiction(response, digest, size) is None
+        return response.status_code == 200 and contradiction(response, digest, size) is None
 
-    def _cancel(self, session: _Session, timeout: float | None = None) -> None:
+    def _cancel(self, session: Session, timeout: float | None = None) -> None:
         if self._close(session):  # not already committed or cancelled
             self._delete(session.location, timeout)
 
@@ -320,48 +386,11 @@ class BlobUploader:
         """Best effort: free the registry's half-finished upload."""
         try:
             extra = {"timeout": timeout} if timeout else {}
-            self.client.request("DELETE", location, expect=(202, 204, 404),
-                                extensions=for_repository(self.repository), **extra)
+            self._request("DELETE", location, expect=(202, 204, 404),
+                          extensions=for_repository(self.repository), **extra)
         except Exception:
             pass
 
-    def _close(self, session: _Session) -> bool:
+    def _close(self, session: Session) -> bool:
         with self._lock:
             return self._open.pop(id(session), None) is not None
-
-
-@attrs.define
-class _Stats:
-    requests: int = 0
-    retries: int = 0
-    digest_mismatches: int = 0
-    sent: int = 0  # the end of the last chunk the registry confirmed
-
-
-def _held(value: str | None, expected_offset: int, what: str) -> int | None:
-    """Bytes the registry holds per its ``Range``. ``0-0`` is ambiguous (distribution says
-    it for an empty upload too): read as 0 when we have not sent anything before."""
-    if value is not None and value.strip() == "0-0" and expected_offset == 0:
-        return 0
-    return headers.parse_range(value, what)
-
-
-def _contradiction(response: httpx.Response, digest: Digest, size: int | None) -> str | None:
-    """How a blob ``HEAD`` 200 contradicts the descriptor, or None when it confirms it:
-    its ``Content-Length`` must be ``size`` (when known) and its ``Docker-Content-Digest``,
-    when sent, ``digest``; a value that does not parse contradicts too."""
-    try:
-        if size is not None:
-            length = headers.strict_int(
-                response.headers.get("Content-Length"), headers.what_of(response, "Content-Length")
-            )
-            if length != size:
-                return f"says {length} bytes where the descriptor says {size}"
-        named = headers.content_digest(
-            response.headers.get("Docker-Content-Digest"), headers.what_of(response, "Docker-Content-Digest")
-        )
-    except RegistryError as e:
-        return str(e)
-    if named is not None and named != digest:
-        return f"names digest {named}"
-    return None
