@@ -33,7 +33,6 @@ Problems are told through the ``note`` callable given to each call, each message
 from __future__ import annotations
 
 import contextlib
-import errno
 import hmac
 import json
 import os
@@ -51,7 +50,7 @@ from .compression import FORMATS
 from .digest import Digest
 from .models import load_json, strict
 from .pgzip import version as gzip_version
-from .seal import UnsafeFile, check_private, default_key_file, load_key, seal
+from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
 
@@ -314,22 +313,11 @@ class BlobCache:
 
 
 def _read_private(path: Path) -> bytes | None:
-    """The entry's bytes; None when there is none.  Never follows a symlink, never blocks
-    on a FIFO, never reads more than _MAX_ENTRY."""
+    """The entry's bytes (``seal.read_private``'s rules); None when there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_private(path, _MAX_ENTRY, "entry")
     except FileNotFoundError:
         return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise UnsafeFile(f"{path}: a symbolic link; not used") from None
-        raise
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(f"{path}: not a regular file; not used")
-        check_private(path, st, "entry")
-        return f.read(_MAX_ENTRY + 1)
 
 
 def _remove(path: str) -> None:

@@ -25,7 +25,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["UnsafeFile", "check_private", "default_key_file", "load_key", "seal"]
+__all__ = ["UnsafeFile", "check_private", "default_key_file", "load_key", "read_private", "seal"]
 
 _KEY_BYTES = 32
 
@@ -84,7 +84,10 @@ def _create(path: Path) -> None:
             os.unlink(tmp)
 
 
-def _read(path: Path) -> bytes:
+def read_private(path: Path, limit: int, what: str) -> bytes:
+    """Up to ``limit`` + 1 bytes of ``path`` (more than ``limit`` tells the caller it is too
+    big): a regular file, not a symlink, the user's alone, opened without blocking — a
+    FIFO is refused, not waited on.  Raises UnsafeFile, FileNotFoundError or OSError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
@@ -95,8 +98,12 @@ def _read(path: Path) -> bytes:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeFile(f"{path}: not a regular file; not used")
-        check_private(path, st, "key")
-        text = f.read(2 * _KEY_BYTES + 1)
+        check_private(path, st, what)
+        return f.read(limit + 1)
+
+
+def _read(path: Path) -> bytes:
+    text = read_private(path, 2 * _KEY_BYTES, "key")
     try:
         key = bytes.fromhex(text.decode("ascii"))
     except ValueError:
