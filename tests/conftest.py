@@ -108,3 +108,20 @@ def user_config(tmp_path, monkeypatch) -> UserConfig:
     """A podman and docker user's configuration in a home of this test's own (tests/userconfig.py):
     no machine logins, cache or registries.conf reach the test, or a child it starts."""
     return isolated_user_config(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def productions(monkeypatch) -> list[str]:
+    """Every time a layer's compressed stream is produced from its first byte: one entry,
+    its source's name (a restart of the blob produces it again)."""
+    from ocipush.transcode import TranscodedContent
+
+    started: list[str] = []
+    original = TranscodedContent.stream
+
+    def counted(self):
+        started.append(self.what)
+        return original(self)
+
+    monkeypatch.setattr(TranscodedContent, "stream", counted)
+    return started

@@ -14,7 +14,6 @@ from ocipush.chunks import HostLimits
 from ocipush.compression import Compression
 from ocipush.push import PushOptions, push
 from ocipush.registry.retry import RetryPolicy
-from ocipush.transcode import TranscodedContent
 from tests.fakeregistry import FakeRegistry, Reply, html
 from tests.imagegen import LayerSpec, make_layout
 
@@ -28,21 +27,6 @@ def options(**kw) -> PushOptions:
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(300_000), LayerSpec(1000, "text")], ref="v1")
-
-
-@pytest.fixture
-def productions(monkeypatch) -> list[str]:
-    """Every time a layer's compressed stream is produced (from its first byte): one
-    entry, its source's name.  A restart of the blob produces it again."""
-    started: list[str] = []
-    original = TranscodedContent.stream
-
-    def counted(self):
-        started.append(self.what)
-        return original(self)
-
-    monkeypatch.setattr(TranscodedContent, "stream", counted)
-    return started
 
 
 def stored(fake: FakeRegistry, repo: str, info) -> None:

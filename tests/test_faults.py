@@ -108,22 +108,6 @@ def test_busy_registry_at_connect_is_asked_again(faulty_proxy, image, repo, tmp_
     assert waits == [5.0, 5.0]
 
 
-@pytest.fixture
-def productions(monkeypatch) -> list[str]:
-    """Each production of a layer's compressed stream from its first byte (a restart makes one more)."""
-    from ocipush.transcode import TranscodedContent
-
-    started: list[str] = []
-    original = TranscodedContent.stream
-
-    def counted(self):
-        started.append(self.what)
-        return original(self)
-
-    monkeypatch.setattr(TranscodedContent, "stream", counted)
-    return started
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_unannounced_limit_is_learnt_without_starting_over(faulty_proxy, image, repo, tmp_path, mode, productions):
     """2 MB chunks through a 1.5 MB limit: each refused chunk goes again in smaller pieces on
