@@ -277,6 +277,10 @@ ROWS: list[Row] = [
         400, {}, b"", reason=f"Bad {r.header('authorization')}"))), 4),
     row("manifest-digest-echoes-bearer", rules(fixed("PUT", MANIFEST, lambda r: Reply(
         201, {"Docker-Content-Digest": r.header("authorization") or ""}))), 4, auth="bearer"),
+    row("location-echoes-bearer", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
+        202, {"Location": (r.header("authorization") or "").removeprefix("Bearer ") + " ://"}))), 4, auth="bearer"),
+    row("range-echoes-basic", rules(fixed("PATCH", PATCH_UPLOAD, lambda r: Reply(
+        202, {"Range": (r.header("authorization") or "").removeprefix("Basic "), "Location": r.target}))), 4),
     row("retry-note-echoes-basic", rules(fixed("POST", POST_UPLOAD, lambda r: Reply(
         503, {}, b"", reason=f"Busy {r.header('authorization')}"), times=1)), 0),
     # -- endless and slow answers ---------------------------------------------------------

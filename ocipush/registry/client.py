@@ -251,6 +251,7 @@ class RegistryClient:
             try:
                 response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
                 body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
+                self._scrub_headers(response)
                 self._remember_location(response)
             except httpx.HTTPError as e:
                 if cleanup is None and self._backend.refusing:
@@ -261,6 +262,15 @@ class RegistryClient:
                     ) from None
                 raise
         return response, body
+
+    def _scrub_headers(self, response: httpx.Response) -> None:
+        """A header that echoes a secret of this run loses it here, before anything parses or
+        quotes it: an error line shows at most a header's first characters, which redaction
+        of the whole secret afterwards would miss."""
+        for name, value in list(response.headers.items()):
+            clean = self.auth.redact(value)
+            if clean != value:
+                response.headers[name] = clean
 
     def _remember_location(self, response: httpx.Response) -> None:
         """Before the request counts as ended: where an upload goes on (see moved_to)."""
