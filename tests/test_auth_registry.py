@@ -215,15 +215,19 @@ def test_token_expiring_mid_push_renews_and_resends_only_that_chunk(
     # Mid-layer, wait until the registry refuses the token the push is using: it compares
     # whole seconds (refused once the clock's second is past refused_from), hence + 1.1.
     layout = _paused_push(tmp_path, proxy.host, repo, until=lambda: tokens.refused_from[-1] + 1.1)
-    patches = [(r.status, r.content_range) for r in proxy.requests(mark) if r.method == "PATCH"]
-    refused = [rng for status, rng in patches if status == 401]
+    requests = proxy.requests(mark)
+    # The registry refused the old token after the pause: on the next PATCH, or (when the
+    # chunk in flight through the pause was cut, a 502 from nginx) on the status GET that
+    # follows it. Either way the client renewed the token and went on with the same upload.
+    refused = [r for r in requests if r.status == 401 and r.path != "/v2/"]
     assert refused, "the push outlived no token: make it slower"
+    patches = [(r.status, r.content_range) for r in requests if r.method == "PATCH"]
     accepted = Counter(rng for status, rng in patches if status == 202)
-    assert all(n == 1 for n in accepted.values()) and set(refused) <= set(accepted)
-    # Each refused chunk was sent again right away with a new token: no restarted upload.
-    for rng in refused:
-        i = patches.index((401, rng))
-        assert patches[i + 1] == (202, rng)
+    assert all(n == 1 for n in accepted.values())
+    # Each chunk that did not pass was sent again right away: no restarted upload.
+    for i, (status, rng) in enumerate(patches):
+        if status != 202:
+            assert patches[i + 1] == (202, rng), patches
     assert [r.method for r in proxy.requests(mark)].count("POST") == 2  # config and layer, once each
     assert len(tokens.requests) >= 2
     assert pulled_digest(token_registry.host, repo, "v1", _Bearer(tokens, repo)) == layout.digest
