@@ -6,12 +6,15 @@ import contextlib
 import gzip
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from ocipush.cli import main
 from ocipush.compression import Compression
+from ocipush.destinations.layout import LayoutDestination
+from ocipush.digest import Digest
 from ocipush.push import PushOptions, push
 from tests.imagegen import LayerSpec, flip_byte, make_index_layout, make_layout
 from tests.services import skopeo_copy, skopeo_inspect
@@ -336,39 +339,38 @@ def test_oci_layout_rewrites_damaged_or_linked_blobs_it_finds(tmp_path, capsys):
     assert copy.read_bytes() == manifest.read_bytes()  # the link's target was not written through
 
 
+class _HeldBlob:
+    """A 5-byte blob whose stream stops after its first bytes (``streaming`` set) until
+    ``release``: a layout upload caught mid-write."""
+
+    def __init__(self) -> None:
+        self.digest, self.size = Digest.of(b"never"), 5
+        self.streaming, self.release = threading.Event(), threading.Event()
+
+    def stream(self):
+        yield b"nev"
+        self.streaming.set()
+        self.release.wait(5)
+        yield b"er"
+
+    def finish(self):
+        return self.digest
+
+    def close(self):
+        pass
+
+
 def test_layout_abort_leaves_no_temporary_file_whatever_the_timing(tmp_path, monkeypatch):
     """abort() (SIGINT, SIGTERM) running between upload()'s interrupted check and its
     mkstemp used to miss the file mkstemp then made; the process then exits at once
     (os._exit) and the ``.tmp-`` file stayed (attack report, finding 10).  Here abort()
     is started exactly there; once it has returned no temporary file may exist."""
     import tempfile
-    import threading
-
-    from ocipush.destinations.layout import LayoutDestination
-    from ocipush.digest import Digest
-
-    streaming, release = threading.Event(), threading.Event()
-
-    class Blob:
-        digest, size = Digest.of(b"never"), 5
-
-        def stream(self):
-            yield b"nev"
-            streaming.set()
-            release.wait(5)
-            yield b"er"
-
-        def finish(self):
-            return self.digest
-
-        def close(self):
-            pass
-
     dest = LayoutDestination(tmp_path / "out", None).__enter__()
     real = tempfile.mkstemp
     aborter = threading.Thread(target=dest.abort)
 
-    racing = threading.Event()
+    racing, blob = threading.Event(), _HeldBlob()
 
     def racing_mkstemp(*args, **kw):
         aborter.start()
@@ -378,16 +380,16 @@ def test_layout_abort_leaves_no_temporary_file_whatever_the_timing(tmp_path, mon
 
     def upload():
         with contextlib.suppress(Exception):  # interrupted, or its file removed: either is right
-            dest.upload(Blob())
+            dest.upload(blob)
 
     monkeypatch.setattr(tempfile, "mkstemp", racing_mkstemp)
     worker = threading.Thread(target=upload)
     worker.start()
     assert racing.wait(5)
     aborter.join(5)
-    streaming.wait(1)  # the upload is writing, if it got that far
+    blob.streaming.wait(1)  # the upload is writing, if it got that far
     left = [p.name for p in (tmp_path / "out").rglob(".tmp-*")]
-    release.set()
+    blob.release.set()
     worker.join(5)
     assert left == []
 
@@ -397,38 +399,18 @@ def test_leaving_the_layout_by_an_exception_removes_the_temporary_files(tmp_path
     (while it starts its upload threads); the exception still leaves the destination's
     ``with``, and that must remove what the threads are writing: the entry point exits
     with os._exit at once, so they never get to (t18 of the attack report: 2 runs in 16)."""
-    import threading
-
-    from ocipush.destinations.layout import LayoutDestination
-    from ocipush.digest import Digest
-
-    streaming, release = threading.Event(), threading.Event()
-
-    class Blob:
-        digest, size = Digest.of(b"never"), 5
-
-        def stream(self):
-            yield b"nev"
-            streaming.set()
-            release.wait(5)
-            yield b"er"
-
-        def finish(self):
-            return self.digest
-
-        def close(self):
-            pass
+    blob = _HeldBlob()
 
     def upload(dest):
         with contextlib.suppress(Exception):
-            dest.upload(Blob())
+            dest.upload(blob)
 
     with pytest.raises(KeyboardInterrupt), LayoutDestination(tmp_path / "out", None) as dest:
         worker = threading.Thread(target=upload, args=(dest,))
         worker.start()
-        assert streaming.wait(5)
+        assert blob.streaming.wait(5)
         raise KeyboardInterrupt  # as Interrupted would, from the signal handler
     left = [p.name for p in (tmp_path / "out").rglob(".tmp-*")]
-    release.set()
+    blob.release.set()
     worker.join(5)
     assert left == []
