@@ -119,7 +119,7 @@ class DirImage(Source):
             return  # written before the version file existed: 1.0
         if not _VERSION_RE.fullmatch(text):
             raise SourceError(
-                f"{self.store.describe('version')}: unsupported {text[:60]!r} "
+                f"{self.store.describe('version')}: unsupported {text[:60].decode('utf-8', 'replace')!r} "
                 "(need 'Directory Transport Version: 1.1' or 1.0)"
             )
 

@@ -79,22 +79,20 @@ def spool(stream: BinaryIO, notes: Notes | None = None) -> TarIndex:
 
 
 def _copy(stream: BinaryIO, temp: IO[bytes], notes: Notes | None, tmpdir: str) -> int:
-    buffer = bytearray(_BLOCK)
-    view = memoryview(buffer)
     total = 0
     next_note = PROGRESS_EVERY
     while True:
         try:
-            n = stream.readinto(view)
+            block = stream.read(_BLOCK)
         except OSError as e:
             raise SourceError(f"{LABEL}: reading: {e.strerror or e}") from None
-        if not n:
+        if not block:
             return total
         try:
-            temp.write(view[:n])
+            temp.write(block)
         except OSError as e:
             raise local_io_error(tmpdir, f"spooling {LABEL}", e) from None
-        total += n
+        total += len(block)
         if notes is not None and total >= next_note:
             notes.note(f"reading {LABEL}: {format_size(total)}")
             next_note = (total // PROGRESS_EVERY + 1) * PROGRESS_EVERY
