@@ -129,13 +129,13 @@ def test_any_cut_before_the_end_blocks_fails_and_any_after_reads(spool_dir, data
 
 def test_a_compressed_stream_cut_short(spool_dir):
     data = (ARCHIVES / "docker-legacy.tar.gz").read_bytes()
-    with pytest.raises(SourceError, match="^standard input: corrupt gzip data"):
+    with pytest.raises(SourceError, match=r"^standard input: corrupt gzip data"):
         spool(io.BytesIO(data[:-20]))
     assert list(spool_dir.iterdir()) == []
 
 
 def test_empty_input(spool_dir):
-    with pytest.raises(SourceError, match="^standard input: empty archive"):
+    with pytest.raises(SourceError, match=r"^standard input: empty archive"):
         spool(io.BytesIO(b""))
 
 
@@ -152,7 +152,7 @@ def test_a_terminal_on_stdin_is_a_usage_error(monkeypatch):
             return True
 
     monkeypatch.setattr(sys, "stdin", Terminal())
-    with pytest.raises(UsageError, match="standard input is a terminal .*; pipe an archive in"):
+    with pytest.raises(UsageError, match=r"standard input is a terminal .*; pipe an archive in"):
         open_source("docker-archive:-")
 
 
