@@ -45,6 +45,8 @@ __all__ = ["DirImage", "open_dir"]
 
 _VERSION_RE = re.compile(rb"Directory Transport Version: 1\.[01]\n?")
 _SIGNATURE_RE = re.compile(r"(?:[0-9a-f]{64}\.)?signature-[0-9]+")
+# Schema 2 has names for a plain and a gzip layer (zstd has only the OCI one).
+_DOCKER_TYPES: dict[str | None, str] = {None: DOCKER_LAYER_TAR, "gzip": DOCKER_LAYER}
 
 
 @attrs.frozen
@@ -180,9 +182,8 @@ class DirImage(Source):
             actual = sniff_compression(f)
         if actual == claimed:
             return layer
-        docker = layer.media_type in (DOCKER_LAYER, DOCKER_LAYER_TAR)
-        if actual is None and docker:
-            return attrs.evolve(layer, media_type=DOCKER_LAYER_TAR)
+        if layer.media_type in (DOCKER_LAYER, DOCKER_LAYER_TAR) and actual in _DOCKER_TYPES:
+            return attrs.evolve(layer, media_type=_DOCKER_TYPES[actual])  # keep schema 2 names in schema 2
         if actual is None or actual in ("gzip", "zstd"):
             return attrs.evolve(layer, media_type=layer_type(actual))
         raise SourceError(f"{self.describe_blob(layer)}: {actual}-compressed, but its media type says {claimed}")
