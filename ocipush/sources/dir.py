@@ -1,7 +1,8 @@
 """``dir:PATH`` — the containers ``dir:`` transport: one image as loose files in a directory.
 
-Written by ``skopeo copy … dir:PATH`` and ``podman save --format docker-dir`` (or
-``oci-dir``). The layout (containers/image ``directory/``):
+Written by ``skopeo copy … dir:PATH`` and ``podman save --format docker-dir`` (podman's
+``oci-dir`` is an OCI layout: read it as ``oci:``). The layout (containers/image
+``directory/``):
 
 - ``version``: ``Directory Transport Version: 1.1`` (1.0 named layers ``<hex>.tar``;
   both names are read). A missing file is taken as 1.0, as skopeo reads it; any other
