@@ -90,6 +90,10 @@ def test_podman_docker_dir_layers_labelled_gzip_are_pushed_as_what_they_are():
     with open_source(f"dir:{DIRS / 'podman-docker'}") as source:
         image = check_image(source)
         notes = source.notes
+        described = source.describe_blob(image.descriptor)
+    manifest_json = DIRS / "podman-docker" / "manifest.json"
+    assert described == (f"manifest {image.descriptor.digest} (corrected from manifest "
+                         f"sha256:{hashlib.sha256(manifest_json.read_bytes()).hexdigest()} ({manifest_json}))")
     assert {layer.media_type for layer in image.parsed.layers} == {mediatypes.DOCKER_LAYER_TAR}
     assert [str(layer.digest) for layer in image.parsed.layers] == [x["digest"] for x in raw["layers"]]
     assert image.descriptor.media_type == mediatypes.DOCKER_MANIFEST

@@ -117,7 +117,8 @@ def test_a_stream_cut_after_its_last_member_lacks_the_end_blocks(spool_dir):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_any_cut_before_the_end_blocks_fails_and_any_after_reads(spool_dir, data):
-    archive = (ARCHIVES / "buildkit-docker.tar").read_bytes()
+    # Zero padding after the end blocks, as GNU tar and tarfile write records: still whole.
+    archive = (ARCHIVES / "buildkit-docker.tar").read_bytes() + bytes(8 * tarfile.BLOCKSIZE)
     complete = end_of_members(archive) + 2 * tarfile.BLOCKSIZE
     cut = data.draw(st.integers(0, len(archive)))
     if cut < complete:

@@ -69,6 +69,7 @@ class DirImage(Source):
         self.name = name
         self.notes: list[str] = []
         self._memory: dict[Digest, bytes] = {}  # manifest.json, and any corrected manifest
+        self._made_from: dict[Digest, str] = {}  # where each of those came from, for messages
         self._root: Descriptor | None = None
 
     def root(self) -> Descriptor:
@@ -80,7 +81,7 @@ class DirImage(Source):
 
     def describe_blob(self, desc: Descriptor) -> str:
         if desc.digest in self._memory:
-            return f"manifest {desc.digest} ({self.store.describe('manifest.json')})"
+            return f"manifest {desc.digest} ({self._made_from[desc.digest]})"
         return f"blob {desc.digest} ({self.store.describe(self._file(desc))})"
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
@@ -141,6 +142,7 @@ class DirImage(Source):
             raise SourceError(f"{where}: unsupported manifest media type {why}")
         desc = Descriptor(media_type, Digest.of(data), len(data))
         self._memory[desc.digest] = data
+        self._made_from[desc.digest] = where
         return desc
 
     def _note_signatures(self) -> None:
@@ -199,4 +201,5 @@ class DirImage(Source):
         parse_manifest(out, desc.media_type)  # still a valid manifest, as a check of the edit
         new_desc = attrs.evolve(desc, digest=Digest.of(out), size=len(out))
         self._memory[new_desc.digest] = out
+        self._made_from[new_desc.digest] = f"corrected from {self.describe_blob(desc)}"
         return new_desc
