@@ -21,6 +21,7 @@ from .destinations import parse_destination
 from .errors import LocalIOError, OcipushError, UsageError
 from .localfile import file_kind
 from .push import PushOptions, push
+from .reference import parse_source, reads_stdin
 from .registry.auth import Credentials
 from .registry.credentials import check_authfile
 from .registry.retry import RetryPolicy
@@ -38,6 +39,11 @@ sources (containers-transports(5) names):
                                   any generation; the tar may be gzip-, xz- or zstd-compressed
   docker-daemon:IMAGE             runs `docker save IMAGE` and reads the result
   containers-storage:IMAGE        runs `podman save IMAGE` and reads the result
+  dir:PATH                        skopeo's dir: / podman save --format docker-dir (whole
+                                  rest is the path; signatures are not pushed)
+  docker-archive:-, oci-archive:- the archive on standard input (docker save IMG | ocipush
+                                  docker-archive:- DEST), spooled to $TMPDIR; a file named
+                                  - is ./-
 
 destinations:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
@@ -169,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
     if args.password_stdin:
+        if _source_reads_stdin(args.source):
+            raise UsageError(f"--password-stdin and {args.source}: standard input can carry only one of them")
         if not args.username:
             raise UsageError("--password-stdin needs --username")
         if args.creds:
@@ -186,6 +194,13 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
             raise UsageError("--creds has no password and there is no terminal to ask for one")
         password = getpass.getpass(f"Password for {user}: ")
     return Credentials(user, password, source="--creds")
+
+
+def _source_reads_stdin(text: str) -> bool:
+    try:
+        return reads_stdin(parse_source(text))
+    except UsageError:
+        return False  # said by the push, with the rest of what is wrong with it
 
 
 def run(argv: list[str] | None = None) -> int:

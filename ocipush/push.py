@@ -102,7 +102,7 @@ def push(
     if isinstance(destination, str):
         destination = parse_destination(destination)
     if isinstance(source, str):
-        with open_source(source) as opened:
+        with open_source(source, events) as opened:  # events: progress of a spooled stdin
             return _push(opened, destination, options, events, started)
     return _push(source, destination, options, events, started)
 

@@ -29,6 +29,8 @@ __all__ = [
     "HUB_ALIASES",
     "LAYOUT_TRANSPORTS",
     "SOURCE_TRANSPORTS",
+    "STDIN_PATH",
+    "STDIN_TRANSPORTS",
     "DestinationRef",
     "LayoutReference",
     "Reference",
@@ -38,6 +40,7 @@ __all__ = [
     "is_loopback_host",
     "parse_destination",
     "parse_source",
+    "reads_stdin",
 ]
 
 DOCKER_HUB = "docker.io"
@@ -201,6 +204,7 @@ _SOURCE_FORMS = {
     "docker-archive": "docker-archive:PATH[:REPO:TAG|@N]",
     "docker-daemon": "docker-daemon:IMAGE",
     "containers-storage": "containers-storage:IMAGE",
+    "dir": "dir:PATH",
 }
 _SUPPORTED = ", ".join(_SOURCE_FORMS.values())
 
@@ -229,6 +233,8 @@ def parse_source(text: str) -> SourceSpec:
     transport, sep, rest = text.partition(":")
     if not sep or transport not in SOURCE_TRANSPORTS:
         raise UsageError(f"unknown source transport in {text!r}: use one of {_SUPPORTED}")
+    if transport == "dir":
+        return _parse_dir(rest, text)
     if transport in ENGINE_TRANSPORTS:
         if not rest:
             raise UsageError(f"{text!r}: missing the image name")
@@ -242,6 +248,27 @@ def parse_source(text: str) -> SourceSpec:
     if transport not in _SOURCE_FORMS:
         raise UsageError(f"source transport {transport!r} is not supported yet (use one of {_SUPPORTED})")
     return SourceSpec(transport, path, ref or None, text)
+
+
+# Archives that ``TRANSPORT:-`` reads from standard input (a file named ``-`` is ``./-``).
+STDIN_TRANSPORTS = ("docker-archive", "oci-archive")
+STDIN_PATH = "-"
+
+
+def reads_stdin(spec: SourceSpec) -> bool:
+    """Whether the source is an archive piped to standard input (``docker-archive:-``)."""
+    return spec.transport in STDIN_TRANSPORTS and spec.path == STDIN_PATH
+
+
+def _parse_dir(path: str, text: str) -> SourceSpec:
+    """``dir:PATH``: the whole rest is the path, colons and all, as containers/image reads
+    it (a directory holds one image: there is no REF to split off)."""
+    check_spec(path, "source path")
+    if not path:
+        raise UsageError(f"{text!r}: missing the directory path")
+    if path == STDIN_PATH:
+        raise UsageError(f"{text!r}: a directory cannot come on standard input; name a directory called - as dir:./-")
+    return SourceSpec("dir", path, None, text)
 
 
 def _mask_userinfo(text: str) -> str:

@@ -158,7 +158,7 @@ def test_index_child_missing(tmp_path):
     "spec, message",
     [("oci", "unknown source transport"), ("foo:bar", "unknown source transport"),
      ("./layout", "unknown source transport"), ("oci:", "missing the layout path"),
-     ("dir:/x", "'dir' is not supported yet")],
+     ("dir:", "missing the directory path")],
 )
 def test_bad_source_specs(spec, message):
     with pytest.raises(UsageError, match=message):

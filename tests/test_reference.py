@@ -227,6 +227,10 @@ def test_parse_destination_refuses(text, message):
         ("docker-archive:a.tar:repo:tag", "docker-archive", "a.tar", "repo:tag"),
         ("docker-daemon:hello:v1", "docker-daemon", "hello:v1", None),  # an IMAGE keeps its colons
         ("containers-storage:localhost/img", "containers-storage", "localhost/img", None),
+        ("dir:./img:v1", "dir", "./img:v1", None),  # a dir: PATH keeps its colons, as in containers/image
+        ("dir:./-", "dir", "./-", None),
+        ("docker-archive:-", "docker-archive", "-", None),  # standard input
+        ("oci-archive:-:v1", "oci-archive", "-", "v1"),
     ],
 )
 def test_parse_source(text, transport, path, ref):
@@ -240,7 +244,8 @@ def test_parse_source(text, transport, path, ref):
     [
         ("./img", "unknown source transport in './img': use one of oci:PATH[:REF], "),
         ("tarball:x.tar", "unknown source transport in 'tarball:x.tar'"),
-        ("dir:/tmp/x", "source transport 'dir' is not supported yet"),
+        ("dir:", "'dir:': missing the directory path"),
+        ("dir:-", "'dir:-': a directory cannot come on standard input; name a directory called - as dir:./-"),
         ("docker:img", "source transport 'docker' is not supported yet"),
         ("oci:", "'oci:': missing the layout path"),
         ("docker-archive::x", "'docker-archive::x': missing the archive path"),

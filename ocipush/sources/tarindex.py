@@ -89,10 +89,18 @@ def sniff_compression(stream: IO[bytes]) -> str | None:
     return detect(head)
 
 
-def open_tar(path: str | os.PathLike[str], label: str | None = None, *, temp: IO[bytes] | None = None) -> TarIndex:
+def open_tar(
+    path: str | os.PathLike[str],
+    label: str | None = None,
+    *,
+    temp: IO[bytes] | None = None,
+    require_end: bool = False,
+) -> TarIndex:
     """Index the archive at ``path``, decompressing it into a temporary file first if it
     is compressed. ``label`` names it in messages (default: the path). ``temp``, when
-    given, is a temporary file holding the archive: the index owns it from now on."""
+    given, is a temporary file holding the archive: the index owns it from now on.
+    ``require_end``: the archive must end with tar's two zero blocks (a stream cut at a
+    member boundary lacks them; a file on disk may, as some writers omit them)."""
     label = label or str(path)
     try:
         try:
@@ -107,7 +115,7 @@ def open_tar(path: str | os.PathLike[str], label: str | None = None, *, temp: IO
             if temp is not None:
                 temp.close()
             temp, path = plain, plain.name
-        return TarIndex(Path(path), label, temp)
+        return TarIndex(Path(path), label, temp, require_end=require_end)
     except BaseException:
         if temp is not None:
             temp.close()
@@ -170,13 +178,13 @@ class TarIndex:
 
     kind: ClassVar[str] = "archive"
 
-    def __init__(self, path: Path, label: str, temp: IO[bytes] | None = None):
+    def __init__(self, path: Path, label: str, temp: IO[bytes] | None = None, *, require_end: bool = False):
         self.path = path
         self.label = label
         self._temp = temp
         self._members: dict[str, tarfile.TarInfo] = {}
         self._dirs: set[str] = set()  # explicit directories and every member's parents
-        for info in _scan(path, label):
+        for info in _scan(path, label, require_end):
             name = normalise_name(info.name)
             self._members[name] = info  # a later member of the same name wins, as on extraction
             parts = name.split("/")
@@ -258,7 +266,7 @@ def normalise_name(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
-def _scan(path: Path, label: str) -> list[tarfile.TarInfo]:
+def _scan(path: Path, label: str, require_end: bool = False) -> list[tarfile.TarInfo]:
     with _open_archive(path, label) as f:
         if os.fstat(f.fileno()).st_size == 0:
             return []
@@ -273,10 +281,14 @@ def _scan(path: Path, label: str) -> list[tarfile.TarInfo]:
         # tarfile takes the first header it cannot parse for the end of the archive;
         # a real end is zero blocks (or nothing), anything else was cut off or damaged.
         f.seek(tar.offset)
-        if f.read(tarfile.BLOCKSIZE).strip(b"\0"):
+        end = f.read(2 * tarfile.BLOCKSIZE)
+        if end[: tarfile.BLOCKSIZE].strip(b"\0"):
             raise SourceError(
                 f"{label}: truncated or corrupt tar archive after member {members[-1].name!r}"
             )
+        if require_end and len(end) < 2 * tarfile.BLOCKSIZE:
+            after = f" after member {members[-1].name!r}" if members else ""
+            raise SourceError(f"{label}: truncated tar archive: it ends{after} without the end-of-archive blocks")
         return members
 
 
