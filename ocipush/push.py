@@ -26,7 +26,7 @@ from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import Compression, check_level
 from .content import FileContent, Position, UploadOutcome
-from .destinations import Destination, open_destination
+from .destinations import Destination, open_destination, prepare_docker_archive
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .events import Events, Silent
@@ -148,6 +148,11 @@ def _push(
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
     image = load_image(source)  # 1. read
     image = select_platforms(image, options.platforms, lambda d: read_verified(source, d, MAX_CONFIG_SIZE))
+    if isinstance(destination, LayoutReference) and destination.transport == "docker-archive":
+        compression, said = prepare_docker_archive(image, options.compression)  # one image; no zstd for docker
+        options = attrs.evolve(options, compression=compression)
+        for note in said:
+            reporter.note(note)
     for note in source.notes:
         reporter.note(note)
     plan = make_plan(image, destination, options.compression, _diff_ids(source, image))  # 2. plan

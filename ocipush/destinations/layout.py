@@ -394,6 +394,11 @@ class ArchiveDestination(LayoutDestination):
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         super().commit(media_type, digest, size)
+        self._write_archive(sorted(f for f in self.path.rglob("*") if not f.name.startswith(".tmp-")))
+
+    def _write_archive(self, files: list[Path]) -> None:
+        """A tar of ``files`` (under the working directory, named relative to it, in this
+        order; owner and time zeroed), written beside PATH and renamed over it."""
         try:
             fd, tmp = tempfile.mkstemp(dir=self.archive.parent, prefix=f".{self.archive.name}.tar-")
         except OSError as e:
@@ -401,9 +406,7 @@ class ArchiveDestination(LayoutDestination):
         try:
             honour_umask(fd, self.archive)
             with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for file in sorted(self.path.rglob("*")):
-                    if file.name.startswith(".tmp-"):
-                        continue
+                for file in files:
                     info = tar.gettarinfo(file, arcname=file.relative_to(self.path).as_posix())
                     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                     if info.isreg():
