@@ -190,7 +190,8 @@ def parse_destination(text: str) -> DestinationRef:
         return LayoutReference(transport, path, tag or None)
     if sep and transport in _NOT_WRITABLE:
         raise UsageError(
-            f"destination transport {transport!r} is not supported; push to a registry, oci: or oci-archive:"
+            f"destination transport {transport!r} is not supported; "
+            "push to a registry, oci:, oci-archive: or docker-archive:"
         )
     return Reference.parse(text)
 

@@ -121,7 +121,8 @@ def test_every_source(tmp_path, source, wanted, code):
 
 def test_buildkit_attestation_is_left_out_with_one_platform(tmp_path):
     out = tmp_path / "out"
-    result = push(f"oci-archive:{ARCHIVES / 'buildkit-oci.tar'}", f"oci:{out}:x", PushOptions(platforms=("linux/amd64",)))
+    source = f"oci-archive:{ARCHIVES / 'buildkit-oci.tar'}"
+    result = push(source, f"oci:{out}:x", PushOptions(platforms=("linux/amd64",)))
     assert str(result.digest) == "sha256:932a553b7a7a1227940a6f2eca5ed49b34f060b20589620876258728119d1289"
     assert len(result.blobs) == 3  # config and two layers; not the attestation's
 
