@@ -43,6 +43,8 @@ destinations:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
   oci:PATH[:TAG]                              an OCI layout, created or added to
   oci-archive:PATH[:TAG]                      an OCI archive, written (or replaced) whole
+  docker-archive:PATH[:REPO[:TAG]]            an archive for docker load (20.10+) and podman load,
+                                              one image (see --platform), zstd layers made gzip
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
 5 authentication failed, 6 a local file could not be written (TMPDIR, destination),

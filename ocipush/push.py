@@ -149,7 +149,7 @@ def _push(
     image = load_image(source)  # 1. read
     image = select_platforms(image, options.platforms, lambda d: read_verified(source, d, MAX_CONFIG_SIZE))
     if isinstance(destination, LayoutReference) and destination.transport == "docker-archive":
-        compression, said = prepare_docker_archive(image, options.compression)  # one image; no zstd for docker
+        compression, said = prepare_docker_archive(image.parsed, options.compression)  # one image; no zstd for docker
         options = attrs.evolve(options, compression=compression)
         for note in said:
             reporter.note(note)

@@ -35,8 +35,7 @@ from .. import mediatypes
 from ..compression import Compression
 from ..digest import Digest
 from ..errors import UsageError
-from ..models import Descriptor, Manifest, parse_manifest
-from ..sources.base import ImageNode
+from ..models import Descriptor, Index, Manifest, parse_manifest
 from .layout import ArchiveDestination
 
 __all__ = ["DockerArchiveDestination", "prepare_docker_archive"]
@@ -51,17 +50,17 @@ _KEPT_ZSTD_NOTE = (
 )
 
 
-def prepare_docker_archive(image: ImageNode, compression: Compression) -> tuple[Compression, list[str]]:
-    """The compression to push ``image`` into a docker archive with, and what to tell the
-    user; UsageError when ``image`` is an index (an archive entry holds one image)."""
-    if isinstance(image.parsed, Manifest):
-        zstd = any(mediatypes.layer_compression(d.media_type) == (True, "zstd") for d in image.parsed.layers)
-    else:
-        held = ", ".join(_platform(child.descriptor) for child in image.children) or "nothing"
+def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> tuple[Compression, list[str]]:
+    """The compression to push the image whose root is ``root`` into a docker archive
+    with, and what to tell the user; UsageError when it is an index (an archive entry
+    holds one image)."""
+    if isinstance(root, Index):
+        held = ", ".join(_platform(child) for child in root.manifests) or "nothing"
         raise UsageError(
-            f"docker-archive: holds one image, and the source is an index of {len(image.children)} "
+            f"docker-archive: holds one image, and the source is an index of {len(root.manifests)} "
             f"manifests ({held}); choose one with --platform OS/ARCH"
         )
+    zstd = any(mediatypes.layer_compression(d.media_type) == (True, "zstd") for d in root.layers)
     if compression.format == "zstd":
         return compression, [_KEPT_ZSTD_NOTE]
     if compression.format is None and zstd:
