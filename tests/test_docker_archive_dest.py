@@ -16,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from ocipush.cli import main
+from ocipush.compression import Compression
+from ocipush.destinations import prepare_docker_archive
+from ocipush.digest import Digest
 from ocipush.errors import UsageError
+from ocipush.mediatypes import OCI_MANIFEST
+from ocipush.models import Descriptor, Manifest
 from ocipush.push import push
 from ocipush.reference import LayoutReference, parse_destination
 from tests.imagegen import flip_byte, make_layout
@@ -220,6 +225,13 @@ def test_destination_names(text, tag):
 def test_bad_destination_names(text, message):
     with pytest.raises(UsageError, match=message):
         parse_destination(text)
+
+
+def test_an_artifact_is_refused():
+    manifest = Manifest(OCI_MANIFEST, Descriptor("application/vnd.example.thing", Digest.of(b"{}"), 2), [])
+    with pytest.raises(UsageError, match=r"^docker-archive: the source is not a container image \(config "
+                       "'application/vnd.example.thing'\\); docker load takes images only$"):
+        prepare_docker_archive(manifest, Compression())
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):

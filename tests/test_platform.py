@@ -19,7 +19,7 @@ from ocipush.models import Platform
 from ocipush.push import PushOptions, push
 from ocipush.select import normalise, parse_platform
 from tests.helpers import registry_manifest
-from tests.imagegen import make_index_layout, make_layout
+from tests.imagegen import make_index_layout, make_layout, rewrite_manifest
 from tests.services import skopeo_copy, skopeo_inspect
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "oci"
@@ -89,6 +89,28 @@ def test_all_platforms_chosen_keep_the_source_index(tmp_path):
     info = three_platforms(tmp_path)
     options = PushOptions(platforms=("linux/amd64", "linux/arm64", "linux/arm"))
     assert str(push(f"oci:{info.layout}:multi", f"oci:{tmp_path / 'out'}", options).digest) == info.digest
+
+
+def test_several_platforms_keep_the_attestations_of_those_chosen(tmp_path):
+    """buildkit links an attestation manifest (platform unknown/unknown) to its image by
+    the entry annotation vnd.docker.reference.digest: it goes where its image goes."""
+    info = three_platforms(tmp_path)
+    att = make_layout(info.layout, [50], ref="att", platform=("unknown", "unknown"), seed="att")
+    index = json.loads(info.index.path.read_bytes())
+    amd64 = index["manifests"][0]["digest"]
+    index["manifests"].append({**att.manifest.descriptor(), "platform": {"architecture": "unknown", "os": "unknown"},
+                               "annotations": {"vnd.docker.reference.digest": amd64,
+                                               "vnd.docker.reference.type": "attestation-manifest"}})
+    rewrite_manifest(info, json.dumps(index).encode())
+    source = f"oci:{info.layout}:multi"
+    kept = push(source, f"oci:{tmp_path / 'a'}:x", PushOptions(platforms=("linux/amd64", "linux/arm")))
+    chosen = skopeo_inspect(f"oci:{tmp_path / 'a'}:x", raw=True)["manifests"]
+    assert [m["digest"] for m in chosen] == [amd64, index["manifests"][2]["digest"], att.digest]
+    assert att.config.digest in {str(b.source.digest) for b in kept.blobs}
+    without = push(source, f"oci:{tmp_path / 'b'}:x", PushOptions(platforms=("linux/arm64", "linux/arm")))
+    assert att.config.digest not in {str(b.source.digest) for b in without.blobs}
+    with pytest.raises(UsageError, match=r"it holds linux/amd64, linux/arm64/v8, linux/arm/v7$"):
+        push(source, f"oci:{tmp_path / 'c'}:x", PushOptions(platforms=("unknown/s390x",)))
 
 
 def test_nested_indexes_are_looked_through(tmp_path):

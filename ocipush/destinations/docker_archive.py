@@ -40,6 +40,7 @@ from .layout import ArchiveDestination
 
 __all__ = ["DockerArchiveDestination", "prepare_docker_archive"]
 
+_IMAGE_CONFIGS = (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG)
 _ZSTD_NOTE = (
     "docker-archive: zstd layers are recompressed to gzip, since docker before 23.0 cannot load zstd "
     "(give --compression-format zstd to keep them)"
@@ -60,6 +61,9 @@ def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> 
             f"docker-archive: holds one image, and the source is an index of {len(root.manifests)} "
             f"manifests ({held}); choose one with --platform OS/ARCH"
         )
+    if root.config.media_type not in _IMAGE_CONFIGS:
+        raise UsageError(f"docker-archive: the source is not a container image (config {root.config.media_type!r}); "
+                         "docker load takes images only")
     zstd = any(mediatypes.layer_compression(d.media_type) == (True, "zstd") for d in root.layers)
     if compression.format == "zstd":
         return compression, [_KEPT_ZSTD_NOTE]
