@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocipush.cli import main
 from ocipush.compression import Compression
@@ -225,6 +227,16 @@ def test_destination_names(text, tag):
 def test_bad_destination_names(text, message):
     with pytest.raises(UsageError, match=message):
         parse_destination(text)
+
+
+@given(st.text(max_size=60))
+def test_any_destination_name_is_parsed_or_a_usage_error(text):
+    try:
+        ref = parse_destination(f"docker-archive:a.tar:{text}")
+    except UsageError as e:
+        assert str(e).isprintable(), str(e)
+        return
+    assert ref.tag is None or (ref.tag.isprintable() and ":" in ref.tag and ref.tag.rpartition(":")[0])
 
 
 def test_an_artifact_is_refused():
