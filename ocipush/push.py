@@ -380,7 +380,7 @@ def _as_named(blobs: tuple[BlobResult, ...], manifests: list[Rewritten]) -> tupl
         if mediatypes.is_manifest(m.descriptor.media_type):
             doc = json.loads(m.data)
             for entry in [doc.get("config") or {}, *(doc.get("layers") or [])]:
-                if isinstance(entry.get("mediaType"), str) and isinstance(entry.get("digest"), str):
+                if isinstance(entry, dict) and isinstance(entry.get("mediaType"), str) and entry.get("digest"):
                     named.setdefault(Digest.parse(entry["digest"]), entry["mediaType"])
     return tuple(
         attrs.evolve(b, pushed=attrs.evolve(b.pushed, media_type=named[b.pushed.digest]))
