@@ -49,6 +49,8 @@ destinations:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
   oci:PATH[:TAG]                              an OCI layout, created or added to
   oci-archive:PATH[:TAG]                      an OCI archive, written (or replaced) whole
+  docker-archive:PATH[:REPO[:TAG]]            an archive for docker load (20.10+) and podman load,
+                                              one image (see --platform), zstd layers made gzip
 
 exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error,
 5 authentication failed, 6 a local file could not be written (TMPDIR, destination),
@@ -154,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compression level (gzip 1-9, default 6; zstd 1-22, default 3)")
     p.add_argument("--format", "-f", choices=("oci", "v2s2"), dest="manifest_format",
                    help="manifest type to push (default: as the source has it; docker archives give oci)")
+    p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",
+                   help="push only the image of this platform (repeatable: several give a new index "
+                   "of just those), e.g. linux/arm64")
     p.add_argument("--no-cache", action="store_true",
                    help="do not read or write the recompression cache ($XDG_CACHE_HOME/ocipush)")
     p.add_argument("--retry", type=_count, default=3, metavar="N",
@@ -218,6 +223,7 @@ def run(argv: list[str] | None = None) -> int:
         cert_dir=args.cert_dir,
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
+        platforms=tuple(args.platform),
     )
     if args.authfile:
         check_authfile(args.authfile)  # as podman: before anything else

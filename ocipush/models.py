@@ -150,6 +150,7 @@ class BlobSummary:
     requests_by_method: dict[str, int] = attrs.field(factory=dict)  # every request sent, whatever its answer
     restarts: int = 0  # new uploads of the blob after the first
     refused: int = 0  # requests answered 413
+    pushed_media_type: str = ""  # as pushed: a recompressed layer's new type, a converted config's
 
 
 @attrs.frozen

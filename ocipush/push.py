@@ -13,6 +13,7 @@ Stages, in order:
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from . import mediatypes
 from .cache import BlobCache, CachedBlob, CacheKey
 from .compression import Compression, check_level
 from .content import FileContent, Position, UploadOutcome
-from .destinations import Destination, open_destination
+from .destinations import Destination, open_destination, prepare_docker_archive
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .events import Events, Silent
@@ -35,7 +36,8 @@ from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
-from .rewrite import rewrite
+from .rewrite import Rewritten, rewrite
+from .select import select_platforms
 from .sources import Source, load_image, open_source
 from .sources.base import ImageNode, read_verified
 from .transcode import TranscodedContent
@@ -60,6 +62,7 @@ class PushOptions:
     cache: BlobCache | None = None  # None: no blob cache
     manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
+    platforms: tuple[str, ...] = ()  # --platform OS/ARCH[/VARIANT]: push only these images (select.py)
 
 
 @attrs.frozen
@@ -144,6 +147,12 @@ def _push(
     if options.manifest_format == "v2s2" and options.compression.format == "zstd":
         raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
     image = load_image(source)  # 1. read
+    image = select_platforms(image, options.platforms, lambda d: read_verified(source, d, MAX_CONFIG_SIZE))
+    if isinstance(destination, LayoutReference) and destination.transport == "docker-archive":
+        compression, said = prepare_docker_archive(image.parsed, options.compression)  # one image; no zstd for docker
+        options = attrs.evolve(options, compression=compression)
+        for note in said:
+            reporter.note(note)
     for note in source.notes:
         reporter.note(note)
     plan = make_plan(image, destination, options.compression, _diff_ids(source, image))  # 2. plan
@@ -174,6 +183,7 @@ def _push(
         # none): Docker ones are converted unless the user asked for v2s2.
         fmt = options.manifest_format or ("oci" if isinstance(destination, LayoutReference) else None)
         manifests = rewrite(image, new, fmt)  # 5. manifests
+        blobs = _as_named(blobs, manifests)
         root = manifests[-1].descriptor
         if destination.digest is not None and destination.digest != root.digest:
             raise UsageError(
@@ -359,6 +369,24 @@ class _Blobs:
             cache.forget(key, location, note)
             return None
         return None
+
+
+def _as_named(blobs: tuple[BlobResult, ...], manifests: list[Rewritten]) -> tuple[BlobResult, ...]:
+    """Each blob's ``pushed`` media type as the pushed manifests name it: ``--format``
+    renames configs and layers, and a schema 2 manifest names a recompressed layer with
+    its Docker type (``--json``'s ``pushed_media_type``)."""
+    named: dict[Digest, str] = {}
+    for m in manifests:
+        if mediatypes.is_manifest(m.descriptor.media_type):
+            doc = json.loads(m.data)
+            for entry in [doc.get("config") or {}, *(doc.get("layers") or [])]:
+                if isinstance(entry, dict) and isinstance(entry.get("mediaType"), str) and entry.get("digest"):
+                    named.setdefault(Digest.parse(entry["digest"]), entry["mediaType"])
+    return tuple(
+        attrs.evolve(b, pushed=attrs.evolve(b.pushed, media_type=named[b.pushed.digest]))
+        if named.get(b.pushed.digest, b.pushed.media_type) != b.pushed.media_type else b
+        for b in blobs
+    )
 
 
 def _result(source: Descriptor, pushed: Descriptor, outcome: UploadOutcome) -> BlobResult:

@@ -37,6 +37,7 @@ __all__ = [
     "SourceSpec",
     "check_printable",
     "check_spec",
+    "docker_repo_tag",
     "is_loopback_host",
     "parse_destination",
     "parse_source",
@@ -152,7 +153,8 @@ class Reference:
 
 @attrs.frozen
 class LayoutReference:
-    """``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` as a destination."""
+    """``oci:PATH[:TAG]``, ``oci-archive:PATH[:TAG]`` or ``docker-archive:PATH[:REPO:TAG]``
+    as a destination (for docker-archive, ``tag`` is the whole ``REPO:TAG``)."""
 
     transport: str  # one of LAYOUT_TRANSPORTS
     path: str
@@ -171,9 +173,9 @@ class LayoutReference:
 # are ``ocipush.destinations``).
 DestinationRef: TypeAlias = Reference | LayoutReference
 
-LAYOUT_TRANSPORTS = ("oci", "oci-archive")
+LAYOUT_TRANSPORTS = ("oci", "oci-archive", "docker-archive")
 # Transports of containers-transports(5) we read but do not write.
-_NOT_WRITABLE = ("docker-archive", "docker-daemon", "containers-storage", "dir")
+_NOT_WRITABLE = ("docker-daemon", "containers-storage", "dir")
 
 
 def parse_destination(text: str) -> DestinationRef:
@@ -186,12 +188,29 @@ def parse_destination(text: str) -> DestinationRef:
         check_printable(tag, "destination tag")
         if not path:
             raise UsageError(f"{text!r}: missing the path")
+        if transport == "docker-archive" and tag:
+            tag = docker_repo_tag(tag)
         return LayoutReference(transport, path, tag or None)
     if sep and transport in _NOT_WRITABLE:
         raise UsageError(
-            f"destination transport {transport!r} is not supported; push to a registry, oci: or oci-archive:"
+            f"destination transport {transport!r} is not supported; "
+            "push to a registry, oci:, oci-archive: or docker-archive:"
         )
     return Reference.parse(text)
+
+
+def docker_repo_tag(text: str) -> str:
+    """``docker-archive:PATH:REPO[:TAG]``'s name as ``docker save`` writes it in
+    ``RepoTags``: normalised (``:latest`` added, as skopeo does), then familiar (Docker
+    Hub's ``docker.io/library/`` dropped); a digest is refused, as skopeo refuses it."""
+    ref = Reference.parse(text)
+    if ref.digest is not None:
+        raise UsageError(f"invalid docker-archive destination name {text!r}: a docker archive names REPO:TAG, "
+                         "not a digest")
+    name = ref.name.removeprefix(f"{DOCKER_HUB}/")
+    if ref.registry == DOCKER_HUB:
+        name = name.removeprefix("library/")
+    return f"{name}:{ref.tag}"
 
 
 # Transports of containers-transports(5); the ones without a form here are not readable yet.

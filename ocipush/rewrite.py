@@ -118,22 +118,57 @@ def _format_of(media_type: str) -> str:
 def _convert(doc: dict[str, Any], media_type: str, manifest_format: str, node: ImageNode) -> str:
     """``--format``: the same image in the other family of media types."""
     if mediatypes.is_index(media_type):
-        new = mediatypes.DOCKER_MANIFEST_LIST if manifest_format == "v2s2" else mediatypes.OCI_INDEX
-        doc["mediaType"] = new  # schema 2 requires the field; OCI allows it
-        return new
+        if manifest_format == "v2s2":
+            _replace(doc, _to_manifest_list(doc))
+            return mediatypes.DOCKER_MANIFEST_LIST
+        doc["mediaType"] = mediatypes.OCI_INDEX  # schema 2 requires the field; OCI allows it
+        return mediatypes.OCI_INDEX
     if manifest_format == "oci":
         return _to_oci_manifest(doc)
-    doc["mediaType"] = mediatypes.DOCKER_MANIFEST
     config = doc["config"]
     if config.get("mediaType") not in (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG):
         raise UsageError(
             f"manifest {node.descriptor.digest}: config {config.get('mediaType')!r} is not an image config; "
             "Docker schema 2 cannot carry it (use --format oci)"
         )
-    config["mediaType"] = mediatypes.DOCKER_CONFIG
-    for layer in doc["layers"]:
-        layer["mediaType"] = _to_docker_layer(layer.get("mediaType", ""), node)
+    layers = [_schema2_descriptor(layer, _to_docker_layer(layer.get("mediaType", ""), node)) for layer in doc["layers"]]
+    _replace(doc, {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.DOCKER_MANIFEST,
+        "config": _schema2_descriptor(config, mediatypes.DOCKER_CONFIG),
+        "layers": layers,
+    })
     return mediatypes.DOCKER_MANIFEST
+
+
+# What Docker schema 2 defines, in the order containers/image's Go structs write it
+# (skopeo copy --format v2s2 gives the same bytes): annotations, artifactType, subject
+# and the OCI fields schema 2 lacks are dropped, as skopeo drops them.
+_PLATFORM_KEYS = ("architecture", "os", "os.version", "os.features", "variant", "features")
+
+
+def _replace(doc: dict[str, Any], new: dict[str, Any]) -> None:
+    doc.clear()
+    doc.update(new)
+
+
+def _schema2_descriptor(entry: dict[str, Any], media_type: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"mediaType": media_type, "size": entry["size"], "digest": entry["digest"]}
+    if entry.get("urls"):
+        out["urls"] = entry["urls"]
+    return out
+
+
+def _to_manifest_list(doc: dict[str, Any]) -> dict[str, Any]:
+    entries = []
+    for entry in doc.get("manifests", []):
+        out = _schema2_descriptor(entry, entry.get("mediaType", ""))
+        platform = entry.get("platform") or {}
+        out["platform"] = {k: platform.get(k, "") for k in _PLATFORM_KEYS[:2]} | {
+            k: platform[k] for k in _PLATFORM_KEYS[2:] if platform.get(k)
+        }
+        entries.append(out)
+    return {"schemaVersion": 2, "mediaType": mediatypes.DOCKER_MANIFEST_LIST, "manifests": entries}
 
 
 def _to_docker_layer(media_type: str, node: ImageNode) -> str:

@@ -94,7 +94,7 @@ def test_failed_archive_leaves_no_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("docker-archive:/tmp/x.tar", "destination transport 'docker-archive' is not supported"),
+    ("containers-storage:img", "destination transport 'containers-storage' is not supported"),
     ("oci:", "missing the path"),
     ("oci-archive:/no/such/dir/x.tar", "directory /no/such/dir does not exist"),
 ])

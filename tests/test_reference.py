@@ -206,7 +206,6 @@ def test_with_digest_keeps_the_destination_kind():
     [
         ("oci:", "'oci:': missing the path"),
         ("oci-archive::v1", "missing the path"),
-        ("docker-archive:/tmp/a.tar", "destination transport 'docker-archive' is not supported"),
         ("docker-daemon:img", "destination transport 'docker-daemon' is not supported"),
         ("oci:out:v 1", "invalid destination tag 'v 1'"),
     ],

@@ -1,5 +1,5 @@
-"""Destinations: a registry (``[docker://]HOST/REPO[:TAG]``), or ``oci:PATH[:TAG]`` and
-``oci-archive:PATH[:TAG]`` on disk."""
+"""Destinations: a registry (``[docker://]HOST/REPO[:TAG]``), or ``oci:PATH[:TAG]``,
+``oci-archive:PATH[:TAG]`` and ``docker-archive:PATH[:REPO:TAG]`` on disk."""
 
 from __future__ import annotations
 
@@ -8,19 +8,26 @@ from ..reference import DestinationRef, LayoutReference, parse_destination
 from ..registry.client import ClientOptions
 from ..registry.retry import RetryPolicy
 from .base import Destination
+from .docker_archive import DockerArchiveDestination, prepare_docker_archive
 from .layout import ArchiveDestination, LayoutDestination
 from .registry import RegistryDestination
 
 __all__ = [
     "ArchiveDestination",
     "Destination",
+    "DockerArchiveDestination",
     "LayoutDestination",
     "RegistryDestination",
     "open_destination",
     "parse_destination",
+    "prepare_docker_archive",
 ]
 
-_LOCAL = {"oci": LayoutDestination, "oci-archive": ArchiveDestination}
+_LOCAL: dict[str, type[LayoutDestination]] = {
+    "oci": LayoutDestination,
+    "oci-archive": ArchiveDestination,
+    "docker-archive": DockerArchiveDestination,
+}
 
 
 def open_destination(
@@ -31,7 +38,7 @@ def open_destination(
     events: Notes,
     *,
     dry_run: bool = False,
-) -> LayoutDestination | ArchiveDestination | RegistryDestination:
+) -> LayoutDestination | RegistryDestination:
     """A context manager giving a ready ``Destination`` (connected, or its directory made;
     with ``dry_run``, local destinations are only looked at)."""
     if isinstance(destination, LayoutReference):

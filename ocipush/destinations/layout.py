@@ -54,7 +54,7 @@ from ..errors import SourceError, UsageError, local_io_error
 from ..localfile import NotRegularFile, file_kind, open_regular, read_regular
 from ..models import Descriptor, LayoutIndex, OciLayout, converter, first_error, load_json, strict
 
-__all__ = ["ArchiveDestination", "LayoutDestination"]
+__all__ = ["ArchiveDestination", "LayoutDestination", "current_umask", "honour_umask"]
 
 _REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = OciLayout("1.0.0")
@@ -67,11 +67,39 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (another
+    thread creating a file meanwhile would get a wrong mode); else set and restored."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(fd: int, what: Path) -> None:
+    """``mkstemp`` creates 0600; the files we publish get the mode ``open()`` would give
+    them (0644 under umask 022), as skopeo and podman write theirs."""
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError as e:
+        os.close(fd)
+        raise local_io_error(what, "setting the mode of", e) from None
+
+
 def _mkstemp(folder: Path, what: Path, doing: str) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     except OSError as e:
         raise local_io_error(what, doing, e) from None
+    try:
+        honour_umask(fd, what)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return fd, tmp
 
 
 def _write_atomically(path: Path, data: bytes, fd: int, tmp: str) -> None:
@@ -366,15 +394,19 @@ class ArchiveDestination(LayoutDestination):
 
     def commit(self, media_type: str, digest: Digest, size: int) -> None:
         super().commit(media_type, digest, size)
+        self._write_archive(sorted(f for f in self.path.rglob("*") if not f.name.startswith(".tmp-")))
+
+    def _write_archive(self, files: list[Path]) -> None:
+        """A tar of ``files`` (under the working directory, named relative to it, in this
+        order; owner and time zeroed), written beside PATH and renamed over it."""
         try:
             fd, tmp = tempfile.mkstemp(dir=self.archive.parent, prefix=f".{self.archive.name}.tar-")
         except OSError as e:
             raise local_io_error(self.archive, "writing", e) from None
         try:
+            honour_umask(fd, self.archive)
             with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for file in sorted(self.path.rglob("*")):
-                    if file.name.startswith(".tmp-"):
-                        continue
+                for file in files:
                     info = tar.gettarinfo(file, arcname=file.relative_to(self.path).as_posix())
                     info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
                     if info.isreg():
