@@ -22,6 +22,7 @@ from .errors import LocalIOError, OcipushError, UsageError
 from .localfile import file_kind
 from .push import PushOptions, push
 from .registry.auth import Credentials
+from .registry.client import ClientOptions
 from .registry.credentials import check_authfile
 from .registry.retry import RetryPolicy
 from .registry.transport import Interrupted
@@ -38,6 +39,10 @@ sources (containers-transports(5) names):
                                   any generation; the tar may be gzip-, xz- or zstd-compressed
   docker-daemon:IMAGE             runs `docker save IMAGE` and reads the result
   containers-storage:IMAGE        runs `podman save IMAGE` and reads the result
+  docker://HOST/REPO[:TAG|@DIGEST]
+                                  an image on a registry, streamed blob by blob (an index
+                                  whole); options --src-creds, --src-authfile,
+                                  --src-tls-verify, --src-cert-dir
 
 destinations:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
@@ -139,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auth file to take credentials from (default: podman's, then docker's)")
     p.add_argument("--username", metavar="USER", help="user name, with --password-stdin")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--src-tls-verify", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                   help="verify TLS of a docker:// source (default: true, unless registries.conf marks it insecure)")
+    p.add_argument("--src-cert-dir", metavar="DIR", help="CAs and client certificate for a docker:// source")
+    p.add_argument("--src-creds", metavar="USER[:PASS]", help="credentials for a docker:// source's registry")
+    p.add_argument("--src-authfile", metavar="FILE",
+                   help="auth file for a docker:// source (default: podman's, then docker's)")
     p.add_argument("--chunk-size", type=_size, metavar="SIZE",
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
@@ -165,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the source and ask the registry what it has; print the plan, change nothing")
     p.add_argument("--version", action="version", version=f"ocipush {__version__}")
     return p
+
+
+def _src_credentials(args: argparse.Namespace) -> Credentials | None:
+    """``--src-creds USER[:PASS]`` (a password asked on the terminal when missing)."""
+    if not args.src_creds:
+        return None
+    user, sep, password = args.src_creds.partition(":")
+    if not user:
+        raise UsageError("--src-creds: empty user name")
+    if not sep:
+        if not sys.stdin.isatty():
+            raise UsageError("--src-creds has no password and there is no terminal to ask for one")
+        password = getpass.getpass(f"Password for {user} (source): ")
+    return Credentials(user, password, source="--src-creds")
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
@@ -203,9 +228,13 @@ def run(argv: list[str] | None = None) -> int:
         cert_dir=args.cert_dir,
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
+        source_client=ClientOptions(tls_verify=args.src_tls_verify, credentials=_src_credentials(args),
+                                    authfile=args.src_authfile, cert_dir=args.src_cert_dir, deadline=args.timeout),
     )
     if args.authfile:
         check_authfile(args.authfile)  # as podman: before anything else
+    if args.src_authfile:
+        check_authfile(args.src_authfile)
     if args.digestfile:
         _check_writable(args.digestfile)  # before the push: afterwards the tag already moved
     if args.quiet or args.json:

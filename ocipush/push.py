@@ -35,8 +35,9 @@ from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
+from .remote import RemoteSource, open_any_source
 from .rewrite import rewrite
-from .sources import Source, load_image, open_source
+from .sources import Source, load_image
 from .sources.base import ImageNode, read_verified
 from .transcode import TranscodedContent
 
@@ -60,6 +61,7 @@ class PushOptions:
     cache: BlobCache | None = None  # None: no blob cache
     manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
+    source_client: ClientOptions | None = None  # a docker:// source's TLS and credentials; None: defaults
 
 
 @attrs.frozen
@@ -102,7 +104,8 @@ def push(
     if isinstance(destination, str):
         destination = parse_destination(destination)
     if isinstance(source, str):
-        with open_source(source) as opened:
+        source_client = options.source_client or ClientOptions(timeout=options.timeout, deadline=options.deadline)
+        with open_any_source(source, source_client, options.retry, events) as opened:
             return _push(opened, destination, options, events, started)
     return _push(source, destination, options, events, started)
 
@@ -303,11 +306,21 @@ class _Blobs:
 
     def _as_is(self, job: BlobJob) -> BlobResult:
         desc = job.source
+        if self._mounted(desc):
+            return BlobResult(desc, desc, "mounted")
         what = self.source.describe_blob(desc)
         content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, what)
         content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content)
         return _result(desc, desc, outcome)
+
+    def _mounted(self, desc: Descriptor) -> bool:
+        """A docker:// source on the destination's registry: the blob is linked across
+        repositories (the registry's mount, confirmed by a HEAD) instead of copied."""
+        source = self.source
+        if not isinstance(source, RemoteSource) or source.location == self.target.location:
+            return False
+        return self.target.mount(desc.digest, source.location) and self.target.exists(desc.digest, desc.size)
 
     def _transform(self, job: BlobJob) -> BlobResult:
         desc, target = job.source, job.target

@@ -201,6 +201,7 @@ _SOURCE_FORMS = {
     "docker-archive": "docker-archive:PATH[:REPO:TAG|@N]",
     "docker-daemon": "docker-daemon:IMAGE",
     "containers-storage": "containers-storage:IMAGE",
+    "docker": "docker://HOST/REPO[:TAG|@DIGEST]",
 }
 _SUPPORTED = ", ".join(_SOURCE_FORMS.values())
 
@@ -214,6 +215,7 @@ class SourceSpec:
     path: str  # a file or directory; for ENGINE_TRANSPORTS, the engine's IMAGE
     ref: str | None = None  # which image of the layout or archive; None for an engine
     text: str = attrs.field(default="", eq=False)  # as the user wrote it, for messages
+    reference: Reference | None = None  # the image on a registry, for ``docker://``
 
     def __str__(self) -> str:
         return self.text or f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref else "")
@@ -229,6 +231,11 @@ def parse_source(text: str) -> SourceSpec:
     transport, sep, rest = text.partition(":")
     if not sep or transport not in SOURCE_TRANSPORTS:
         raise UsageError(f"unknown source transport in {text!r}: use one of {_SUPPORTED}")
+    if transport == "docker":  # a registry, read by ocipush.remote: docker://HOST/REPO[:TAG|@DIGEST]
+        if not rest.startswith("//"):
+            raise UsageError(f"{text!r}: a registry source is docker://HOST/REPO[:TAG|@DIGEST]")
+        reference = Reference.parse(text)
+        return SourceSpec(transport, reference.name, str(reference.digest or reference.tag), text, reference)
     if transport in ENGINE_TRANSPORTS:
         if not rest:
             raise UsageError(f"{text!r}: missing the image name")
