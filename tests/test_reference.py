@@ -241,7 +241,9 @@ def test_parse_source(text, transport, path, ref):
         ("./img", "unknown source transport in './img': use one of oci:PATH[:REF], "),
         ("tarball:x.tar", "unknown source transport in 'tarball:x.tar'"),
         ("dir:/tmp/x", "source transport 'dir' is not supported yet"),
-        ("docker:img", "source transport 'docker' is not supported yet"),
+        ("docker:img", "'docker:img': a registry source is docker://HOST/REPO[:TAG|@DIGEST]"),
+        ("docker://", "empty image reference"),
+        ("docker://alice:pw@host.io/img", "credentials do not belong in a reference"),
         ("oci:", "'oci:': missing the layout path"),
         ("docker-archive::x", "'docker-archive::x': missing the archive path"),
         ("docker-daemon:", "'docker-daemon:': missing the image name"),
@@ -257,7 +259,8 @@ def test_parse_source_refuses(text, message):
     assert message in str(caught.value)
 
 
-@given(st.sampled_from(["", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dir:"]), st.text(max_size=40))
+@given(st.sampled_from(["", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dir:", "docker://"]),
+       st.text(max_size=40))
 def test_any_source_is_parsed_or_a_usage_error(prefix, text):
     try:
         spec = parse_source(prefix + text)

@@ -217,7 +217,8 @@ class BlobReader(io.RawIOBase):
         self._left, self._at = b"", start
 
     def _check(self, response: httpx.Response) -> int:
-        """The offset the answer starts at: ``_pos`` for a 206 that says so, 0 for a 200."""
+        """The offset the answer starts at: ``_pos`` for a 206 that says so, 0 for a 200.
+        An answer that contradicts the request is not retried (its status is kept)."""
         length = response.headers.get("Content-Length")
         if response.status_code == 200:
             start = 0
@@ -226,15 +227,16 @@ class BlobReader(io.RawIOBase):
             value = response.headers.get("Content-Range", "")
             m = _CONTENT_RANGE.fullmatch(value.strip())
             if m is None:
-                raise RegistryError(f"{what}: {value[:60]!r} is not bytes START-END/TOTAL")
+                raise RegistryError(f"{what}: {value[:60]!r} is not bytes START-END/TOTAL", status=206)
             first, last, total = int(m[1]), int(m[2]), m[3]
             if first != self._pos or last != self.size - 1 or (total != "*" and int(total) != self.size):
                 raise RegistryError(f"{what}: {value[:60]!r} is not the bytes {self._pos}-{self.size - 1} "
-                                    f"of {self.size} asked for")
+                                    f"of {self.size} asked for", status=206)
             start = first
         if length is not None and length.strip() != str(self.size - start):
             raise RegistryError(f"{what_of(response, 'Content-Length')}: {length[:30]!r}, "
-                                f"but the descriptor leaves {self.size - start} bytes from byte {start}")
+                                f"but the descriptor leaves {self.size - start} bytes from byte {start}",
+                                status=response.status_code)
         return start
 
     def _drop(self) -> None:
