@@ -215,6 +215,10 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = [flag for flag, value in (("--src-creds", args.src_creds), ("--src-authfile", args.src_authfile),
+             ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir)) if value is not None]
+    if given and not args.source.startswith("docker://"):
+        raise UsageError(f"{given[0]} is for a docker:// source, not {args.source}")
     options = PushOptions(
         chunk_size=args.chunk_size,
         jobs=args.jobs,

@@ -3,7 +3,8 @@
 - A registry ``Reference`` in docker's grammar: ``[docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]``.
 - A ``LayoutReference``: ``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` on disk.
 - ``DestinationRef`` is either one; ``parse_destination`` tells them apart.
-- A ``SourceSpec``: ``TRANSPORT:PATH[:REF]`` (or ``TRANSPORT:IMAGE`` for an engine), which
+- A ``SourceSpec``: ``TRANSPORT:PATH[:REF]`` (or ``TRANSPORT:IMAGE`` for an engine, or
+  ``docker://`` and a ``Reference`` for a registry, which ``ocipush.remote`` reads), which
   the readers in ``ocipush.sources`` open without splitting the text again.
 
 Normalisation follows docker and containers/image: a first component that has no ``.``

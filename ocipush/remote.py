@@ -162,6 +162,9 @@ class RemoteSource(Source):
         return f"source registry {self.host}: {self.reference.repository}@{desc.digest}"
 
     def close(self) -> None:
+        """Cut the downloads still open (an interrupted push leaves upload threads reading
+        them), then close the connections."""
+        self.client.interrupt(grace=0)
         self.client.close()
 
 

@@ -187,3 +187,23 @@ def test_reader_is_a_file_for_readinto(registry, image):
     reader = _reader(registry.host, "remote-corners/seeks", layer.digest, layer.size)
     buffered = io.BufferedReader(reader, 1 << 16)
     assert hashlib.sha256(buffered.read()).hexdigest() == layer.digest[7:]
+
+
+def test_a_source_registry_that_is_not_there_is_exit_3(capsys):
+    with FakeRegistry() as dest:
+        host = dest.host
+    assert main([f"docker://{host}/src:v1", f"{host}/copy:v1", "--retry", "0"]) == 3
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"ocipush: source registry {host}: ")
+
+
+def test_src_options_need_a_docker_source(capsys):
+    assert main(["oci:/nonexistent:v1", "127.0.0.1:1/x:y", "--src-creds", "a:b"]) == 2
+    assert capsys.readouterr().err.strip() == "ocipush: --src-creds is for a docker:// source, not oci:/nonexistent:v1"
+
+
+def test_a_registry_source_into_an_oci_layout(fake, image, tmp_path):
+    result = push(f"docker://{fake.host}/src:v1", f"oci:{tmp_path / 'out'}:v1", PushOptions(cache=None))
+    assert str(result.digest) == image.digest
+    layer = image.layers[0]
+    assert (tmp_path / "out" / "blobs" / "sha256" / layer.digest[7:]).read_bytes() == layer.path.read_bytes()

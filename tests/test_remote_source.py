@@ -194,3 +194,28 @@ def test_as_is_copy_by_digest_and_dry_run(registry, big_image, repo, capsys, use
     options = PushOptions(source_client=ClientOptions(), cache=None)
     result = push(by_digest, f"{registry.host}/{repo}-copy:v1", options)
     assert str(result.digest) == big_image.digest
+
+
+def test_token_source_asks_for_pull_only(tmp_path_factory, registry, repo, capsys, user_config, tmp_path):
+    """A Bearer-token source (the registry's auth: token): the token requested for the
+    source is for pull alone, with the source's credentials, and the copy verifies."""
+    from tests.tokenserver import TokenServer
+
+    server = TokenServer(tmp_path_factory.mktemp("tokens"), users={"alice": PASSWORD})
+    with server, start_registry(tmp_path_factory.mktemp("token-source"), server.registry_config()) as source:
+        seeded = skopeo_copy(f"oci:{FIXTURES / 'single'}:{_first_ref(FIXTURES / 'single')}",
+                             f"docker://{source.host}/app:v1", f"--dest-creds=alice:{PASSWORD}")
+        assert seeded.returncode == 0, seeded.stderr
+        server.requests.clear()
+        code = main([f"docker://{source.host}/app:v1", f"{registry.host}/{repo}:v1", "--src-creds",
+                     f"alice:{PASSWORD}"])
+        assert code == 0, capsys.readouterr().err
+        assert {(r.user, r.scopes) for r in server.requests} == {("alice", ("repository:app:pull",))}
+    skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def _first_ref(layout: Path) -> str:
+    import json
+
+    index = json.loads((layout / "index.json").read_text())
+    return index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
