@@ -219,3 +219,21 @@ def _first_ref(layout: Path) -> str:
 
     index = json.loads((layout / "index.json").read_text())
     return index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+
+
+def test_a_chunk_the_destination_needs_again_is_read_again_by_range(make_registry, registry, big_image, repo,
+                                                                    capsys, user_config, tmp_path):
+    """The destination refuses the second 2 MB chunk once (503, the registry never saw it):
+    the chunk goes again, its bytes read again from the source with a Range request, and
+    only those."""
+    source = make_registry()
+    _seed(f"oci:{big_image.layout}:v1", f"{source.host}/{repo}:v1")
+    layer = big_image.layers[0]
+    with FaultProxy(source.host) as src, FaultProxy(registry.host) as dest:
+        dest.respond(503, method="PATCH", nth=3)  # the config's PATCH, the layer's first chunk, its second
+        options = PushOptions(chunk_size=2 << 20, retry=FAST, cache=None, jobs=1)
+        result = push(f"docker://{src.host}/{repo}:v1", f"{dest.host}/{repo}:v1", options)
+        gets = [e for e in src.requests() if e.method == "GET" and layer.digest in e.path]
+    assert str(result.digest) == big_image.digest
+    assert [e.range for e in gets] == [None, f"bytes={2 << 20}-"]
+    skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
