@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src-creds", metavar="USER[:PASS]", help="credentials for a docker:// source's registry")
     p.add_argument("--src-authfile", metavar="FILE",
                    help="auth file for a docker:// source (default: podman's, then docker's)")
+    p.add_argument("--src-username", metavar="USER", help="user name for a docker:// source, with --src-password-stdin")
+    p.add_argument("--src-password-stdin", action="store_true",
+                   help="read the docker:// source's password from standard input")
     p.add_argument("--chunk-size", type=_size, metavar="SIZE",
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
@@ -179,7 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _src_credentials(args: argparse.Namespace) -> Credentials | None:
-    """``--src-creds USER[:PASS]`` (a password asked on the terminal when missing)."""
+    """``--src-creds USER[:PASS]`` (a password asked on the terminal when missing), or
+    ``--src-username`` with ``--src-password-stdin``."""
+    if args.src_password_stdin:
+        if not args.src_username:
+            raise UsageError("--src-password-stdin needs --src-username")
+        if args.src_creds:
+            raise UsageError("give either --src-creds or --src-username with --src-password-stdin")
+        if args.password_stdin:
+            raise UsageError("only one password can come from standard input: "
+                             "--password-stdin and --src-password-stdin were both given")
+        return Credentials(args.src_username, sys.stdin.readline().rstrip("\r\n"), source="--src-password-stdin")
+    if args.src_username:
+        raise UsageError("--src-username needs --src-password-stdin (or use --src-creds USER:PASS)")
     if not args.src_creds:
         return None
     user, sep, password = args.src_creds.partition(":")
@@ -216,7 +231,8 @@ def _credentials(args: argparse.Namespace) -> Credentials | None:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     given = [flag for flag, value in (("--src-creds", args.src_creds), ("--src-authfile", args.src_authfile),
-             ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir)) if value is not None]
+             ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir),
+             ("--src-username", args.src_username)) if value is not None]
     if given and not args.source.startswith("docker://"):
         raise UsageError(f"{given[0]} is for a docker:// source, not {args.source}")
     options = PushOptions(

@@ -207,3 +207,19 @@ def test_a_registry_source_into_an_oci_layout(fake, image, tmp_path):
     assert str(result.digest) == image.digest
     layer = image.layers[0]
     assert (tmp_path / "out" / "blobs" / "sha256" / layer.digest[7:]).read_bytes() == layer.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--src-password-stdin"], "--src-password-stdin needs --src-username"),
+        (["--src-username", "a"], "--src-username needs --src-password-stdin (or use --src-creds USER:PASS)"),
+        (["--src-username", "a", "--src-password-stdin", "--username", "b", "--password-stdin"],
+         "only one password can come from standard input"),
+        (["--src-username", "a", "--src-password-stdin", "--src-creds", "a:b"], "give either --src-creds or"),
+    ],
+)
+def test_src_password_stdin_usage(args, message, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    assert main(["docker://127.0.0.1:1/x:y", "127.0.0.1:1/x:z", *args]) == 2
+    assert message in capsys.readouterr().err

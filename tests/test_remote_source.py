@@ -237,3 +237,13 @@ def test_a_chunk_the_destination_needs_again_is_read_again_by_range(make_registr
     assert str(result.digest) == big_image.digest
     assert [e.range for e in gets] == [None, f"bytes={2 << 20}-"]
     skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_source_password_from_stdin(basic_source, registry, repo, capsys, monkeypatch, user_config):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    code = main([f"docker://{basic_source.host}/app:multi", f"{registry.host}/{repo}:multi",
+                 "--src-username", "alice", "--src-password-stdin"])
+    assert code == 0, capsys.readouterr().err
+    assert _raw(f"{registry.host}/{repo}:multi") == _raw_with_auth(basic_source.host, "app", "multi")

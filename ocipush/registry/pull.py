@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Iterator
 
+import attrs
 import httpx
 
 from ..digest import Digest
@@ -48,14 +49,14 @@ MANIFEST_ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES, key=lambda t: (
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
+@attrs.frozen
 class PulledManifest:
     """A manifest as the registry served it: its exact bytes, its media type, and the
     digest the registry claimed (``Docker-Content-Digest``; None when it sent none)."""
 
-    def __init__(self, data: bytes, media_type: str, claimed: Digest | None):
-        self.data = data
-        self.media_type = media_type
-        self.claimed = claimed
+    data: bytes
+    media_type: str
+    claimed: Digest | None
 
 
 class Puller:
