@@ -19,7 +19,7 @@ close`), so what one request does to the registry never depends on an earlier on
 `Expect: 100-continue` is not supported (httpx and Go clients do not send it). Bytes that are
 not HTTP (skopeo probes TLS first) get a 400 at once and no log entry.
 
-Faults are rules (`cut_body`, `drop_response`, `respond`, `stall`, `limit_body`,
+Faults are rules (`cut_body`, `cut_answer`, `drop_response`, `respond`, `stall`, `limit_body`,
 `random_faults`) that match requests by method, a regex searched in the request target
 (`path?query`), and occurrence: a rule counts the requests it matches, fires from the `nth` on,
 `times` times (None: every time). Every matching rule counts a request; of those due, the

@@ -247,3 +247,32 @@ def test_source_password_from_stdin(basic_source, registry, repo, capsys, monkey
                  "--src-username", "alice", "--src-password-stdin"])
     assert code == 0, capsys.readouterr().err
     assert _raw(f"{registry.host}/{repo}:multi") == _raw_with_auth(basic_source.host, "app", "multi")
+
+
+def test_ctrl_c_while_the_source_is_silent_exits_130_at_once(make_registry, registry, big_image, repo, user_config):
+    """SIGINT while an upload thread waits on the source's blob GET (the source registry
+    says nothing for 60 s): one line, exit 130 within the interrupt's grace, no tag."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = make_registry()
+    _seed(f"oci:{big_image.layout}:v1", f"{source.host}/{repo}:v1")
+    with FaultProxy(source.host) as silent:
+        held = silent.stall(60, method="GET", path=f"/blobs/{big_image.layers[0].digest}")
+        argv = [sys.executable, "-m", "ocipush", f"docker://{silent.host}/{repo}:v1", f"{registry.host}/{repo}:v1"]
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.fault.holding.wait(30), "the blob GET never came"
+            process.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            out, err = process.communicate(timeout=20)
+            took = time.monotonic() - sent
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert (process.returncode, err.strip().splitlines()[-1:]) == (130, ["ocipush: interrupted"]), err
+    assert "Traceback" not in err and took < 8, took
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
