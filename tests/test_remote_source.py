@@ -268,6 +268,7 @@ def test_ctrl_c_while_the_source_is_silent_exits_130_at_once(make_registry, regi
             process.send_signal(signal.SIGINT)
             sent = time.monotonic()
             out, err = process.communicate(timeout=20)
+            assert out == ""
             took = time.monotonic() - sent
         finally:
             if process.poll() is None:
