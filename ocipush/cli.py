@@ -23,6 +23,7 @@ from .localfile import file_kind
 from .push import PushOptions, push
 from .reference import parse_source, reads_stdin
 from .registry.auth import Credentials
+from .registry.client import ClientOptions
 from .registry.credentials import check_authfile
 from .registry.retry import RetryPolicy
 from .registry.transport import Interrupted
@@ -44,6 +45,10 @@ sources (containers-transports(5) names):
   docker-archive:-, oci-archive:- the archive on standard input (docker save IMG | ocipush
                                   docker-archive:- DEST), spooled to $TMPDIR; a file named
                                   - is ./-
+  docker://HOST/REPO[:TAG|@DIGEST]
+                                  an image on a registry, streamed blob by blob (an index
+                                  whole); options --src-creds, --src-authfile,
+                                  --src-tls-verify, --src-cert-dir
 
 destinations:
   [docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]   a registry
@@ -147,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auth file to take credentials from (default: podman's, then docker's)")
     p.add_argument("--username", metavar="USER", help="user name, with --password-stdin")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--src-tls-verify", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
+                   help="verify TLS of a docker:// source (default: true, unless registries.conf marks it insecure)")
+    p.add_argument("--src-cert-dir", metavar="DIR", help="CAs and client certificate for a docker:// source")
+    p.add_argument("--src-creds", metavar="USER[:PASS]", help="credentials for a docker:// source's registry")
+    p.add_argument("--src-authfile", metavar="FILE",
+                   help="auth file for a docker:// source (default: podman's, then docker's)")
+    p.add_argument("--src-username", metavar="USER", help="user name for a docker:// source, with --src-password-stdin")
+    p.add_argument("--src-password-stdin", action="store_true",
+                   help="read the docker:// source's password from standard input")
     p.add_argument("--chunk-size", type=_size, metavar="SIZE",
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
@@ -176,6 +190,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the source and ask the registry what it has; print the plan, change nothing")
     p.add_argument("--version", action="version", version=f"ocipush {__version__}")
     return p
+
+
+def _src_credentials(args: argparse.Namespace) -> Credentials | None:
+    """``--src-creds USER[:PASS]`` (a password asked on the terminal when missing), or
+    ``--src-username`` with ``--src-password-stdin``."""
+    if args.src_password_stdin:
+        if not args.src_username:
+            raise UsageError("--src-password-stdin needs --src-username")
+        if args.src_creds:
+            raise UsageError("give either --src-creds or --src-username with --src-password-stdin")
+        if args.password_stdin:
+            raise UsageError("only one password can come from standard input: "
+                             "--password-stdin and --src-password-stdin were both given")
+        return Credentials(args.src_username, sys.stdin.readline().rstrip("\r\n"), source="--src-password-stdin")
+    if args.src_username:
+        raise UsageError("--src-username needs --src-password-stdin (or use --src-creds USER:PASS)")
+    if not args.src_creds:
+        return None
+    user, sep, password = args.src_creds.partition(":")
+    if not user:
+        raise UsageError("--src-creds: empty user name")
+    if not sep:
+        if not sys.stdin.isatty():
+            raise UsageError("--src-creds has no password and there is no terminal to ask for one")
+        password = getpass.getpass(f"Password for {user} (source): ")
+    return Credentials(user, password, source="--src-creds")
 
 
 def _credentials(args: argparse.Namespace) -> Credentials | None:
@@ -210,6 +250,11 @@ def _source_reads_stdin(text: str) -> bool:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    given = [flag for flag, value in (("--src-creds", args.src_creds), ("--src-authfile", args.src_authfile),
+             ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir),
+             ("--src-username", args.src_username)) if value is not None]
+    if given and not args.source.startswith("docker://"):
+        raise UsageError(f"{given[0]} is for a docker:// source, not {args.source}")
     options = PushOptions(
         chunk_size=args.chunk_size,
         jobs=args.jobs,
@@ -224,9 +269,13 @@ def run(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
         platforms=tuple(args.platform),
+        source_client=ClientOptions(tls_verify=args.src_tls_verify, credentials=_src_credentials(args),
+                                    authfile=args.src_authfile, cert_dir=args.src_cert_dir, deadline=args.timeout),
     )
     if args.authfile:
         check_authfile(args.authfile)  # as podman: before anything else
+    if args.src_authfile:
+        check_authfile(args.src_authfile)
     if args.digestfile:
         _check_writable(args.digestfile)  # before the push: afterwards the tag already moved
     if args.quiet or args.json:

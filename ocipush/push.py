@@ -36,9 +36,10 @@ from .reference import DestinationRef, LayoutReference, parse_destination
 from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
+from .remote import RemoteSource, open_any_source
 from .rewrite import Rewritten, rewrite
 from .select import select_platforms
-from .sources import Source, load_image, open_source
+from .sources import Source, load_image
 from .sources.base import ImageNode, read_verified
 from .transcode import TranscodedContent
 
@@ -63,6 +64,7 @@ class PushOptions:
     manifest_format: str | None = None  # "oci" or "v2s2": convert manifests; None: keep
     dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
     platforms: tuple[str, ...] = ()  # --platform OS/ARCH[/VARIANT]: push only these images (select.py)
+    source_client: ClientOptions | None = None  # a docker:// source's TLS and credentials; None: defaults
 
 
 @attrs.frozen
@@ -105,7 +107,9 @@ def push(
     if isinstance(destination, str):
         destination = parse_destination(destination)
     if isinstance(source, str):
-        with open_source(source, events) as opened:  # events: progress of a spooled stdin
+        source_client = options.source_client or ClientOptions(timeout=options.timeout, deadline=options.deadline)
+        # events: a registry source's notes, the progress of a spooled stdin
+        with open_any_source(source, source_client, options.retry, events) as opened:
             return _push(opened, destination, options, events, started)
     return _push(source, destination, options, events, started)
 
@@ -313,11 +317,21 @@ class _Blobs:
 
     def _as_is(self, job: BlobJob) -> BlobResult:
         desc = job.source
+        if self._mounted(desc):
+            return BlobResult(desc, desc, "mounted")
         what = self.source.describe_blob(desc)
         content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, what)
         content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content)
         return _result(desc, desc, outcome)
+
+    def _mounted(self, desc: Descriptor) -> bool:
+        """A docker:// source on the destination's registry: the blob is linked across
+        repositories (the registry's mount, confirmed by a HEAD) instead of copied."""
+        source = self.source
+        if not isinstance(source, RemoteSource) or source.location == self.target.location:
+            return False
+        return self.target.mount(desc.digest, source.location) and self.target.exists(desc.digest, desc.size)
 
     def _transform(self, job: BlobJob) -> BlobResult:
         desc, target = job.source, job.target

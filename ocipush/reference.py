@@ -3,7 +3,8 @@
 - A registry ``Reference`` in docker's grammar: ``[docker://]HOST[:PORT]/REPO[:TAG|@DIGEST]``.
 - A ``LayoutReference``: ``oci:PATH[:TAG]`` or ``oci-archive:PATH[:TAG]`` on disk.
 - ``DestinationRef`` is either one; ``parse_destination`` tells them apart.
-- A ``SourceSpec``: ``TRANSPORT:PATH[:REF]`` (or ``TRANSPORT:IMAGE`` for an engine), which
+- A ``SourceSpec``: ``TRANSPORT:PATH[:REF]`` (or ``TRANSPORT:IMAGE`` for an engine, or
+  ``docker://`` and a ``Reference`` for a registry, which ``ocipush.remote`` reads), which
   the readers in ``ocipush.sources`` open without splitting the text again.
 
 Normalisation follows docker and containers/image: a first component that has no ``.``
@@ -224,6 +225,7 @@ _SOURCE_FORMS = {
     "docker-daemon": "docker-daemon:IMAGE",
     "containers-storage": "containers-storage:IMAGE",
     "dir": "dir:PATH",
+    "docker": "docker://HOST/REPO[:TAG|@DIGEST]",
 }
 _SUPPORTED = ", ".join(_SOURCE_FORMS.values())
 
@@ -237,6 +239,7 @@ class SourceSpec:
     path: str  # a file or directory; for ENGINE_TRANSPORTS, the engine's IMAGE
     ref: str | None = None  # which image of the layout or archive; None for an engine
     text: str = attrs.field(default="", eq=False)  # as the user wrote it, for messages
+    reference: Reference | None = None  # the image on a registry, for ``docker://``
 
     def __str__(self) -> str:
         return self.text or f"{self.transport}:{self.path}" + (f":{self.ref}" if self.ref else "")
@@ -254,6 +257,11 @@ def parse_source(text: str) -> SourceSpec:
         raise UsageError(f"unknown source transport in {text!r}: use one of {_SUPPORTED}")
     if transport == "dir":
         return _parse_dir(rest, text)
+    if transport == "docker":  # a registry, read by ocipush.remote: docker://HOST/REPO[:TAG|@DIGEST]
+        if not rest.startswith("//"):
+            raise UsageError(f"{text!r}: a registry source is docker://HOST/REPO[:TAG|@DIGEST]")
+        reference = Reference.parse(text)
+        return SourceSpec(transport, reference.name, str(reference.digest or reference.tag), text, reference)
     if transport in ENGINE_TRANSPORTS:
         if not rest:
             raise UsageError(f"{text!r}: missing the image name")

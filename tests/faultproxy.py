@@ -19,7 +19,7 @@ close`), so what one request does to the registry never depends on an earlier on
 `Expect: 100-continue` is not supported (httpx and Go clients do not send it). Bytes that are
 not HTTP (skopeo probes TLS first) get a 400 at once and no log entry.
 
-Faults are rules (`cut_body`, `drop_response`, `respond`, `stall`, `limit_body`,
+Faults are rules (`cut_body`, `cut_answer`, `drop_response`, `respond`, `stall`, `limit_body`,
 `random_faults`) that match requests by method, a regex searched in the request target
 (`path?query`), and occurrence: a rule counts the requests it matches, fires from the `nth` on,
 `times` times (None: every time). Every matching rule counts a request; of those due, the
@@ -127,7 +127,15 @@ class Stall:
     holding: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
-Fault = CutBody | DropResponse | Respond | Stall
+@dataclass(frozen=True)
+class CutAnswer:
+    """Forward the request, relay the answer's head and the first `after_bytes` of its
+    body, then close the client connection: a download broken midway."""
+
+    after_bytes: int
+
+
+Fault = CutBody | DropResponse | Respond | Stall | CutAnswer
 
 
 def html_error_page(status: int) -> bytes:
@@ -459,6 +467,8 @@ class Exchange:
     body_bytes: int = 0  # request body bytes read from the client (chunked: framing included)
     status: int | None = None  # what the client got; None: no answer
     upstream_status: int | None = None  # what the registry answered; None: not asked or no answer
+    range: str | None = None  # the request's Range header (a resumed download)
+    authorization: str | None = None  # the request's Authorization header, for origin checks
 
 
 class FaultProxy:
@@ -497,6 +507,12 @@ class FaultProxy:
         A body no longer than `after_bytes` reaches the registry whole, then the connection ends.
         """
         return self._add(FixedRule(CutBody(after_bytes), nth, times, method=method, path=path))
+
+    def cut_answer(self, after_bytes: int, *, method: str | None = None, path: str | None = None,
+                   nth: int = 1, times: int | None = 1) -> Rule:
+        """Relay the answer's head and the first `after_bytes` bytes of its body, then close
+        the client connection: the client sees its download end early."""
+        return self._add(FixedRule(CutAnswer(after_bytes), nth, times, method=method, path=path))
 
     def drop_response(self, *, method: str | None = None, path: str | None = None,
                       nth: int = 1, times: int | None = 1) -> Rule:
@@ -635,7 +651,8 @@ class FaultProxy:
             return False
         request = Request.parse(head)
         path, _, query = request.target.partition("?")
-        exchange = Exchange(request.method, path, query, head.get("Content-Range"))
+        exchange = Exchange(request.method, path, query, head.get("Content-Range"),
+                            range=head.get("Range"), authorization=head.get("Authorization"))
         with self._logged(exchange):
             exchange.fault = self._fault_for(request)
             match exchange.fault:
@@ -649,6 +666,8 @@ class FaultProxy:
                     self._respond(client, rfile, request, exchange, answer)
                 case Stall() as stall:
                     self._stall(rfile, request, exchange, stall)
+                case CutAnswer(after_bytes=after_bytes):
+                    self._cut_answer(client, rfile, request, exchange, after_bytes)
             return False
 
     @contextlib.contextmanager
@@ -686,6 +705,18 @@ class FaultProxy:
             exchange.status = exchange.upstream_status = response_status(head)
             copy_body(answer, framing, client.sendall)
         return keep_alive
+
+    def _cut_answer(self, client: socket.socket, rfile: BufferedReader, request: Request,
+                    exchange: Exchange, after_bytes: int) -> None:
+        with self._upstream() as upstream, upstream.makefile("rb") as answer:
+            self._send_request(upstream, rfile, request, exchange)
+            head = read_head(answer)
+            if head is None:
+                raise ProtocolError("the registry closed without answering")
+            client.sendall(head.relayed(("Connection", "close")))
+            exchange.upstream_status = response_status(head)
+            with contextlib.suppress(_Cut):
+                copy_body(answer, response_framing(head, request.method), _cutting(after_bytes, client.sendall))
 
     def _drop_response(self, rfile: BufferedReader, request: Request, exchange: Exchange) -> None:
         with self._upstream() as upstream:

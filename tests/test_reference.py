@@ -245,7 +245,9 @@ def test_parse_source(text, transport, path, ref):
         ("tarball:x.tar", "unknown source transport in 'tarball:x.tar'"),
         ("dir:", "'dir:': missing the directory path"),
         ("dir:-", "'dir:-': a directory cannot come on standard input; name a directory called - as dir:./-"),
-        ("docker:img", "source transport 'docker' is not supported yet"),
+        ("docker:img", "'docker:img': a registry source is docker://HOST/REPO[:TAG|@DIGEST]"),
+        ("docker://", "empty image reference"),
+        ("docker://alice:pw@host.io/img", "credentials do not belong in a reference"),
         ("oci:", "'oci:': missing the layout path"),
         ("docker-archive::x", "'docker-archive::x': missing the archive path"),
         ("docker-daemon:", "'docker-daemon:': missing the image name"),
@@ -261,7 +263,8 @@ def test_parse_source_refuses(text, message):
     assert message in str(caught.value)
 
 
-@given(st.sampled_from(["", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dir:"]), st.text(max_size=40))
+@given(st.sampled_from(["", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dir:", "docker://"]),
+       st.text(max_size=40))
 def test_any_source_is_parsed_or_a_usage_error(prefix, text):
     try:
         spec = parse_source(prefix + text)

@@ -98,7 +98,7 @@ class Scope:
     tokens: tuple[str, ...]  # token-service scopes, e.g. ("repository:team/app:pull,push",)
 
     @classmethod
-    def of(cls, url: httpx.URL, repository: str | None = None) -> Scope | None:
+    def of(cls, url: httpx.URL, repository: str | None = None, actions: str = "pull,push") -> Scope | None:
         """``repository`` when the caller gave it, else read from a ``/v2/`` API path;
         None for the ``/v2/`` ping (and anything else outside a repository)."""
         if not repository:
@@ -106,16 +106,16 @@ class Scope:
             if not m:
                 return None
             repository = m[1]
-        tokens = [f"repository:{repository}:pull,push"]
+        tokens = [f"repository:{repository}:{actions}"]
         source = url.params.get("from")
         if "mount" in url.params and source and source != repository:
             tokens.append(f"repository:{source}:pull")
         return cls(repository, tuple(tokens))
 
     @classmethod
-    def of_request(cls, request: httpx.Request) -> Scope | None:
+    def of_request(cls, request: httpx.Request, actions: str = "pull,push") -> Scope | None:
         given = request.extensions.get(REPOSITORY_EXTENSION)
-        return cls.of(request.url, given if isinstance(given, str) else None)
+        return cls.of(request.url, given if isinstance(given, str) else None, actions)
 
 
 # The repository is what precedes the endpoint; greedy, so a repository may have a
@@ -162,8 +162,11 @@ class RegistryAuth(httpx.Auth):
     requires_response_body = False  # bodies are read here, bounded, when the flow needs them
 
     def __init__(self, registry: str, lookup: Callable[[str], Credentials | None], *, insecure: bool = False,
-                 proxied: Callable[[httpx.URL], bool] = lambda url: False):
+                 proxied: Callable[[httpx.URL], bool] = lambda url: False, actions: str = "pull,push",
+                 creds_flag: str = "--creds"):
         self.registry = registry
+        self.actions = actions  # what a token asks for: "pull" for a source registry
+        self.creds_flag = creds_flag  # the option that gives credentials, for messages
         self.insecure = insecure
         self._proxied = proxied  # does a request to this URL go through a proxy (transport.proxied)
         self._secrets = Secrets()  # every secret of this run, for redact()
@@ -204,7 +207,7 @@ class RegistryAuth(httpx.Auth):
             response = yield request
             self._challenged(response)  # raises on a 401
             return
-        scope = Scope.of_request(request)
+        scope = Scope.of_request(request, self.actions)
         if scope is None:  # the ping: no credentials, but its challenge tells us what to send
             response = yield request
             self._challenged(response)
@@ -317,7 +320,7 @@ class RegistryAuth(httpx.Auth):
         what = f"{self.registry}: the token service {realm}"
         body = _drain(response, BODY_LIMITS["token"], what)
         if response.status_code in (400, 401, 403):  # 400: OAuth2's invalid_grant
-            who = credentials.describe() if credentials else "anonymous access; give --creds or log in"
+            who = credentials.describe() if credentials else f"anonymous access; give {self.creds_flag} or log in"
             raise AuthenticationError(
                 f"{self.registry}: authentication failed: the token service {realm} refused {who}"
             )
@@ -378,7 +381,7 @@ class RegistryAuth(httpx.Auth):
         if credentials is None:
             return AuthenticationError(
                 f"{self.registry}: authentication failed: anonymous access to {scope.repository} refused{why}; "
-                "give --creds, or log in with podman login or docker login",
+                f"give {self.creds_flag}, or log in with podman login or docker login",
                 status=401,
             )
         return AuthenticationError(

@@ -87,8 +87,11 @@ class RegistryClient:
         *,
         loopback: bool = False,
         retry: RetryPolicy | None = None,
+        actions: str = "pull,push",
+        creds_flag: str = "--creds",
     ):
         self.host = host
+        self.creds_flag = creds_flag  # the option that gives this registry's credentials, for messages
         self.options = options
         self.loopback = loopback
         self.retry = RetryPolicy() if retry is None else retry
@@ -98,7 +101,8 @@ class RegistryClient:
         # Plain HTTP only to this machine (no proxy between), or to a registry the user made insecure.
         local = loopback and not proxied(httpx.URL(f"http://{host}/v2/"))
         self._schemes = ("https", "http") if local or self.tls.insecure else ("https",)
-        self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure, proxied=proxied)
+        self.auth = RegistryAuth(host, self._credentials_lookup(), insecure=self.tls.insecure, proxied=proxied,
+                                 actions=actions, creds_flag=creds_flag)
         self._backend = CancellableBackend()
         self._http = self._make_http(self._backend)
         self._spare: httpx.Client | None = None  # for cleanup() after interrupt()
@@ -217,27 +221,50 @@ class RegistryClient:
         (up to 64 KiB, refused past it) and dropped.  The request, answers to its auth
         challenge and redirects included, has ``ClientOptions.deadline_for`` its body in all.
         """
+        return self._checked(method, url, expect, kwargs)[0]
+
+    def fetch(
+        self, method: str, url: str, *, expect: tuple[int, ...], limit: int, **kwargs: Any
+    ) -> tuple[httpx.Response, bytes]:
+        """``request``, and the body of an expected answer read up to ``limit`` bytes (a
+        manifest pulled from a source registry), under the request's deadline."""
+        return self._checked(method, url, expect, kwargs, limit=limit)
+
+    def open(self, method: str, url: str, *, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        """``request``, but an expected answer comes back with its body unread, for the
+        caller to stream (a blob) and close; its reads are outside the request's deadline
+        unless the caller re-enters a scope (``transport.within``)."""
+        return self._checked(method, url, expect, kwargs, stream=expect)[0]
+
+    def _checked(
+        self, method: str, url: str, expect: tuple[int, ...], kwargs: dict[str, Any], *,
+        limit: int = 0, stream: tuple[int, ...] = (),
+    ) -> tuple[httpx.Response, bytes]:
         try:
-            response, body = self._exchange(method, url, kwargs)
+            response, body = self._exchange(method, url, kwargs, limit=limit, stream=stream)
         except httpx.HTTPError as e:
             raise RegistryError(f"{method} {redact(url)}: {failure_reason(e)}") from None
         except httpx.InvalidURL as e:
             raise RegistryError(f"{method} {redact_text(url)}: invalid URL ({e})") from None
         if response.status_code in expect:
-            return response
+            return response, body
         errors = _oci_errors(body)  # parsed once, for the codes and the message
         codes = _error_codes(errors)
         message = f"{method} {redact(url)}: {self.auth.redact(describe_error(response, body, errors))}"
         if response.status_code == 401:
             raise AuthenticationError(
                 f"{self.host}: authentication failed ({message})"
-                + ("" if self.options.credentials else "; give credentials with --creds")
+                + ("" if self.options.credentials else f"; give credentials with {self.creds_flag}")
             )
         headers = {k.lower(): v for k, v in response.headers.items()}
         raise RegistryError(message, status=response.status_code, codes=codes, headers=headers)
 
-    def _exchange(self, method: str, url: str, kwargs: dict[str, Any]) -> tuple[httpx.Response, bytes]:
-        """One request under its deadline and read budget: the closed answer and its body."""
+    def _exchange(
+        self, method: str, url: str, kwargs: dict[str, Any], *, limit: int = 0, stream: tuple[int, ...] = ()
+    ) -> tuple[httpx.Response, bytes]:
+        """One request under its deadline and read budget: the closed answer and its body
+        (read up to ``limit``, or the limit for unused bodies); an answer whose status is in
+        ``stream`` comes back open, its body unread."""
         cleanup = getattr(self._local, "cleanup", None)
         if cleanup is None and self._backend.refusing:
             raise Interrupted()
@@ -250,7 +277,9 @@ class RegistryClient:
         with self._in_flight(), request_scope(seconds) as scope:
             try:
                 response = http.send(http.build_request(method, url, **kwargs), stream=True, follow_redirects=follow)
-                body = _read(response, _UNUSED_BODY_LIMIT, f"{method} {redact(url)}")
+                body = b""
+                if response.status_code not in stream:
+                    body = _read(response, max(limit, _UNUSED_BODY_LIMIT), f"{method} {redact(url)}")
                 self._scrub_headers(response)
                 self._remember_location(response)
             except httpx.HTTPError as e:

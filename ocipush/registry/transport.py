@@ -61,6 +61,7 @@ __all__ = [
     "origin_of",
     "proxied",
     "request_scope",
+    "within",
 ]
 
 BINDING_EXTENSION = "ocipush.binding"  # httpx request extension: the origin a request's secrets are for
@@ -117,6 +118,19 @@ def request_scope(seconds: float, budget: int = READ_BUDGET) -> Iterator[Request
     """Everything this thread sends and reads inside is one request: ``seconds`` in all."""
     outer = current_scope()
     scope = RequestScope(time.monotonic() + seconds, seconds, budget)
+    _local.scope = scope
+    try:
+        yield scope
+    finally:
+        _local.scope = outer
+
+
+@contextlib.contextmanager
+def within(scope: RequestScope) -> Iterator[RequestScope]:
+    """Re-enter a scope opened earlier: a streamed answer's body (a blob pulled from a
+    source registry) is read piece by piece, each read under the deadline and budget of
+    the request that opened it."""
+    outer = current_scope()
     _local.scope = scope
     try:
         yield scope

@@ -1,0 +1,184 @@
+"""``docker://HOST/REPO[:TAG|@DIGEST]`` as a source: an image read from a registry.
+
+A module above both ``sources`` (what a source is) and ``registry`` (how to speak HTTP),
+which never import each other: this adapter makes a repository on a registry look like
+any other ``sources.Source``, so the walk, the verification, the plan, recompression and
+the upload stay the same.
+
+- The source has its own ``RegistryClient``: its own TLS choice, credentials
+  (``--src-creds``, ``--src-authfile``, the same auth files and helpers as a destination)
+  and token scopes (``pull`` only), bound to the source's origin: nothing of the
+  destination's goes to the source, and nothing of the source's to the destination.
+- Manifests come whole (bounded at 4 MiB) and are kept in memory by digest; the root by
+  tag or digest, verified against the digest asked for, or against the one the registry
+  claims (``Docker-Content-Digest``), else taken as the sha256 of the bytes served.
+- Blobs are streams (``registry.pull.BlobReader``): nothing is written to disk, no blob is
+  held in memory, and a broken download resumes with a ``Range`` request.  Each blob is
+  looked at once with a ``HEAD`` (``load_image`` checks every blob is there before any
+  upload); ``FileContent`` hashes the bytes on their way to the destination.
+- Errors say which side failed: ``source registry HOST: …``, exit 3 (bad source) for what
+  the registry answered or failed to, exit 5 when it refused the credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, cast
+
+from .digest import Digest
+from .errors import AuthenticationError, OcipushError, RegistryError, SourceError
+from .events import Notes
+from .mediatypes import is_index, is_manifest
+from .models import Descriptor
+from .reference import Reference, SourceSpec, parse_source
+from .registry.client import ClientOptions, RegistryClient
+from .registry.pull import BlobReader, Puller
+from .registry.retry import RetryPolicy
+from .sources import Source, open_source
+
+__all__ = ["RemoteSource", "open_any_source", "source_error"]
+
+
+def open_any_source(
+    spec: str | SourceSpec, options: ClientOptions, retry: RetryPolicy, events: Notes | None = None
+) -> Source:
+    """Any source the command line names: ``docker://`` here, the others by ``sources``."""
+    if isinstance(spec, str):
+        spec = parse_source(spec)
+    if spec.transport == "docker":
+        assert spec.reference is not None
+        return RemoteSource(spec.reference, options, retry, events, name=str(spec))
+    return open_source(spec, events)
+
+
+def source_error(host: str, error: RegistryError) -> OcipushError:
+    """A failure of the source registry, said so: exit 5 when it refused the credentials,
+    else 3 (the image could not be read)."""
+    text = str(error)
+    message = f"source registry {text}" if text.startswith(f"{host}:") else f"source registry {host}: {text}"
+    if isinstance(error, AuthenticationError):
+        return AuthenticationError(message, status=error.status)
+    return SourceError(message)
+
+
+class RemoteSource(Source):
+    """A repository of a registry as a source; connected when made, closed by ``close``."""
+
+    def __init__(
+        self,
+        reference: Reference,
+        options: ClientOptions,
+        retry: RetryPolicy,
+        events: Notes | None = None,
+        *,
+        name: str = "",
+    ):
+        self.reference = reference
+        self.name = name or f"docker://{reference}"
+        self.notes: list[str] = []
+        self.host = reference.api_host
+        self.client = RegistryClient(self.host, options, loopback=reference.is_loopback, retry=retry,
+                                     actions="pull", creds_flag="--src-creds")
+        if events is not None:
+            say = events.note
+            self.client.on_retry = lambda error: say(self.client.auth.redact(f"retrying source: {error}"))
+        self.puller = Puller(self.client, reference.repository)
+        self._manifests: dict[Digest, bytes] = {}
+        self._sizes: dict[Digest, int] = {}  # blobs a HEAD found, and their size
+        self._lock = threading.Lock()
+        try:
+            with self._errors():
+                self.client.connect()
+        except BaseException:
+            self.client.close()
+            raise
+
+    @property
+    def location(self) -> str:
+        """``registry/repository``: where a destination on the same registry mounts from."""
+        return self.reference.name
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except RegistryError as e:
+            raise source_error(self.host, e) from None
+
+    def root(self) -> Descriptor:
+        ref = self.reference
+        with self._errors():
+            pulled = self.puller.manifest(str(ref.digest) if ref.digest else str(ref.tag))
+        data = pulled.data
+        expected = ref.digest or pulled.claimed
+        if expected is not None:
+            got = Digest.of(data, expected.algorithm)
+            if got != expected:
+                whose = "asked for" if ref.digest else "the registry claimed (Docker-Content-Digest)"
+                raise SourceError(f"{self.name}: source registry {self.host} served a manifest of digest {got}, "
+                                  f"not {expected} {whose}")
+        digest = expected or Digest.of(data)
+        with self._lock:
+            self._manifests[digest] = data
+        return Descriptor(pulled.media_type, digest, len(data))
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        if is_manifest(desc.media_type) or is_index(desc.media_type):
+            return io.BytesIO(self._manifest(desc))  # verified by the reader (read_verified)
+        self._check_present(desc)
+        return cast(BinaryIO, _Blob(self, desc))
+
+    def _manifest(self, desc: Descriptor) -> bytes:
+        with self._lock:
+            known = self._manifests.get(desc.digest)
+        if known is not None:
+            return known
+        with self._errors():
+            data = self.puller.manifest(str(desc.digest)).data
+        with self._lock:
+            self._manifests[desc.digest] = data
+        return data
+
+    def _check_present(self, desc: Descriptor) -> None:
+        """The blob is there, of the descriptor's size: one HEAD per blob and run."""
+        with self._lock:
+            size = self._sizes.get(desc.digest)
+        if size is None:
+            with self._errors():
+                found = self.puller.blob_size(desc.digest)
+            if found is None:
+                raise SourceError(f"{self.describe_blob(desc)}: missing (the source registry answered 404)")
+            size = found
+            with self._lock:
+                self._sizes[desc.digest] = size
+        if size != desc.size:
+            raise SourceError(f"{self.describe_blob(desc)}: the source registry has {size} bytes, "
+                              f"the descriptor says {desc.size}")
+
+    def describe_blob(self, desc: Descriptor) -> str:
+        return f"source registry {self.host}: {self.reference.repository}@{desc.digest}"
+
+    def close(self) -> None:
+        """Cut the downloads still open (an interrupted push leaves upload threads reading
+        them), then close the connections."""
+        self.client.interrupt(grace=0)
+        self.client.close()
+
+
+class _Blob(BlobReader):
+    """A blob of the source, its registry's errors said as the source's."""
+
+    def __init__(self, source: RemoteSource, desc: Descriptor):
+        super().__init__(source.client, source.client.url(f"/v2/{source.reference.repository}/blobs/{desc.digest}"),
+                         desc.size)
+        self._translate: Callable[[RegistryError], OcipushError] = lambda e: source_error(source.host, e)
+
+    def read(self, n: int | None = -1) -> bytes:
+        try:
+            return super().read(n)
+        except RegistryError as e:
+            raise self._translate(e) from None
+
