@@ -294,6 +294,7 @@ def summary_json(result: PushResult) -> str:
                 requests_by_method={m: b.sent.get(m, 0) for m in _METHODS},
                 restarts=b.restarts,
                 refused=b.refused,
+                resumed_at=b.resumed_at,
             )
             for b in result.blobs
         ),
