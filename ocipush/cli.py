@@ -55,8 +55,8 @@ where the registry stands instead of sending the blob again (--no-resume: start 
 
 limits: every request has a total deadline (--timeout, plus 1s per 64 KiB of the chunk it
 sends) and a read may wait 120s at most; registry answers are read up to a limit by purpose.
-On SIGINT or SIGTERM the requests in flight are stopped, open uploads are DELETEd, and the
-exit is 130 or 143; a second signal exits at once.
+On SIGINT or SIGTERM the requests in flight are stopped, open uploads are DELETEd (kept for
+a later run with --keep-partial), and the exit is 130 or 143; a second signal exits at once.
 """
 
 
@@ -301,23 +301,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run(argv, records)
         except OcipushError as e:
-            print(f"ocipush: {_printable(str(e))}", file=sys.stderr)
-            _say_kept(records)
+            print(f"ocipush: {_printable(str(e))}{_kept(records)}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:  # Interrupted, once the push below has cancelled what it had open
             stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
             said.set()
-            print(f"ocipush: {stopped.message}", file=sys.stderr)
-            _say_kept(records)
+            print(f"ocipush: {stopped.message}{_kept(records)}", file=sys.stderr)
             return stopped.exit_code
 
 
-def _say_kept(records: list[UploadRecords]) -> None:
-    """A failed push that left uploads open for a later run says so, last."""
+def _kept(records: list[UploadRecords]) -> str:
+    """The end of a failed push's one line when it left uploads open for a later run."""
     kept = sum(r.kept() for r in records)
-    if kept:
-        uploads = "upload" if kept == 1 else "uploads"
-        print(f"ocipush: {kept} partial {uploads} kept: run the same command again to resume", file=sys.stderr)
+    if not kept:
+        return ""
+    uploads = "upload" if kept == 1 else "uploads"
+    return f"; {kept} partial {uploads} kept: run the same command again to resume"
 
 
 @contextmanager

@@ -173,6 +173,8 @@ class FileContent:
         chunk for the whole blob when ``chunk_size`` is None."""
         if self._hashed < start:
             self._hash_prefix(start)
+        if start and start >= self.size:
+            return  # a resumed upload that holds the whole blob: only its commit is left
         for offset, length in chunk_ranges(self.size, chunk_size, start):
             yield Chunk(offset, length, self._read)
 

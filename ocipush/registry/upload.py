@@ -179,7 +179,7 @@ class BlobUploader:
                         resumed_once = True
                         stats.resumed_at = None
                         self.on_note(f"blob {_short(blob)}: the upload resumed at {start} bytes could not be "
-                                     f"committed ({restart.reason}); uploading the blob again from its start")
+                                     f"finished ({restart.reason}); uploading the blob again from its start")
                         continue
                     if "DIGEST_INVALID" in restart.reason.codes:
                         # Bytes got damaged on the way: once may be bad luck, twice is not.
@@ -371,6 +371,9 @@ class BlobUploader:
         (``_piece``); each one the registry confirmed is recorded."""
         stats.sent = start
         for chunk in blob.chunks(chunk_size, start):
+            if chunk.offset != stats.sent:  # a resumed stream that goes on past an off-grid end
+                raise Restart(UploadError(f"the resumed upload holds {stats.sent} bytes, not a chunk boundary, "
+                                          f"and the blob goes on past it"))
             offset = chunk.offset
             while offset < chunk.end:
                 piece = self._piece(session, chunk, offset)

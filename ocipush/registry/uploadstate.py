@@ -76,7 +76,8 @@ def resume_problem(point: UploadPoint, held: int | None, size: int | None) -> st
     more, or the record was changed), or beyond it by the one chunk a killed run may have
     had confirmed without getting to record it.  It must fall on the recorded chunk grid:
     every chunk of an upload but the last has the same size (serverless-registry's rule),
-    so a resume can only go on at a multiple of it, or at the blob's end."""
+    so a resume can only go on at a multiple of it, or at the blob's end — which, for a
+    stream whose size is known only at its end (``size`` None), the uploader checks then."""
     if held is None:
         return "the registry does not say how many bytes it holds (no Range)"
     step = point.chunk_size
@@ -84,7 +85,7 @@ def resume_problem(point: UploadPoint, held: int | None, size: int | None) -> st
         return f"the registry holds {held} bytes, more than the {point.offset} recorded and one chunk"
     if size is not None and held > size:
         return f"the registry holds {held} bytes, more than the blob's {size}"
-    if held and held != size and (step is None or held % step):
+    if held and size is not None and held != size and (step is None or held % step):
         return f"the registry holds {held} bytes, not a multiple of the upload's chunk size {step}"
     return None
 
