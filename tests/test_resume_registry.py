@@ -202,3 +202,44 @@ def test_sigint_cancels_unless_keep_partial(image, nginx, front, repo, cache_hom
     skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled")
     assert entries(cache_home) == []
     assert os.listdir(cache_home) == []
+
+
+@pytest.mark.parametrize("tamper", ["another blob's upload", "offset beyond the registry's", "garbage"])
+def test_a_tampered_record_never_makes_a_broken_image(image, nginx, front, repo, cache_home, tmp_path, tamper):
+    """The CNCF registry's own checks (its signed upload state, the digest on the final
+    PUT) and the record's seal: a fresh upload, or a resume where the registry stands."""
+    import json
+
+    import httpx
+
+    from ocipush.content import UploadPoint
+    from ocipush.digest import Digest
+    from ocipush.resume import BlobIdentity, UploadRecords
+
+    args = argv(image, front.host, repo, "--retry", "0")
+    front.respond(503, method="PATCH", nth=4, times=None)
+    assert subprocess.run(args, capture_output=True, text=True, timeout=180).returncode == 4
+    front.clear()
+    [path] = entries(cache_home)
+    doc = json.loads(path.read_bytes())
+    records = UploadRecords(cache_home)
+    identity = BlobIdentity(Digest.parse(doc["source"]))
+    point = UploadPoint(doc["url"], doc["offset"], doc["chunk_size"], doc["minimum"], doc["maximum"])
+    if tamper == "garbage":
+        path.write_bytes(b"\x00" * 100)
+    elif tamper == "offset beyond the registry's":
+        records.write(doc["location"], identity, UploadPoint(point.url, point.offset + 3 * CHUNK, CHUNK))
+    else:  # the upload of other bytes, as many as the record says
+        other = httpx.post(f"{front.url}/v2/{repo}/blobs/uploads/")
+        url = other.headers["Location"]
+        for start in range(0, point.offset, CHUNK):
+            url = httpx.patch(url, content=os.urandom(CHUNK), headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{start}-{start + CHUNK - 1}"}).headers["Location"]
+        records.write(doc["location"], identity, UploadPoint(url, point.offset, CHUNK))
+    done = rerun(args)
+    expected = {"garbage": "damaged, or not sealed", "another blob's upload": "could not be finished",
+                "offset beyond the registry's": f"resuming the upload an earlier run left, at {point.offset} bytes"}
+    assert expected[tamper] in done.stderr, done.stderr
+    skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled")
+    assert entries(cache_home) == []
