@@ -28,6 +28,7 @@ from .registry.credentials import check_authfile
 from .registry.retry import RetryPolicy
 from .registry.transport import Interrupted
 from .report import LineReporter, ProgressReporter, Reporter, plan_text, summary_json
+from .resume import UploadRecords
 from .units import parse_duration, parse_size
 
 __all__ = ["main"]
@@ -61,10 +62,14 @@ exit codes: 0 pushed, 1 other error, 2 bad usage, 3 bad source, 4 registry error
 5 authentication failed, 6 a local file could not be written (TMPDIR, destination),
 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 
+resume: an upload cut short (killed, or retries exhausted on a network or server failure)
+is recorded in $XDG_CACHE_HOME/ocipush/uploads; running the same command again goes on
+where the registry stands instead of sending the blob again (--no-resume: start over).
+
 limits: every request has a total deadline (--timeout, plus 1s per 64 KiB of the chunk it
 sends) and a read may wait 120s at most; registry answers are read up to a limit by purpose.
-On SIGINT or SIGTERM the requests in flight are stopped, open uploads are DELETEd, and the
-exit is 130 or 143; a second signal exits at once.
+On SIGINT or SIGTERM the requests in flight are stopped, open uploads are DELETEd (kept for
+a later run with --keep-partial), and the exit is 130 or 143; a second signal exits at once.
 """
 
 
@@ -183,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_timeout, default=300.0, metavar="DURATION",
                    help="total time for one request, e.g. 30s or 2m (default 5m); a request that "
                    "sends a chunk gets 1s more per 64 KiB of it")
+    p.add_argument("--keep-partial", action="store_true",
+                   help="on SIGINT or SIGTERM, keep the open uploads for the next run to resume "
+                   "(default: cancel them)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="cancel the uploads an earlier run left instead of resuming them")
     p.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest digest to FILE")
     p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the result")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary instead of the reference")
@@ -248,13 +258,17 @@ def _source_reads_stdin(text: str) -> bool:
         return False  # said by the push, with the rest of what is wrong with it
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, records: list[UploadRecords] | None = None) -> int:
+    """One push; ``records`` is given the record of open uploads (for ``main``'s last line)."""
     args = build_parser().parse_args(argv)
     given = [flag for flag, value in (("--src-creds", args.src_creds), ("--src-authfile", args.src_authfile),
              ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir),
              ("--src-username", args.src_username)) if value is not None]
     if given and not args.source.startswith("docker://"):
         raise UsageError(f"{given[0]} is for a docker:// source, not {args.source}")
+    resume = UploadRecords(resume=not args.no_resume, keep_partial=args.keep_partial)
+    if records is not None:
+        records.append(resume)
     options = PushOptions(
         chunk_size=args.chunk_size,
         jobs=args.jobs,
@@ -271,6 +285,7 @@ def run(argv: list[str] | None = None) -> int:
         platforms=tuple(args.platform),
         source_client=ClientOptions(tls_verify=args.src_tls_verify, credentials=_src_credentials(args),
                                     authfile=args.src_authfile, cert_dir=args.src_cert_dir, deadline=args.timeout),
+        resume=resume,
     )
     if args.authfile:
         check_authfile(args.authfile)  # as podman: before anything else
@@ -351,17 +366,27 @@ def _printable(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    records: list[UploadRecords] = []
     with _signals() as said:
         try:
-            return run(argv)
+            return run(argv, records)
         except OcipushError as e:
-            print(f"ocipush: {_printable(str(e))}", file=sys.stderr)
+            print(f"ocipush: {_printable(str(e))}{_kept(records)}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:  # Interrupted, once the push below has cancelled what it had open
             stopped = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
             said.set()
-            print(f"ocipush: {stopped.message}", file=sys.stderr)
+            print(f"ocipush: {stopped.message}{_kept(records)}", file=sys.stderr)
             return stopped.exit_code
+
+
+def _kept(records: list[UploadRecords]) -> str:
+    """The end of a failed push's one line when it left uploads open for a later run."""
+    kept = sum(r.kept() for r in records)
+    if not kept:
+        return ""
+    uploads = "upload" if kept == 1 else "uploads"
+    return f"; {kept} partial {uploads} kept: run the same command again to resume"
 
 
 @contextmanager

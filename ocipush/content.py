@@ -28,7 +28,10 @@ from .chunks import chunk_ranges
 from .digest import Digest
 from .errors import BlobVerificationError, SourceError
 
-__all__ = ["BLOCK", "BlobContent", "Chunk", "ChunkBody", "FileContent", "Position", "UploadOutcome"]
+__all__ = [
+    "BLOCK", "BlobContent", "Chunk", "ChunkBody", "FileContent", "Position", "UploadJournal", "UploadOutcome",
+    "UploadPoint",
+]
 
 Position = Callable[[int], None]  # told the blob offset reached after each block sent
 BLOCK = 1 << 20  # one read, one socket write: the memory an upload holds
@@ -86,6 +89,45 @@ class UploadOutcome:
     sent: Mapping[str, int] = attrs.field(factory=dict)  # every request sent, by method, whatever its answer
     restarts: int = 0  # new uploads (POST) of the blob after the first
     refused: int = 0  # requests answered 413 (a body limit nobody announced)
+    resumed_at: int | None = None  # an earlier run's upload went on from here (bytes it held)
+
+
+@attrs.frozen
+class UploadPoint:
+    """Where an open upload stands: its URL (the registry's last ``Location``), the bytes
+    the registry confirmed, and the chunk sizes it was cut into (its chunks must stay equal)."""
+
+    url: str
+    offset: int
+    chunk_size: int | None  # every chunk but the last; None: the whole blob in one request
+    minimum: int | None = None  # the registry's OCI-Chunk-Min-Length when the upload began
+    maximum: int | None = None  # its OCI-Chunk-Max-Length
+
+
+class UploadJournal(Protocol):
+    """What the uploader needs of the record of open uploads (``resume.py``), for one blob:
+    the upload an earlier run left open, and a place to say how this one stands.  A
+    protocol here so that the HTTP layer never imports the record (nor it the HTTP layer)."""
+
+    @property
+    def resume(self) -> bool:
+        """False (``--no-resume``): the recorded upload is cancelled, not continued."""
+
+    @property
+    def keep_partial(self) -> bool:
+        """True (``--keep-partial``): an interrupted push keeps its open uploads."""
+
+    def resume_point(self) -> UploadPoint | None:
+        """The upload an earlier run left for this blob, as recorded; None when there is none."""
+
+    def confirmed(self, point: UploadPoint) -> None:
+        """The registry confirmed ``point``: record it (atomically) for a later run."""
+
+    def kept(self) -> None:
+        """The upload is left open on purpose (retries exhausted, ``--keep-partial``)."""
+
+    def done(self) -> None:
+        """The upload was committed or cancelled: forget it."""
 
 
 @attrs.frozen
@@ -129,8 +171,22 @@ class FileContent:
     def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[ChunkBody]:
         """The chunks from ``start`` (a chunk boundary): equal sizes but the last; one
         chunk for the whole blob when ``chunk_size`` is None."""
+        if self._hashed < start:
+            self._hash_prefix(start)
+        if start and start >= self.size:
+            return  # a resumed upload that holds the whole blob: only its commit is left
         for offset, length in chunk_ranges(self.size, chunk_size, start):
             yield Chunk(offset, length, self._read)
+
+    def _hash_prefix(self, end: int) -> None:
+        """Read and hash ``[0, end)`` without sending it: an upload resumed at ``end``
+        holds those bytes already, and ``finish()`` must still check the whole blob."""
+        position, self.on_position = self.on_position, None
+        try:
+            for _ in self._read(self._hashed, end - self._hashed):
+                pass
+        finally:
+            self.on_position = position
 
     def stream(self) -> Iterator[bytes]:
         """The whole blob, block by block (verified by ``finish()``)."""

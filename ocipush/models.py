@@ -151,6 +151,7 @@ class BlobSummary:
     restarts: int = 0  # new uploads of the blob after the first
     refused: int = 0  # requests answered 413
     pushed_media_type: str = ""  # as pushed: a recompressed layer's new type, a converted config's
+    resumed_at: int | None = None  # an upload an earlier run left went on from this many bytes
 
 
 @attrs.frozen

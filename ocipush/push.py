@@ -23,9 +23,9 @@ from pathlib import Path
 import attrs
 
 from . import mediatypes
-from .cache import BlobCache, CachedBlob, CacheKey
+from .cache import BlobCache, CachedBlob, CacheKey, compressor_of
 from .compression import Compression, check_level
-from .content import FileContent, Position, UploadOutcome
+from .content import FileContent, Position, UploadJournal, UploadOutcome
 from .destinations import Destination, open_destination, prepare_docker_archive
 from .digest import Digest
 from .errors import SourceError, UsageError
@@ -37,6 +37,7 @@ from .registry.auth import Credentials
 from .registry.client import ClientOptions
 from .registry.retry import RetryPolicy
 from .remote import RemoteSource, open_any_source
+from .resume import BlobIdentity, UploadRecords
 from .rewrite import Rewritten, rewrite
 from .select import select_platforms
 from .sources import Source, load_image
@@ -65,6 +66,7 @@ class PushOptions:
     dry_run: bool = False  # read, plan and ask the registry (HEAD only); change nothing
     platforms: tuple[str, ...] = ()  # --platform OS/ARCH[/VARIANT]: push only these images (select.py)
     source_client: ClientOptions | None = None  # a docker:// source's TLS and credentials; None: defaults
+    resume: UploadRecords | None = None  # the record of open uploads (resume.py); None: none kept
 
 
 @attrs.frozen
@@ -77,6 +79,7 @@ class BlobResult:
     sent: Mapping[str, int] = attrs.field(factory=dict)  # every request sent for the blob, by method
     restarts: int = 0  # new uploads after the first
     refused: int = 0  # requests answered 413
+    resumed_at: int | None = None  # bytes an upload an earlier run left held when this one went on with it
 
 
 @attrs.frozen
@@ -226,7 +229,10 @@ def _dry_run(
             action = "would skip" if found else f"would compress to {job.target} and upload"
         elif target.exists(desc.digest, desc.size):
             action = "would skip"
-        blobs.append(BlobResult(desc, desc, action))
+        recorded = _recorded(options.resume, target, job, options, note) if action != "would skip" else None
+        if recorded is not None:
+            action += f" (resuming an earlier run's upload, recorded at {recorded} bytes)"
+        blobs.append(BlobResult(desc, desc, action, resumed_at=recorded))
     changes = options.manifest_format or any(j.transforms for j in plan.jobs)
     digest = None if changes else plan.image.descriptor.digest  # unknown until rewritten
     reference = destination.with_digest(digest) if digest else destination
@@ -296,6 +302,8 @@ class _Blobs:
         detail = f"in {result.requests} requests" if result.action == "uploaded" and result.requests > 1 else ""
         if job.transforms:
             detail = f"as {job.target} {result.pushed.digest.short} {detail}".rstrip()
+        if result.resumed_at is not None:
+            detail = f"{detail} resumed at {result.resumed_at} bytes".strip()
         if result.retries:
             detail += f" ({result.retries} retried)"
         self.reporter.blob_finished(desc, result.action, detail.strip())
@@ -322,7 +330,7 @@ class _Blobs:
         what = self.source.describe_blob(desc)
         content = FileContent(lambda: self.source.open_blob(desc), desc.digest, desc.size, what)
         content.on_position = self._position(desc, "uploading")
-        outcome = self.target.upload(content)
+        outcome = self.target.upload(content, self._journal(job))
         return _result(desc, desc, outcome)
 
     def _mounted(self, desc: Descriptor) -> bool:
@@ -332,6 +340,14 @@ class _Blobs:
         if not isinstance(source, RemoteSource) or source.location == self.target.location:
             return False
         return self.target.mount(desc.digest, source.location) and self.target.exists(desc.digest, desc.size)
+
+    def _journal(self, job: BlobJob) -> UploadJournal | None:
+        """The record of this blob's upload to the destination, when resuming is on."""
+        records = self.options.resume
+        if records is None or not _resumable(self.target):
+            return None
+        level = check_level(job.target, self.options.compression.level) if job.target else None
+        return records.journal(self.target.location, _identity(job, level), self.reporter.note)
 
     def _transform(self, job: BlobJob) -> BlobResult:
         desc, target = job.source, job.target
@@ -351,7 +367,7 @@ class _Blobs:
         # Compressing until the first chunk is made; uploading once its first bytes go out.
         self.reporter.blob_state(desc, "compressing")
         content.on_position = self._position(desc, "uploading")
-        outcome = self.target.upload(content)
+        outcome = self.target.upload(content, self._journal(job))
         assert content.size is not None
         if key and self.options.cache:
             self.options.cache.store(key, outcome.digest, content.size, self.target.location, self.reporter.note)
@@ -405,7 +421,30 @@ def _as_named(blobs: tuple[BlobResult, ...], manifests: list[Rewritten]) -> tupl
 
 def _result(source: Descriptor, pushed: Descriptor, outcome: UploadOutcome) -> BlobResult:
     return BlobResult(source, pushed, outcome.action, outcome.requests, outcome.retries, outcome.sent,
-                      outcome.restarts, outcome.refused)
+                      outcome.restarts, outcome.refused, outcome.resumed_at)
+
+
+def _resumable(target: Destination) -> bool:
+    """Only a registry has uploads to resume (a layout's location is ``oci:PATH``)."""
+    return not target.location.startswith(("oci:", "oci-archive:"))
+
+
+def _identity(job: BlobJob, level: int | None) -> BlobIdentity:
+    """What the upload of ``job`` is: the source as it is, or its recompression (whose
+    bytes depend on the format, level, diff_id and compressor version)."""
+    if job.target is None:
+        return BlobIdentity(job.source.digest)
+    return BlobIdentity(job.source.digest, job.target, level, job.diff_id, compressor_of(job.target))
+
+
+def _recorded(records: UploadRecords | None, target: Destination, job: BlobJob, options: PushOptions,
+              note: Callable[[str], None]) -> int | None:
+    """``--dry-run``: the offset recorded for the blob's upload an earlier run left, if any."""
+    if records is None or not _resumable(target):
+        return None
+    level = check_level(job.target, options.compression.level) if job.target else None
+    point = records.lookup(target.location, _identity(job, level), note)
+    return point.offset if point is not None else None
 
 
 def _cache_key(cache: BlobCache | None, job: BlobJob, level: int) -> CacheKey | None:

@@ -295,6 +295,7 @@ def summary_json(result: PushResult) -> str:
                 restarts=b.restarts,
                 refused=b.refused,
                 pushed_media_type=b.pushed.media_type,
+                resumed_at=b.resumed_at,
             )
             for b in result.blobs
         ),

@@ -28,13 +28,18 @@ from tests.userconfig import UserConfig, isolated_user_config
 def _private_state_home(tmp_path_factory):
     """The blob cache's sealing key (``$XDG_STATE_HOME/ocipush/cache-key``) lives in a
     directory of this test run, never in the machine's home; children inherit it."""
-    old = os.environ.get("XDG_STATE_HOME")
-    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    # The blob cache and the record of open uploads (``$XDG_CACHE_HOME/ocipush``) too: a test
+    # whose push fails keeps its upload's record, which must not land in the machine's home.
+    names = ("XDG_STATE_HOME", "XDG_CACHE_HOME")
+    old = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
     yield
-    if old is None:
-        os.environ.pop("XDG_STATE_HOME", None)
-    else:
-        os.environ["XDG_STATE_HOME"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @contextlib.contextmanager

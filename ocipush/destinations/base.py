@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..content import BlobContent, UploadOutcome
+from ..content import BlobContent, UploadJournal, UploadOutcome
 from ..digest import Digest
 
 __all__ = ["Destination"]
@@ -29,7 +29,9 @@ class Destination(Protocol):
     def mount(self, digest: Digest, location: str) -> bool:
         """Link a blob that ``location`` (a cache hint) holds; False when not possible."""
 
-    def upload(self, blob: BlobContent) -> UploadOutcome: ...
+    def upload(self, blob: BlobContent, journal: UploadJournal | None = None) -> UploadOutcome:
+        """Store the blob; ``journal`` (a registry's record of open uploads, ``resume.py``)
+        resumes an upload an earlier run left; destinations without uploads ignore it."""
 
     def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None: ...
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import mediatypes
-from ..content import BlobContent, UploadOutcome
+from ..content import BlobContent, UploadJournal, UploadOutcome
 from ..digest import Digest
 from ..errors import SourceError, UsageError, local_io_error
 from ..localfile import NotRegularFile, file_kind, open_regular, read_regular
@@ -288,7 +288,7 @@ class LayoutDestination:
     def mount(self, digest: Digest, location: str) -> bool:
         return False
 
-    def upload(self, blob: BlobContent) -> UploadOutcome:
+    def upload(self, blob: BlobContent, journal: UploadJournal | None = None) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
             blob.close()
             return UploadOutcome("skipped", blob.digest)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..chunks import HostLimits
-from ..content import BlobContent, UploadOutcome
+from ..content import BlobContent, UploadJournal, UploadOutcome
 from ..digest import Digest
 from ..errors import UploadError
 from ..events import Notes
@@ -53,8 +53,9 @@ class RegistryDestination:
             return False
         return self.uploader.mount(digest, repository)
 
-    def upload(self, blob: BlobContent) -> UploadOutcome:
-        return self.uploader.upload(blob)
+    def upload(self, blob: BlobContent, journal: UploadJournal | None = None) -> UploadOutcome:
+        """The blob through the chunked uploader; ``journal`` resumes and records its upload."""
+        return self.uploader.upload(blob, journal)
 
     def put_manifest(self, reference: str, data: bytes, media_type: str, digest: Digest) -> None:
         url = self.client.url(f"/v2/{self.reference.repository}/manifests/{reference}")

@@ -40,32 +40,58 @@ stores the blob, then answers a resent PUT with 500; a blob there, our size, is 
 
 The bytes come from a ``BlobContent`` that can give any chunk again, verified after the
 last chunk and before the commit: a corrupt source is never committed.
+
+Resume (``content.UploadJournal``, kept by ``resume.py``; this module never imports it):
+every upload is recorded when it begins and after every chunk the registry confirms, and
+forgotten when committed or cancelled.  The next run's first attempt at the blob asks the
+registry where a recorded upload stands (``GET`` → ``Range``, the strict grammar) and goes
+on from there if ``uploadstate.resume_problem`` finds nothing wrong: the registry's word
+wins when it is within the recorded offset, or beyond it by at most the one chunk whose
+confirmation the killed run did not get to record, and on the recorded chunk grid
+(serverless-registry's equal chunks).  A record naming another origin, an upload gone
+(404), a registry that cannot say (no ``GET`` on uploads) or an answer off the grid: the
+blob starts afresh, with a note.  The bytes before the offset are read again locally (a
+file's are hashed, a recompressed stream is produced again, deterministic), and the
+commit's digest check decides: a ``DIGEST_INVALID`` after a resume restarts the blob once,
+with a note.  Retries exhausted on a network or server failure keep the upload and its
+record (no ``DELETE``) for the next run; so does an interrupt with ``--keep-partial``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
 from ..chunks import HostLimits, content_range
-from ..content import BlobContent, ChunkBody, UploadOutcome
+from ..content import BlobContent, ChunkBody, UploadJournal, UploadOutcome, UploadPoint
 from ..digest import Digest
 from ..errors import RegistryError, UploadError
 from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
 from .retry import Budget, is_transient
-from .uploadstate import Refused, Restart, Session, UploadStats, contradiction, judge, locate
+from .uploadstate import (
+    Refused,
+    Restart,
+    Session,
+    UploadStats,
+    contradiction,
+    held_bytes,
+    judge,
+    locate,
+    resume_problem,
+)
 
-__all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadOutcome"]
+__all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadJournal", "UploadOutcome"]
 
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
 _GONE_CODES = {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}
+T = TypeVar("T")
 
 
 class BlobUploader:
@@ -77,6 +103,7 @@ class BlobUploader:
         self.limits = limits
         self.on_note: Callable[[str], None] = lambda message: None
         self._open: dict[int, Session] = {}  # uploads begun and not yet committed or cancelled
+        self._kept: dict[int, Session] = {}  # uploads an interrupt left open (--keep-partial)
         self._lock = threading.Lock()
         self._aborted = False
         self._local = threading.local()  # .stats: the counters of the blob this thread uploads
@@ -86,45 +113,74 @@ class BlobUploader:
         when the threads that own them may be stuck waiting on the registry.  The requests
         in flight end (or are cut, after ``client.interrupt``'s grace) first: a DELETE that
         overtakes a PATCH, or carries the state from before it, leaves the upload in the
-        CNCF registry's storage.  Each DELETE goes where the upload's last answer said."""
+        CNCF registry's storage.  Each DELETE goes where the upload's last answer said.
+        With ``--keep-partial`` (the journal's ``keep_partial``), recorded uploads are kept
+        instead, for the next run; a chunk confirmed meanwhile is still recorded."""
         with self._lock:
             self._aborted = True
             sessions = list(self._open.values())
             self._open.clear()  # ours to cancel: the stopping threads must not DELETE them too
+            kept = [s for s in sessions if s.journal is not None and s.journal.keep_partial]
+            self._kept.update((id(s), s) for s in kept)
+        kept_ids = {id(s) for s in kept}
+        for session in kept:
+            assert session.journal is not None
+            session.journal.kept()
         self.client.interrupt()
         with self.client.cleanup():
             for session in sessions:
-                self._delete(self.client.moved_to(session.location))
+                if id(session) not in kept_ids:
+                    self._delete(self.client.moved_to(session.location))
+                    if session.journal is not None:
+                        session.journal.done()
 
-    def upload(self, blob: BlobContent) -> UploadOutcome:
+    def upload(self, blob: BlobContent, journal: UploadJournal | None = None) -> UploadOutcome:
+        """Upload ``blob``; with a ``journal``, resume the upload an earlier run left and
+        record this one's progress for a later run (see the module docstring)."""
         stats = self._local.stats = UploadStats()
         try:
-            return self._upload(blob, stats)
+            return self._upload(blob, stats, journal)
         finally:
             self._local.stats = None
 
-    def _upload(self, blob: BlobContent, stats: UploadStats) -> UploadOutcome:
+    def _upload(self, blob: BlobContent, stats: UploadStats, journal: UploadJournal | None) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
+            if journal is not None:
+                self._drop_recorded(journal)
             return stats.outcome("skipped", blob.digest)
         restarts = self.client.retry.budget()  # the blob's own: N new uploads at most
         first = True
+        resumed_once = False  # a resume whose commit failed its digest check: not again
         try:
             while True:
                 if not first:
                     stats.restarts += 1
                     stats.retries += 1
+                resumed = self._resume(journal, blob, stats) if first and journal is not None else None
                 first = False
-                session = self._initiate()
+                session, start = resumed or (self._initiate(journal), 0)
                 try:
-                    self._stream(session, blob, self.limits.chunk_size(session.minimum, session.maximum), stats)
+                    self._stream(session, blob, session.chunk_size, stats, start)
+                    if blob.size is not None and blob.size < start:
+                        raise Restart(UploadError(f"the resumed upload holds {start} bytes, the blob has "
+                                                  f"{blob.size}"))
                     digest = blob.finish()
                     self._commit(session, digest, stats.sent)
-                    self._close(session)
+                    if self._close(session) and journal is not None:
+                        journal.done()
                     return stats.outcome("uploaded", digest)
                 except Restart as restart:
                     self._cancel(session)
                     if restart.reason.status == 413:
                         continue  # the chunk size shrank; HostLimits.too_large ends this
+                    if resumed is not None and not resumed_once:
+                        # The bytes the earlier run left differ from ours (another compressor
+                        # build, a record pointing elsewhere): this blob, once more, from byte 0.
+                        resumed_once = True
+                        stats.resumed_at = None
+                        self.on_note(f"blob {_short(blob)}: the upload resumed at {start} bytes could not be "
+                                     f"finished ({restart.reason}); uploading the blob again from its start")
+                        continue
                     if "DIGEST_INVALID" in restart.reason.codes:
                         # Bytes got damaged on the way: once may be bad luck, twice is not.
                         if stats.digest_mismatches:
@@ -135,11 +191,95 @@ class BlobUploader:
                         stats.digest_mismatches += 1
                     if not restarts.spend(restart.reason):
                         raise restart.reason from None
-                except BaseException:
-                    self._cancel(session)
+                except BaseException as error:
+                    if not self._keep(session, error):
+                        self._cancel(session)
                     raise
         finally:
             blob.close()
+
+    # -- resuming -------------------------------------------------------------------
+
+    def _resume(self, journal: UploadJournal, blob: BlobContent, stats: UploadStats) -> tuple[Session, int] | None:
+        """The upload an earlier run left for this blob, and where the registry says it
+        stands; None (with a note) when there is none to go on with: the blob starts afresh."""
+        point = journal.resume_point()
+        if point is None:
+            return None
+        what = f"blob {_short(blob)}: the upload an earlier run left at {point.offset} bytes"
+        if not self._same_origin(point.url):
+            self.on_note(f"{what} is on another origin than {self.client.base_url}; ignored")
+            return None
+        session = Session(location=point.url, minimum=point.minimum, maximum=point.maximum,
+                          chunk_size=point.chunk_size, journal=journal)
+        with self._lock:
+            self._open[id(session)] = session
+        if not journal.resume:
+            self._cancel(session)
+            self.on_note(f"{what} is cancelled (--no-resume)")
+            return None
+        try:
+            held = self._held(session, point.offset)
+            problem = resume_problem(point, held, blob.size)
+        except RegistryError as e:  # gone (404), no GET on uploads, a Range that does not parse
+            problem = str(e)
+        if problem is not None:
+            self._cancel(session)
+            self.on_note(f"{what} cannot be resumed ({problem}); uploading the blob from its start")
+            return None
+        assert held is not None
+        stats.resumed_at = held
+        self.on_note(f"blob {_short(blob)}: resuming the upload an earlier run left, at {held} bytes")
+        self._confirm(session, held)
+        return session, held
+
+    def _held(self, session: Session, recorded: int) -> int | None:
+        """The bytes the registry holds of a recorded upload, by a ``GET`` (with retries);
+        ``RegistryError`` when it cannot say (404 gone, 405, a bad ``Range``)."""
+        response = self._idempotent("GET", session.location, expect=(204,),
+                                    extensions=for_repository(self.repository))
+        answer = f"GET {redact(session.location)}"
+        if response.headers.get("Location"):
+            session.location = headers.resolve_location(
+                session.location, response.headers["Location"], f"header Location from {answer}")
+        return held_bytes(response.headers.get("Range"), recorded, f"header Range from {answer}")
+
+    def _same_origin(self, url: str) -> bool:
+        try:
+            theirs, ours = httpx.URL(url), httpx.URL(self.client.base_url)
+        except httpx.InvalidURL:
+            return False
+        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+
+    def _drop_recorded(self, journal: UploadJournal) -> None:
+        """The blob is there already: an upload an earlier run left for it is cancelled."""
+        point = journal.resume_point()
+        if point is not None:
+            if self._same_origin(point.url):
+                self._delete(point.url)
+            journal.done()
+
+    def _confirm(self, session: Session, offset: int) -> None:
+        """Record where the upload stands, while it is ours (not after Ctrl-C cancelled it)."""
+        if session.journal is None:
+            return
+        with self._lock:
+            if id(session) in self._open or id(session) in self._kept:
+                session.journal.confirmed(UploadPoint(session.location, offset, session.chunk_size,
+                                                      session.minimum, session.maximum))
+
+    def _keep(self, session: Session, error: BaseException) -> bool:
+        """After retries were exhausted on a network or server failure: keep the upload and
+        its record for the next run instead of cancelling it.  True when kept."""
+        journal = session.journal
+        stats: UploadStats | None = getattr(self._local, "stats", None)
+        if journal is None or self._aborted or stats is None or stats.exhausted is not error:
+            return False
+        if not self._close(session):
+            return False
+        journal.kept()
+        self.on_note(f"upload of {redact(session.location)} kept for the next run ({error})")
+        return True
 
     # -- the steps ------------------------------------------------------------------
 
@@ -171,7 +311,7 @@ class BlobUploader:
             return False  # a refused mount is never fatal: the upload follows
         return response.status_code == 201
 
-    def _initiate(self) -> Session:
+    def _initiate(self, journal: UploadJournal | None = None) -> Session:
         if self._aborted:
             raise UploadError("the push was interrupted")
         url = self.client.url(f"/v2/{self.repository}/blobs/uploads/")
@@ -185,9 +325,12 @@ class BlobUploader:
         except RegistryError:
             self._delete(location)  # the upload exists, its limits are unreadable: free it
             raise
-        session = Session(location=location, minimum=minimum, maximum=maximum)
+        chunk_size = self.limits.chunk_size(minimum, maximum)
+        session = Session(location=location, minimum=minimum, maximum=maximum, chunk_size=chunk_size,
+                          journal=journal)
         with self._lock:
             self._open[id(session)] = session
+        self._confirm(session, 0)  # recorded from its first byte: a kill before any chunk leaves it
         return session
 
     # -- counting ---------------------------------------------------------------------
@@ -202,6 +345,17 @@ class BlobUploader:
     def _idempotent(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         return self.client.retry.run(lambda: self._request(method, url, **kwargs), on_retry=self._on_retry)
 
+    def _retried(self, attempt: Callable[[], T], budget: Budget | None = None) -> T:
+        """``retry.run`` for an upload's step: a transient error it raises has used up the
+        retries, which ``_keep`` must know (a header that does not parse was never retried)."""
+        try:
+            return self.client.retry.run(attempt, on_retry=self._on_retry, budget=budget)
+        except RegistryError as e:
+            stats: UploadStats | None = getattr(self._local, "stats", None)
+            if stats is not None and is_transient(e):
+                stats.exhausted = e
+            raise
+
     def _on_retry(self, error: RegistryError) -> None:
         stats: UploadStats | None = getattr(self._local, "stats", None)
         if stats is not None:
@@ -210,10 +364,16 @@ class BlobUploader:
 
     # -- streaming ------------------------------------------------------------------
 
-    def _stream(self, session: Session, blob: BlobContent, chunk_size: int | None, stats: UploadStats) -> None:
-        """Every chunk, each cut into pieces when a 413 taught a smaller size (``_piece``)."""
-        stats.sent = 0
-        for chunk in blob.chunks(chunk_size):
+    def _stream(
+        self, session: Session, blob: BlobContent, chunk_size: int | None, stats: UploadStats, start: int = 0
+    ) -> None:
+        """Every chunk from ``start``, each cut into pieces when a 413 taught a smaller size
+        (``_piece``); each one the registry confirmed is recorded."""
+        stats.sent = start
+        for chunk in blob.chunks(chunk_size, start):
+            if chunk.offset != stats.sent:  # a resumed stream that goes on past an off-grid end
+                raise Restart(UploadError(f"the resumed upload holds {stats.sent} bytes, not a chunk boundary, "
+                                          f"and the blob goes on past it"))
             offset = chunk.offset
             while offset < chunk.end:
                 piece = self._piece(session, chunk, offset)
@@ -222,6 +382,7 @@ class BlobUploader:
                 except Refused:
                     continue  # the same offset again, in smaller pieces
                 offset = stats.sent = piece.end
+                self._confirm(session, offset)
 
     def _piece(self, session: Session, chunk: ChunkBody, offset: int) -> ChunkBody:
         """The next body of ``chunk`` from ``offset``: the whole chunk, unless a 413 taught
@@ -245,6 +406,7 @@ class BlobUploader:
                 self._shrink(session, piece, chunk, error, budget, stats)
                 raise Refused()
             if not budget.spend(error):
+                stats.exhausted = error
                 raise error
             stats.retries += 1
             if self._resync(session, piece, budget):
@@ -285,7 +447,7 @@ class BlobUploader:
                     raise Restart(e) from None
                 raise
 
-        response = self.client.retry.run(status, on_retry=self._on_retry, budget=budget)
+        response = self._retried(status, budget)
         answer = f"GET {redact(session.location)}"
         return locate(session, chunk, answer, response.headers.get("Range"), response.headers.get("Location"))
 
@@ -358,7 +520,7 @@ class BlobUploader:
                     raise Restart(e) from None
                 raise
 
-        response = self.client.retry.run(put, on_retry=self._on_retry)
+        response = self._retried(put)
         if response is None:
             return
         got = headers.content_digest(
@@ -381,6 +543,8 @@ class BlobUploader:
     def _cancel(self, session: Session, timeout: float | None = None) -> None:
         if self._close(session):  # not already committed or cancelled
             self._delete(session.location, timeout)
+            if session.journal is not None:
+                session.journal.done()
 
     def _delete(self, location: str, timeout: float | None = None) -> None:
         """Best effort: free the registry's half-finished upload."""
@@ -394,3 +558,7 @@ class BlobUploader:
     def _close(self, session: Session) -> bool:
         with self._lock:
             return self._open.pop(id(session), None) is not None
+
+
+def _short(blob: BlobContent) -> str:
+    return blob.digest.short if blob.digest is not None else "(being compressed)"

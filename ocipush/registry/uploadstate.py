@@ -13,13 +13,15 @@ from __future__ import annotations
 import attrs
 import httpx
 
-from ..content import ChunkBody, UploadOutcome
+from ..content import ChunkBody, UploadJournal, UploadOutcome, UploadPoint
 from ..digest import Digest
 from ..errors import RegistryError, UploadError
 from . import headers
 from .client import redact
 
-__all__ = ["Refused", "Restart", "Session", "UploadStats", "contradiction", "held_bytes", "judge", "locate"]
+__all__ = [
+    "Refused", "Restart", "Session", "UploadStats", "contradiction", "held_bytes", "judge", "locate", "resume_problem",
+]
 
 
 @attrs.define
@@ -30,6 +32,8 @@ class Session:
     piece: int | None = None  # after a 413: the size its chunks are re-cut to
     recut: bool = False  # a chunk was sent in pieces on this upload
     held_at: int | None = None  # a status GET after a 413 found the upload holding this many bytes
+    chunk_size: int | None = None  # every chunk but the last on this upload (None: one request)
+    journal: UploadJournal | None = attrs.field(default=None, eq=False, repr=False)  # its record, for a resume
 
 
 class Refused(Exception):
@@ -56,10 +60,34 @@ class UploadStats:
     chunk_size: int | None = None
     digest_mismatches: int = 0
     sent: int = 0  # the end of the last chunk the registry confirmed
+    resumed_at: int | None = None  # an earlier run's upload went on from here
+    exhausted: RegistryError | None = None  # the transient error that used up a step's retries
 
     def outcome(self, action: str, digest: Digest) -> UploadOutcome:
         return UploadOutcome(action, digest, self.accepted, self.chunk_size, self.retries, dict(self.methods),
-                             self.restarts, self.refused)
+                             self.restarts, self.refused, self.resumed_at)
+
+
+def resume_problem(point: UploadPoint, held: int | None, size: int | None) -> str | None:
+    """Why the upload recorded at ``point`` cannot go on from the ``held`` bytes the
+    registry reports (for a blob of ``size`` bytes, None while unknown); None when it can.
+
+    The registry's word wins when it is at most the recorded offset (it never confirmed
+    more, or the record was changed), or beyond it by the one chunk a killed run may have
+    had confirmed without getting to record it.  It must fall on the recorded chunk grid:
+    every chunk of an upload but the last has the same size (serverless-registry's rule),
+    so a resume can only go on at a multiple of it, or at the blob's end — which, for a
+    stream whose size is known only at its end (``size`` None), the uploader checks then."""
+    if held is None:
+        return "the registry does not say how many bytes it holds (no Range)"
+    step = point.chunk_size
+    if held > point.offset + (step or 0):
+        return f"the registry holds {held} bytes, more than the {point.offset} recorded and one chunk"
+    if size is not None and held > size:
+        return f"the registry holds {held} bytes, more than the blob's {size}"
+    if held and size is not None and held != size and (step is None or held % step):
+        return f"the registry holds {held} bytes, not a multiple of the upload's chunk size {step}"
+    return None
 
 
 def locate(session: Session, chunk: ChunkBody, answer: str, range_: str | None, location: str | None

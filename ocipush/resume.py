@@ -1,0 +1,319 @@
+"""The record of open uploads, so the next run of an interrupted push resumes them.
+
+A registry keeps a half-finished upload for days (the CNCF registry until its upload
+purge, serverless-registry as an R2 multipart upload): a push killed at 15 GB of a 20 GB
+layer need not send the 15 GB again.  For each blob being uploaded, one small JSON entry
+under ``$XDG_CACHE_HOME/ocipush/uploads/`` says where its upload stands: the registry and
+repository, what the blob is (``BlobIdentity``: the source digest, and for a layer
+recompressed on the way its format, level, diff_id and compressor version — another
+version may produce other bytes), the upload URL (the registry's last ``Location``), the
+offset the registry confirmed and the chunk sizes the upload was cut into.
+
+The uploader (``registry/upload.py``) sees one entry through ``content.UploadJournal``:
+it reads the recorded point once, asks the registry where the upload stands (its word,
+checked against the record, wins), and tells the journal every offset the registry
+confirms; the entry is rewritten then (one small atomic write per chunk) and removed when
+the blob is committed or its upload cancelled.
+
+An entry is a hint, never trusted (the blob cache's rules, ``cache.py``): private
+directory (``0700``) and files (``0600``), read without following links and up to 16 KiB,
+parsed strictly into a typed model, sealed with an HMAC under the user's key kept outside
+the cache (``seal.py``).  A damaged, forged, copied or foreign entry is a miss with a note,
+and the blob is uploaded from its first byte.  An entry that names another registry,
+repository or blob than the one asking is a miss too.  Whatever an entry says, the
+registry's digest check on the final ``PUT`` decides: a wrong one costs a restart, never
+a broken image.  Write failures (a full disk) cost only the resume: a note, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from .content import UploadPoint
+from .digest import Digest
+from .models import load_json, strict
+from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
+
+__all__ = ["BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
+
+Note = Callable[[str], None]
+
+_VERSION = 1
+_MAX_ENTRY = 16 * 1024
+_MAX_SIZE = 2**62
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def default_records_dir() -> Path:
+    """``$XDG_CACHE_HOME/ocipush/uploads``: beside the blob cache's ``blobs/``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ocipush" / "uploads"
+
+
+@attrs.frozen
+class BlobIdentity:
+    """What is uploaded: the source blob, as it is (``format`` None), or recompressed to
+    ``format`` at ``level`` from the tar of ``diff_id`` by ``compressor``."""
+
+    source: Digest
+    format: str | None = None
+    level: int | None = None
+    diff_id: Digest | None = None
+    compressor: str | None = None
+
+
+_size = [attrs.validators.ge(0), attrs.validators.le(_MAX_SIZE)]
+_optional_size = attrs.validators.optional(_size)
+
+
+def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if len(value) > 4096 or not value.startswith(("http://", "https://")) or not value.isprintable():
+        raise ValueError("not an upload URL")
+
+
+@attrs.frozen
+class _Entry:
+    """The document on disk: every field, and ``sum`` (the seal of the rest)."""
+
+    version: int
+    location: str = attrs.field(validator=attrs.validators.max_len(600))  # "registry/repository"
+    source: Digest
+    format: str | None = attrs.field(validator=attrs.validators.optional(attrs.validators.max_len(16)))
+    level: int | None = attrs.field(validator=attrs.validators.optional(attrs.validators.le(99)))
+    diff_id: Digest | None
+    compressor: str | None = attrs.field(validator=attrs.validators.optional(attrs.validators.max_len(200)))
+    url: str = attrs.field(validator=_url)
+    offset: int = attrs.field(validator=_size)
+    chunk_size: int | None = attrs.field(validator=_optional_size)
+    minimum: int | None = attrs.field(validator=_optional_size)
+    maximum: int | None = attrs.field(validator=_optional_size)
+    sum: str
+
+    @property
+    def identity(self) -> BlobIdentity:
+        return BlobIdentity(self.source, self.format, self.level, self.diff_id, self.compressor)
+
+    @property
+    def point(self) -> UploadPoint:
+        return UploadPoint(self.url, self.offset, self.chunk_size, self.minimum, self.maximum)
+
+
+def _digest(value: object, _: type) -> Digest:
+    if type(value) is not str:
+        raise TypeError(f"expected a digest string, got {type(value).__name__}")
+    digest = Digest.parse(value)
+    if str(digest) != value:
+        raise ValueError(f"not a digest: {value!r}")
+    return digest
+
+
+_converter = strict.copy(forbid_extra_keys=True)
+_converter.register_structure_hook(Digest, _digest)
+
+
+def _seal(doc: dict[str, object], key: bytes) -> str:
+    fields = {k: v for k, v in doc.items() if k != "sum"}
+    return seal(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(), key)
+
+
+def _parse(data: bytes, key: bytes) -> _Entry | None:
+    """The entry in ``data`` sealed under ``key``, or None for anything that is not exactly one."""
+    if len(data) > _MAX_ENTRY:
+        return None
+    try:
+        doc = load_json(data)
+        if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+            return None
+        if not isinstance(doc.get("sum"), str) or not hmac.compare_digest(doc["sum"], _seal(doc, key)):
+            return None
+        return _converter.structure(doc, _Entry)
+    except Exception:  # invalid JSON, cattrs' grouped errors, a validator: all a miss
+        return None
+
+
+def _document(location: str, identity: BlobIdentity, point: UploadPoint, key: bytes) -> bytes:
+    doc: dict[str, object] = {
+        "version": _VERSION, "location": location, **_converter.unstructure(identity),
+        **_converter.unstructure(point),
+    }
+    doc["sum"] = _seal(doc, key)
+    return json.dumps(doc, sort_keys=True).encode()
+
+
+class UploadRecords:
+    """The record under ``root`` (default ``default_records_dir()``), sealed with the key
+    in ``key_file``; thread-safe.  ``resume`` False (``--no-resume``): recorded uploads are
+    cancelled instead of continued; ``keep_partial`` (``--keep-partial``): an interrupted
+    push keeps its open uploads."""
+
+    def __init__(self, root: Path | None = None, key_file: Path | None = None, *, resume: bool = True,
+                 keep_partial: bool = False):
+        self.root = Path(root or default_records_dir())
+        self.key_file = key_file or default_key_file()
+        self.resume = resume
+        self.keep_partial = keep_partial
+        self._key: bytes | None = None
+        self._said: set[str] = set()
+        self._kept: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def journal(self, location: str, identity: BlobIdentity, note: Note = _silent) -> BlobJournal:
+        """The entry of ``identity``'s upload to ``location`` ("registry/repository")."""
+        return BlobJournal(self, location, identity, note)
+
+    def kept(self) -> int:
+        """How many uploads this run left open for a later one (retries exhausted, or kept
+        on an interrupt): the CLI's last line says the same command resumes them."""
+        with self._lock:
+            return len(self._kept)
+
+    def lookup(self, location: str, identity: BlobIdentity, note: Note = _silent) -> UploadPoint | None:
+        """The recorded upload of ``identity`` to ``location``; None when there is no usable one."""
+        path = self.path(location, identity)
+        try:
+            self._check_directory(create=False)
+            data = _read(path)
+            key = self._secret() if data is not None else b""
+        except UnsafeFile as e:
+            self._note(note, f"upload record: {e}")
+            return None
+        except OSError as e:
+            self._note(note, f"upload record: cannot read {e.filename or path}: {e.strerror or e}; not used")
+            return None
+        if data is None:
+            return None
+        entry = _parse(data, key)
+        if entry is None:
+            self._note(note, f"upload record: {path} is damaged, or not sealed by this user's key; "
+                             "the blob is uploaded from its start")
+            return None
+        if entry.location != location or entry.identity != identity:
+            self._note(note, f"upload record: {path} names another blob or repository; ignored")
+            return None
+        return entry.point
+
+    def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = _silent) -> None:
+        """Record ``point``: a temporary file renamed into place, never half an entry."""
+        path = self.path(location, identity)
+        tmp: str | None = None
+        try:
+            self._check_directory(create=True)
+            document = _document(location, identity, point, self._secret())
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(document)
+            os.replace(tmp, path)
+            tmp = None
+        except UnsafeFile as e:
+            self._note(note, f"upload record: {e}")
+        except OSError as e:
+            self._note(note, f"upload record: cannot write {e.filename or self.root}: {e.strerror or e}; "
+                             "an interrupted upload will start again from its first byte")
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def remove(self, location: str, identity: BlobIdentity, note: Note = _silent) -> None:
+        path = self.path(location, identity)
+        with self._lock:
+            self._kept.discard(path)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            self._note(note, f"upload record: cannot remove {path}: {e.strerror or e}")
+
+    def mark_kept(self, location: str, identity: BlobIdentity) -> None:
+        with self._lock:
+            self._kept.add(self.path(location, identity))
+
+    def path(self, location: str, identity: BlobIdentity) -> Path:
+        """One file per (repository, blob): a hash of both, so no name from outside reaches a path."""
+        name = json.dumps([location, _converter.unstructure(identity)], sort_keys=True)
+        return self.root / f"{hashlib.sha256(name.encode()).hexdigest()}.json"
+
+    # -- on disk ------------------------------------------------------------------------
+
+    def _secret(self) -> bytes:
+        with self._lock:
+            if self._key is None:
+                self._key = load_key(self.key_file)
+            return self._key
+
+    def _check_directory(self, create: bool) -> None:
+        """Raises UnsafeFile when the record's directories are not the user's alone; with
+        ``create``, makes the missing ones (0700)."""
+        for directory in (self.root.parent, self.root):
+            if create:
+                directory.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    directory.mkdir(mode=0o700)
+            try:
+                st = directory.stat()
+            except FileNotFoundError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeFile(f"{directory}: not a directory; not used")
+            check_private(directory, st, "directory")
+
+    def _note(self, note: Note, message: str) -> None:
+        if note is _silent:
+            return
+        with self._lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        note(message)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return read_private(path, _MAX_ENTRY, "upload record")
+    except FileNotFoundError:
+        return None
+
+
+class BlobJournal:
+    """One blob's entry, as the uploader sees it (``content.UploadJournal``).  The uploader
+    confirms only while its upload is open, so a chunk confirmed while Ctrl-C cancels the
+    upload does not write the entry back."""
+
+    def __init__(self, records: UploadRecords, location: str, identity: BlobIdentity, note: Note):
+        self._records = records
+        self._location = location
+        self._identity = identity
+        self._note = note
+
+    @property
+    def resume(self) -> bool:
+        return self._records.resume
+
+    @property
+    def keep_partial(self) -> bool:
+        return self._records.keep_partial
+
+    def resume_point(self) -> UploadPoint | None:
+        return self._records.lookup(self._location, self._identity, self._note)
+
+    def confirmed(self, point: UploadPoint) -> None:
+        self._records.write(self._location, self._identity, point, self._note)
+
+    def kept(self) -> None:
+        self._records.mark_kept(self._location, self._identity)
+
+    def done(self) -> None:
+        self._records.remove(self._location, self._identity, self._note)
