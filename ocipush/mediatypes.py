@@ -19,9 +19,9 @@ __all__ = [
     "OCI_MANIFEST",
     "ZSTD_CHUNKED_KEYS",
     "is_foreign_layer",
-    "is_zstd_chunked",
     "is_index",
     "is_manifest",
+    "is_zstd_chunked",
     "layer_compression",
     "layer_type",
 ]

@@ -39,7 +39,9 @@ The same input, level and library versions give the same bytes.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import importlib
 import io
 import json
 import struct
@@ -49,10 +51,7 @@ from typing import Any
 
 import zstandard
 
-try:  # a C table-driven CRC-64 (~0.4 GB/s); crcmod falls back to pure Python without it
-    import crcmod  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - a dependency in pyproject
-    crcmod = None
+from .errors import UsageError
 
 __all__ = [
     "CHUNK",
@@ -92,22 +91,24 @@ _HEADER_ONLY = {"hardlink", "symlink", "char", "block", "dir", "fifo"}  # Go rea
 _XATTR = "SCHILY.xattr."
 
 
+@functools.cache
 def _crc_function() -> Callable[[bytes, int], int]:
-    """CRC-64 with Go's ``crc64.ISO`` table, as tar-split checksums file contents."""
-    if crcmod is None:  # pragma: no cover
-        raise RuntimeError("zstd:chunked needs the crcmod package")
+    """CRC-64 with Go's ``crc64.ISO`` table, as tar-split checksums file contents:
+    crcmod's C extension (~0.4 GB/s; crcmod falls back to pure Python without it).
+    Imported on first use: only zstd:chunked needs it."""
+    try:
+        crcmod: Any = importlib.import_module("crcmod")
+    except ImportError:  # pragma: no cover - a dependency in pyproject
+        raise UsageError("--compression-format zstd:chunked needs the Python package crcmod") from None
     fn: Callable[[bytes, int], int] = crcmod.mkCrcFun(
         0x1000000000000001B, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF
     )
     return fn
 
 
-_crc64 = _crc_function()
-
-
 def crc64(data: bytes, crc: int = 0) -> int:
     """Go's ``crc64.Update(crc, crc64.MakeTable(crc64.ISO), data)``."""
-    return _crc64(data, crc)
+    return _crc_function()(data, crc)
 
 
 class _Unsupported(Exception):
@@ -121,6 +122,7 @@ class ZstdChunkedEncoder:
     def __init__(self, level: int, *, chunk: int = CHUNK, max_toc: int = MAX_TOC, max_metadata: int = MAX_METADATA):
         # One compressor per stream at a time (a ZstdCompressor is one context): the
         # frames of the tar, the TOC and the tar-split each have their own.
+        _crc_function()  # fail now, not at the first file, without crcmod
         self._compressor = zstandard.ZstdCompressor(level=level)
         self._chunk = chunk
         self._max_toc = max_toc
@@ -336,7 +338,7 @@ class ZstdChunkedEncoder:
     def _start_file(self, entry: dict[str, Any]) -> None:
         size = int(entry.get("size", 0))
         if size == 0:
-            self._finish_entry(entry, [], b"", 0)
+            self._finish_entry(entry, [], "", 0)
             return
         self._close_frame()  # the content starts a frame of its own
         self._file = _OpenFile(entry, size, self._written, chunked=size > self._chunk)
@@ -472,6 +474,7 @@ class _OpenFile:
         self.remaining = size
         self.digest = hashlib.sha256()
         self.crc = 0
+        self._crc = _crc_function()
         self.chunks: list[_ChunkInfo] = []
         self._chunked = chunked
         self._chunk_hash = hashlib.sha256() if chunked else None
@@ -482,7 +485,7 @@ class _OpenFile:
         self.digest.update(data)
         if self._chunk_hash is not None:
             self._chunk_hash.update(data)
-        self.crc = crc64(data, self.crc)
+        self.crc = self._crc(data, self.crc)
         self.remaining -= len(data)
         self.chunk_filled += len(data)
 
