@@ -150,6 +150,7 @@ class BlobSummary:
     requests_by_method: dict[str, int] = attrs.field(factory=dict)  # every request sent, whatever its answer
     restarts: int = 0  # new uploads of the blob after the first
     refused: int = 0  # requests answered 413
+    compression: str | None = None  # a pushed layer's: gzip, zstd, zstd:chunked; None otherwise
 
 
 @attrs.frozen
