@@ -67,5 +67,5 @@ def test_the_reader_catches_a_wrong_checksum_digest_or_range():
         LEGACY + "manifest-checksum": "sha256:" + hashlib.sha256(data).hexdigest(),
         LEGACY + "manifest-position": f"{off}:{len(data)}:{len(json.dumps(toc))}:1",
     }
-    with pytest.raises(AssertionError, match="etc/hello.txt: digest"):
+    with pytest.raises(AssertionError, match=r"etc/hello\.txt: digest"):
         check_layer(forged, lied, diff_id)

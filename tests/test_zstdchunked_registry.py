@@ -6,8 +6,8 @@ by podman with partial pulls enabled; the cache, the as-is and recompress-away r
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import os
 import re
 import shutil
