@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import tarfile
 
 import pytest
@@ -13,6 +14,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ocipush.cache import BlobCache, CacheKey, _seal
+from ocipush.digest import Digest
 from ocipush.zstdchunked import ZstdChunkedEncoder, crc64
 from tests.zstdchunked_reader import check_layer, crc64_iso
 
@@ -161,3 +164,39 @@ def test_what_the_format_cannot_describe_falls_back():
     assert "not UTF-8" in _fallback(make_tar([("caf\udce9", b"1")], tarfile.GNU_FORMAT, specials=False))
     truncated = make_tar(FILES)[:1500]
     assert "ends inside" in _fallback(truncated)
+
+
+# -- the blob cache remembers the annotations ---------------------------------------------
+
+CHUNKED_ANNOTATIONS = {
+    "io.github.containers.zstd-chunked.manifest-checksum": "sha256:" + "a" * 64,
+    "io.github.containers.zstd-chunked.manifest-position": "100:20:300:1",
+    "io.github.containers.zstd-chunked.tarsplit-position": "128:10:900",
+}
+
+
+def test_the_cache_keeps_a_chunked_layers_annotations(tmp_path):
+    cache = BlobCache(tmp_path / "cache")
+    key = CacheKey(Digest.of(b"src"), "zstd:chunked", 3, Digest.of(b"tar"))
+    assert key.compressor.startswith("ocipush zstd:chunked ")  # its own entries, its own version
+    cache.store(key, Digest.of(b"out"), 10, "r.io/a", annotations=CHUNKED_ANNOTATIONS)
+    assert cache.lookup(key).annotations == CHUNKED_ANNOTATIONS  # type: ignore[union-attr]
+    cache.store(key, Digest.of(b"out"), 10, "r.io/b")  # a mount: the entry keeps them
+    assert cache.lookup(key).annotations == CHUNKED_ANNOTATIONS  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("annotations", [
+    {"org.example": "x"},
+    {"io.github.containers.zstd-chunked.manifest-position": "1:2"},
+    {"io.github.containers.zstd-chunked.manifest-checksum": "sha256:" + "a" * 64 + "\n"},
+    ["not", "a", "map"],
+])
+def test_forged_annotations_are_a_miss_even_when_sealed(tmp_path, annotations):
+    cache = BlobCache(tmp_path / "cache")
+    key = CacheKey(Digest.of(b"src"), "zstd:chunked", 3, Digest.of(b"tar"))
+    cache.store(key, Digest.of(b"out"), 10, "r.io/a", annotations=CHUNKED_ANNOTATIONS)
+    path = next(cache.root.glob("*.json"))
+    doc = {k: v for k, v in json.loads(path.read_text()).items() if k != "sum"}
+    doc["annotations"] = annotations
+    path.write_text(json.dumps({**doc, "sum": _seal(doc, cache.key())}))
+    assert cache.lookup(key) is None
