@@ -205,8 +205,7 @@ class ZstdChunkedEncoder:
         self.fallback = reason
         self._toc = self._tarsplit = _Metadata(None)
         self._names.clear()
-        if self._file is not None:  # cannot happen: payload is never pending
-            raise AssertionError("fallback inside a file")
+        self._file = None  # only at the end, for a tar cut inside a file: its bytes are written
 
     # -- the tar parser -----------------------------------------------------------------
 

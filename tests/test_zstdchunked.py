@@ -200,3 +200,8 @@ def test_forged_annotations_are_a_miss_even_when_sealed(tmp_path, annotations):
     doc["annotations"] = annotations
     path.write_text(json.dumps({**doc, "sum": _seal(doc, cache.key())}))
     assert cache.lookup(key) is None
+
+
+def test_a_tar_cut_inside_a_file_is_plain_zstd():
+    tar = make_tar(FILES)
+    assert "ends inside" in _fallback(tar[: len(tar) // 2])  # inside usr/share/big's content
