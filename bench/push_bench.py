@@ -603,6 +603,7 @@ class Bench:
             import tempfile
 
             root = Path(tempfile.mkdtemp(prefix="ocp-bench-", dir="/tmp"))
+            self._podman_root = root
             self._podman = [services.find_tool("podman"), "--root", str(root / "r"), "--runroot", str(root / "rr"),
                             "--storage-driver", "vfs"]
             load = [*self._podman, "pull", "--signature-policy", self.skopeo_policy, self.source(self.image)]
@@ -638,6 +639,7 @@ class Bench:
             [(tool, lambda r, tool=tool: self.chunked_push(tool, r))
              for tool in ("ocipush zstd:chunked", "podman zstd:chunked", "ocipush zstd")],
         )
+        shutil.rmtree(self._podman_root, ignore_errors=True)  # a vfs store: plain directories
 
     def run_rss(self) -> None:
         log("peak RSS of ocipush by layer size")
