@@ -81,7 +81,8 @@ def test_summary_keys_and_order():
     assert list(doc) == ["reference", "digest", "dry_run", "seconds", "blobs", "chunk_size_learnt", "notes"]
     assert doc["digest"] is None
     assert list(doc["blobs"][0]) == ["digest", "size", "media_type", "action", "pushed_digest", "pushed_size",
-                                     "requests", "retries", "requests_by_method", "restarts", "refused"]
+                                     "requests", "retries", "requests_by_method", "restarts", "refused",
+                                     "compression"]
     assert doc["blobs"][0]["digest"] == D1
 
 
