@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import tarfile
 
 import pytest
@@ -128,6 +129,25 @@ def test_the_output_does_not_depend_on_how_the_input_is_split(cuts):
         parts.append(enc.feed(tar[pos : pos + step]))
         pos, i = pos + step, i + 1
     assert b"".join(parts) + enc.flush() == whole
+
+
+names = st.lists(st.text("abcxyz019._-", min_size=1, max_size=12), min_size=1, max_size=3).map("/".join)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.dictionaries(names, st.integers(0, 40_000), min_size=1, max_size=12), st.integers(1, 5))
+def test_any_tree_reads_back_exactly(sizes, seed):
+    rng = random.Random(seed)
+    names_seen = {n.strip("/") for n in sizes}
+    files = [(n, rng.randbytes(s // 2) + bytes(s - s // 2)) for n, s in sizes.items()
+             if n.strip("/") and n.count("/") == n.strip("/").count("/")
+             and not any(other.startswith(n.strip("/") + "/") for other in names_seen)]
+    tar = make_tar(files, specials=False)
+    out, enc = encode(tar, step=rng.randint(100, 9000), chunk=16_384)
+    if enc.fallback:  # "a" and "./a", "a//b": paths twice after cleaning
+        assert "twice" in enc.fallback
+        return
+    check_layer(out, enc.annotations, diff_id(tar))
 
 
 def test_trailing_bytes_after_the_end_blocks_are_kept():

@@ -202,6 +202,11 @@ def _check_tarsplit(layer: Layer) -> None:
                 assert crc == crc64_iso(data), f"tar-split {record['name']}: CRC-64"
                 rebuilt += data
     assert bytes(rebuilt) == layer.tar, "the tar-split does not rebuild the tar"
+    # containers/storage (ensureTOCMatchesTarSplit): the same entries, each once
+    names = [r["name"] for r in layer.tarsplit if r["type"] == 1]
+    toc_names = [e["name"] for e in layer.toc["entries"] if e["type"] != "chunk"]
+    assert names == toc_names, "the tar-split and the TOC list different entries"
+    assert len(set(names)) == len(names), "an entry twice"
 
 
 def _check_footer(blob: bytes, fields: list[int]) -> None:
