@@ -23,6 +23,7 @@ import zstandard
 from ocipush.cache import BlobCache
 from ocipush.cli import main
 from ocipush.compression import Compression
+from ocipush.digest import Digest
 from ocipush.push import PushOptions, push
 from tests.helpers import registry_manifest
 from tests.imagegen import LayerSpec, make_layout
@@ -268,3 +269,17 @@ def test_podman_pulls_only_the_changed_files(registry, proxy, repo, tmp_path, po
         mounted = _podman(root, "image", "mount", f"{proxy.host}/{repo}:{name}")
         assert mounted.returncode == 0, mounted.stderr
         assert_same_files(Path(mounted.stdout.strip()), blob(proxy.host, repo, pushed[name]["digest"]))
+
+
+def test_a_docker_archive_becomes_zstd_chunked_in_a_local_layout(tmp_path):
+    """Uncompressed docker-save layers (skopeo's archive fixture) → an oci: layout."""
+    archive = Path(__file__).parent.parent / "fixtures" / "archives" / "skopeo-docker.tar"
+    local = tmp_path / "out"
+    result = push(f"docker-archive:{archive}", f"oci:{local}:v1", chunked(tmp_path))
+    index = json.loads((local / "index.json").read_text())
+    manifest = json.loads((local / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+    config = json.loads((local / "blobs" / "sha256" / manifest["config"]["digest"][7:]).read_text())
+    for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
+        assert layer["mediaType"] == ZSTD
+        check_layer((local / "blobs" / "sha256" / layer["digest"][7:]).read_bytes(), layer["annotations"], diff_id)
+    assert result.digest == Digest.parse(index["manifests"][0]["digest"])
