@@ -283,3 +283,22 @@ def test_a_docker_archive_becomes_zstd_chunked_in_a_local_layout(tmp_path):
         assert layer["mediaType"] == ZSTD
         check_layer((local / "blobs" / "sha256" / layer["digest"][7:]).read_bytes(), layer["annotations"], diff_id)
     assert result.digest == Digest.parse(index["manifests"][0]["digest"])
+
+
+def test_a_layer_the_format_cannot_describe_is_pushed_as_plain_zstd_with_a_note(proxy, repo, tmp_path, capsys):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for data in (b"first", b"second"):  # the same path twice: tar-split refuses that
+            info = tarfile.TarInfo("etc/motd")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    source = oci_layout_of(tmp_path / "dup", out.getvalue())
+    code = main(["--json", "--no-cache", "--compression-format", "zstd:chunked", source, f"{proxy.host}/{repo}:v1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert any("written as plain zstd, not zstd:chunked: the tar holds 'etc/motd' twice" in n
+               for n in summary["notes"])
+    layer = registry_layers(proxy.host, repo, "v1")[0]["layers"][0]
+    assert layer["mediaType"] == ZSTD and "annotations" not in layer
+    assert [b["compression"] for b in summary["blobs"] if b["media_type"].endswith(".tar")] == ["zstd"]
+    skopeo_pull(f"{proxy.host}/{repo}:v1", tmp_path / "pulled")
