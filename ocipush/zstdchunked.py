@@ -150,7 +150,7 @@ class ZstdChunkedEncoder:
 
     def feed(self, data: bytes) -> bytes:
         if self.fallback is not None:
-            self._write(data)
+            self._write(data if isinstance(data, bytes) else bytes(data))  # kept until the frame closes
         else:
             self._pending += data
             self._parse()
