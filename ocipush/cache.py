@@ -48,9 +48,11 @@ import zstandard
 
 from .compression import FORMATS
 from .digest import Digest
+from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
 from .pgzip import version as gzip_version
 from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
+from .zstdchunked import WRITER_VERSION as ZSTD_CHUNKED_VERSION
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
 
@@ -76,8 +78,11 @@ def _silent(message: str) -> None:
 def compressor_of(fmt: str) -> str:
     """The library and version that compress ``fmt``: another version may produce other
     bytes for the same input, so its entries are not this one's."""
+    zstd = f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
     if fmt == "zstd":
-        return f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
+        return zstd
+    if fmt == "zstd:chunked":
+        return f"ocipush zstd:chunked {ZSTD_CHUNKED_VERSION} {zstd}"
     return gzip_version()
 
 
@@ -102,11 +107,23 @@ def _location(instance: object, attribute: attrs.Attribute[tuple[str, ...]], val
         raise ValueError("not a list of registry/repository locations")
 
 
+def _annotations(instance: object, attribute: attrs.Attribute[dict[str, str]], value: dict[str, str]) -> None:
+    """Only zstd:chunked's three layer annotations, each a digest or numbers."""
+    if not all(k in _CHUNKED_KEYS and _CHUNKED_VALUE.fullmatch(v) for k, v in value.items()):
+        raise ValueError("not zstd:chunked layer annotations")
+
+
+_CHUNKED_KEYS = frozenset(k for k in ZSTD_CHUNKED_KEYS if k.startswith("io.github."))
+_CHUNKED_VALUE = re.compile(r"sha256:[0-9a-f]{64}|[0-9]{1,19}(?::[0-9]{1,19}){2,3}")
+
+
 @attrs.frozen
 class CachedBlob:
     digest: Digest
     size: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(_MAX_SIZE)])
     locations: tuple[str, ...] = attrs.field(default=(), validator=_location)  # "registry/repository"
+    # zstd:chunked: where the TOC is, for the layer descriptor of a skipped or mounted blob
+    annotations: dict[str, str] = attrs.field(factory=dict, validator=_annotations)
 
 
 @attrs.frozen
@@ -123,6 +140,7 @@ class _Entry:
     size: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(_MAX_SIZE)])
     locations: tuple[str, ...] = attrs.field(validator=_location)
     sum: str
+    annotations: dict[str, str] = attrs.field(factory=dict, validator=_annotations)
 
     @property
     def key(self) -> CacheKey:
@@ -130,7 +148,7 @@ class _Entry:
 
     @property
     def blob(self) -> CachedBlob:
-        return CachedBlob(self.digest, self.size, self.locations)
+        return CachedBlob(self.digest, self.size, self.locations, self.annotations)
 
 
 def _digest(value: object, _: type) -> Digest:
@@ -236,14 +254,21 @@ class BlobCache:
             return None
         return entry.blob
 
-    def store(self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = _silent) -> None:
+    def store(
+        self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = _silent,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
         """Remember that ``key`` gave ``digest`` of ``size`` bytes, now at ``location``
-        (kept first; other locations of the same output follow)."""
+        (kept first; other locations of the same output follow), with the layer
+        ``annotations`` the output needs (zstd:chunked's; the old ones when not given)."""
         old = self.lookup(key, note)
         locations = [location] if _LOCATION.fullmatch(location) else []
-        if old and old.digest == digest and old.size == size:
+        same = old is not None and old.digest == digest and old.size == size
+        if old and same:
             locations += [loc for loc in old.locations if loc != location]
-        self._write(key, CachedBlob(digest, size, tuple(locations[:_MAX_LOCATIONS])), note)
+        if annotations is None:
+            annotations = dict(old.annotations) if old and same else {}
+        self._write(key, CachedBlob(digest, size, tuple(locations[:_MAX_LOCATIONS]), annotations), note)
 
     def forget(self, key: CacheKey, location: str | None = None, note: Note = _silent) -> None:
         """Drop ``location`` from the entry, or the whole entry when ``location`` is None:

@@ -170,9 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
     p.add_argument("--compression-format", "--dest-compress-format", choices=FORMATS, metavar="FORMAT",
-                   help="compress every layer not already in FORMAT (gzip or zstd) while uploading")
+                   help="compress every layer not already in FORMAT (gzip, zstd or zstd:chunked) while uploading")
     p.add_argument("--compression-level", "--dest-compress-level", type=_level, metavar="N",
-                   help="compression level (gzip 1-9, default 6; zstd 1-22, default 3)")
+                   help="compression level (gzip 1-9, default 6; zstd and zstd:chunked 1-22, default 3)")
     p.add_argument("--format", "-f", choices=("oci", "v2s2"), dest="manifest_format",
                    help="manifest type to push (default: as the source has it; docker archives give oci)")
     p.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[/VARIANT]",

@@ -32,8 +32,8 @@ except ImportError:  # pragma: no cover - isal has wheels for the usual platform
 
 __all__ = ["FORMATS", "Codec", "Compression", "check_level", "decompressing_reader", "detect", "encoder"]
 
-FORMATS = ("gzip", "zstd")
-_LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3)}  # min, max, default (podman's defaults)
+FORMATS = ("gzip", "zstd", "zstd:chunked")  # zstd:chunked's writer is zstdchunked.py
+_LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3), "zstd:chunked": (1, 22, 3)}  # min, max, default (podman's defaults)
 _MAGIC = {
     b"\x1f\x8b": "gzip",
     b"\x28\xb5\x2f\xfd": "zstd",

@@ -17,9 +17,11 @@ __all__ = [
     "OCI_LAYER_GZIP",
     "OCI_LAYER_ZSTD",
     "OCI_MANIFEST",
+    "ZSTD_CHUNKED_KEYS",
     "is_foreign_layer",
     "is_index",
     "is_manifest",
+    "is_zstd_chunked",
     "layer_compression",
     "layer_type",
 ]
@@ -74,7 +76,28 @@ def layer_compression(media_type: str) -> tuple[bool, str | None]:
 
 
 # The compressions a registry takes for a filesystem layer → the layer's OCI media type.
-LAYER_TYPES: dict[str | None, str] = {None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
+# zstd:chunked is a tar+zstd layer; only its annotations tell it apart.
+LAYER_TYPES: dict[str | None, str] = {
+    None: OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "zstd:chunked": OCI_LAYER_ZSTD,
+}
+
+# The layer annotations of zstd:chunked (containers/storage's, see zstdchunked.py): the
+# current keys, then those of containers/storage before 1.45 (podman 4.3), read only.
+ZSTD_CHUNKED_KEYS = (
+    "io.github.containers.zstd-chunked.manifest-checksum",
+    "io.github.containers.zstd-chunked.manifest-position",
+    "io.github.containers.zstd-chunked.tarsplit-position",
+    "io.containers.zstd-chunked.manifest-checksum",
+    "io.containers.zstd-chunked.manifest-position",
+)
+
+
+def is_zstd_chunked(media_type: str, annotations: dict[str, str] | None) -> bool:
+    """A tar+zstd layer with a zstd:chunked table of contents (either generation of keys)."""
+    found = annotations or {}
+    return media_type == OCI_LAYER_ZSTD and any(
+        f"{prefix}.zstd-chunked.manifest-checksum" in found for prefix in ("io.github.containers", "io.containers")
+    )
 
 
 def layer_type(compression: str | None) -> str:

@@ -152,6 +152,7 @@ class BlobSummary:
     refused: int = 0  # requests answered 413
     pushed_media_type: str = ""  # as pushed: a recompressed layer's new type, a converted config's
     resumed_at: int | None = None  # an upload an earlier run left went on from this many bytes
+    compression: str | None = None  # a pushed layer's: gzip, zstd, zstd:chunked; None otherwise
 
 
 @attrs.frozen

@@ -77,7 +77,11 @@ def _target(layer: Descriptor, compression: Compression) -> str | None:
     is_fs, current = mediatypes.layer_compression(layer.media_type)
     if not is_fs:
         return None
+    if mediatypes.is_zstd_chunked(layer.media_type, layer.annotations):
+        current = "zstd:chunked"
     wanted = compression.format or (current or "gzip")
+    if wanted == "zstd" and current == "zstd:chunked":
+        return None  # a zstd:chunked layer is a zstd layer (podman keeps it too)
     return wanted if wanted != current else None
 
 

@@ -151,8 +151,9 @@ class _NoteLog:
 def _push(
     source: Source, destination: DestinationRef, options: PushOptions, reporter: _NoteLog, started: float
 ) -> PushResult:
-    if options.manifest_format == "v2s2" and options.compression.format == "zstd":
-        raise UsageError("--format v2s2 cannot carry zstd layers (Docker schema 2 has no zstd type)")
+    if options.manifest_format == "v2s2" and options.compression.format in ("zstd", "zstd:chunked"):
+        raise UsageError(f"--format v2s2 cannot carry {options.compression.format} layers "
+                         "(Docker schema 2 has no zstd type)")
     image = load_image(source)  # 1. read
     image = select_platforms(image, options.platforms, lambda d: read_verified(source, d, MAX_CONFIG_SIZE))
     if isinstance(destination, LayoutReference) and destination.transport == "docker-archive":
@@ -358,7 +359,8 @@ class _Blobs:
         reused = self._reuse(key) if key else None
         if reused:
             action, cached = reused
-            pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size)
+            pushed = attrs.evolve(desc, media_type=new_type, digest=cached.digest, size=cached.size,
+                                  annotations=_layer_annotations(desc, cached.annotations))
             return BlobResult(desc, pushed, action)
         content = TranscodedContent(
             lambda: self.source.open_blob(desc), desc.digest, desc.size, self.source.describe_blob(desc),
@@ -369,9 +371,13 @@ class _Blobs:
         content.on_position = self._position(desc, "uploading")
         outcome = self.target.upload(content, self._journal(job))
         assert content.size is not None
+        if content.fallback:
+            self.reporter.note(f"{content.what}: written as plain zstd, not zstd:chunked: {content.fallback}")
         if key and self.options.cache:
-            self.options.cache.store(key, outcome.digest, content.size, self.target.location, self.reporter.note)
-        pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size)
+            self.options.cache.store(key, outcome.digest, content.size, self.target.location, self.reporter.note,
+                                     annotations=content.annotations)
+        pushed = attrs.evolve(desc, media_type=new_type, digest=outcome.digest, size=content.size,
+                              annotations=_layer_annotations(desc, content.annotations))
         return _result(desc, pushed, outcome)
 
     def _reuse(self, key: CacheKey) -> tuple[str, CachedBlob] | None:
@@ -417,6 +423,14 @@ def _as_named(blobs: tuple[BlobResult, ...], manifests: list[Rewritten]) -> tupl
         if named.get(b.pushed.digest, b.pushed.media_type) != b.pushed.media_type else b
         for b in blobs
     )
+
+
+def _layer_annotations(source: Descriptor, chunked: Mapping[str, str]) -> dict[str, str] | None:
+    """The pushed layer's annotations: the source's, less any zstd:chunked ones (they
+    describe the source blob), plus the new blob's zstd:chunked ones."""
+    kept = {k: v for k, v in (source.annotations or {}).items() if k not in mediatypes.ZSTD_CHUNKED_KEYS}
+    kept.update(chunked)
+    return kept or None
 
 
 def _result(source: Descriptor, pushed: Descriptor, outcome: UploadOutcome) -> BlobResult:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import attrs
 
+from . import mediatypes
 from .mediatypes import is_index
 from .models import BlobSummary, Descriptor, PushSummary, converter
 from .units import format_size
@@ -274,6 +275,13 @@ class ProgressReporter(Reporter):
 _METHODS = ("HEAD", "POST", "PATCH", "GET", "PUT", "DELETE")  # the keys of requests_by_method, always all there
 
 
+def _compression(desc: Descriptor) -> str | None:
+    is_layer, compression = mediatypes.layer_compression(desc.media_type)
+    if mediatypes.is_zstd_chunked(desc.media_type, desc.annotations):
+        return "zstd:chunked"
+    return compression if is_layer else None
+
+
 def summary_json(result: PushResult) -> str:
     """``--json``: what a CI job wants to know, one document (``PushSummary``'s keys)."""
     summary = PushSummary(
@@ -296,6 +304,7 @@ def summary_json(result: PushResult) -> str:
                 refused=b.refused,
                 pushed_media_type=b.pushed.media_type,
                 resumed_at=b.resumed_at,
+                compression=_compression(b.pushed),
             )
             for b in result.blobs
         ),

@@ -89,6 +89,7 @@ def _rewrite_node(
                 if docker and new.media_type in _DOCKER_EQUIVALENT:
                     new = attrs.evolve(new, media_type=_DOCKER_EQUIVALENT[new.media_type])
                 _apply(layer, new)
+                _apply_chunked_annotations(layer, new)
                 changed = True
         if changed and media_type == mediatypes.DOCKER_MANIFEST and any(
             layer.get("mediaType") == mediatypes.OCI_LAYER_ZSTD for layer in doc["layers"]
@@ -188,6 +189,17 @@ def _apply(entry: dict[str, Any], new: Descriptor) -> None:
     entry["mediaType"] = new.media_type
     entry["digest"] = str(new.digest)
     entry["size"] = new.size
+
+
+def _apply_chunked_annotations(entry: dict[str, Any], new: Descriptor) -> None:
+    """A recompressed layer loses the source's zstd:chunked annotations (they describe
+    the old blob) and gets the new blob's, if it is zstd:chunked; other annotations stay."""
+    kept = {k: v for k, v in (entry.get("annotations") or {}).items() if k not in mediatypes.ZSTD_CHUNKED_KEYS}
+    kept.update({k: v for k, v in (new.annotations or {}).items() if k in mediatypes.ZSTD_CHUNKED_KEYS})
+    if kept:
+        entry["annotations"] = kept
+    else:
+        entry.pop("annotations", None)
 
 
 def _set_type(doc: dict[str, Any], media_type: str) -> str:

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from . import compression
+from . import compression, zstdchunked
 from .content import BLOCK, Chunk, ChunkBody, Position
 from .digest import Digest
 from .errors import BlobVerificationError, SourceError, local_io_error
@@ -64,6 +64,10 @@ class TranscodedContent:
         self._source_size = source_size
         self._target = target
         self._level = level
+        # zstd:chunked: the layer annotations its table of contents needs, known at the end
+        # (empty when the writer fell back to plain zstd; ``fallback`` says why).
+        self.annotations: dict[str, str] = {}
+        self.fallback: str | None = None
 
     def chunks(self, chunk_size: int | None, start: int = 0) -> Iterator[ChunkBody]:
         """Produce the stream from the beginning (again), cut into equal chunks; chunks
@@ -153,11 +157,13 @@ class TranscodedContent:
 
     def _output(self) -> Iterator[bytes]:
         """Decompressed blocks (from their own thread) → compressed."""
-        encode = compression.encoder(self._target, self._level)
+        encode = _encoder(self._target, self._level)
         for block in in_thread(self._plain, maxsize=4):
             if out := encode.feed(block):
                 yield out
         yield encode.flush()
+        if isinstance(encode, zstdchunked.ZstdChunkedEncoder):
+            self.annotations, self.fallback = encode.annotations, encode.fallback
 
     def _plain(self) -> Iterator[bytes]:
         """Source → verified → decompressed → verified, in bounded blocks."""
@@ -203,6 +209,12 @@ class TranscodedContent:
 
     def close(self) -> None:
         """Nothing to free between runs: each ``chunks()`` run frees its spills."""
+
+
+def _encoder(target: str | None, level: int | None) -> compression.Codec:
+    if target == "zstd:chunked":
+        return zstdchunked.ZstdChunkedEncoder(compression.check_level(target, level))
+    return compression.encoder(target, level)
 
 
 def _new_spill() -> IO[bytes]:

@@ -82,7 +82,8 @@ def test_summary_keys_and_order():
     assert doc["digest"] is None
     assert list(doc["blobs"][0]) == ["digest", "size", "media_type", "action", "pushed_digest", "pushed_size",
                                      "requests", "retries", "requests_by_method", "restarts", "refused",
-                                     "pushed_media_type", "resumed_at"]
+                                     "pushed_media_type", "resumed_at",
+                                     "compression"]
     assert doc["blobs"][0]["digest"] == D1
 
 
