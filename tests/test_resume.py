@@ -112,9 +112,8 @@ def layer_result(result):
 def test_exhausted_retries_keep_the_upload_and_the_next_run_sends_the_rest(image, records, compression):
     extra = {"compression": Compression(compression)} if compression else {}
     with FakeRegistry(equal_chunks=True) as fake:
-        notes = interrupted(fake, image, records, **extra)
+        interrupted(fake, image, records, **extra)
         assert not [r for r in fake.log if r.method == "DELETE"], "the kept upload was cancelled"
-        assert any("kept for the next run" in n for n in notes), notes
         assert records.kept() == 1 and len(entries(records)) == 1
         [upload] = fake._uploads.values()
         assert len(upload.data) == 2 * CHUNK

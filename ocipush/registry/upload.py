@@ -277,8 +277,7 @@ class BlobUploader:
             return False
         if not self._close(session):
             return False
-        journal.kept()
-        self.on_note(f"upload of {redact(session.location)} kept for the next run ({error})")
+        journal.kept()  # said once, on the failed push's error line (cli), not per upload
         return True
 
     # -- the steps ------------------------------------------------------------------
