@@ -19,6 +19,8 @@ from ..models import Descriptor, Index, Manifest, parse_manifest
 
 __all__ = [
     "MAX_INDEX_DEPTH",
+    "MAX_MANIFESTS",
+    "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_SIZE",
     "ImageNode",
     "Source",
@@ -33,6 +35,11 @@ __all__ = [
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 # Indexes may nest (an index of indexes), but a deeper tree is a malformed source.
 MAX_INDEX_DEPTH = 8
+# The whole tree, which ``load_image`` holds in memory: an index may list the same child
+# many times, so a few KB at each of 8 levels could name 1000 ** 8 manifests.  The largest
+# real indexes list a few hundred (every platform, and an attestation for each).
+MAX_MANIFESTS = 10_000
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 class Source(Protocol):
@@ -120,7 +127,7 @@ def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
 
 def load_image(source: Source) -> ImageNode:
     """Read the root and every manifest below it, verified; check every blob is present."""
-    root = _load_node(source, source.root(), depth=0)
+    root = _Loader(source).root(source.root())
     for blob in root.blobs():
         source.open_blob(blob).close()  # fail before uploading anything if one is missing
     return root
@@ -141,9 +148,35 @@ def read_manifest(source: Source, desc: Descriptor, depth: int) -> tuple[bytes, 
         raise SourceError(f"{source.describe_blob(desc)}: {e}") from None
 
 
-def _load_node(source: Source, desc: Descriptor, depth: int) -> ImageNode:
-    data, parsed = read_manifest(source, desc, depth)
-    children: tuple[ImageNode, ...] = ()
-    if isinstance(parsed, Index):
-        children = tuple(_load_node(source, d, depth + 1) for d in parsed.manifests)
-    return ImageNode(desc, data, parsed, children)
+class _Loader:
+    """The walk of ``load_image``, counting what it will hold before reading it: at most
+    ``MAX_MANIFESTS`` manifests of ``MAX_MANIFEST_BYTES`` in all, duplicates included, so
+    an index that lists too many is refused before any of its children is read."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.count = 0
+        self.bytes = 0
+
+    def root(self, desc: Descriptor) -> ImageNode:
+        self._admit(desc, [desc])
+        return self._node(desc, depth=0)
+
+    def _node(self, desc: Descriptor, depth: int) -> ImageNode:
+        data, parsed = read_manifest(self.source, desc, depth)
+        children: tuple[ImageNode, ...] = ()
+        if isinstance(parsed, Index):
+            self._admit(desc, parsed.manifests)
+            children = tuple(self._node(d, depth + 1) for d in parsed.manifests)
+        return ImageNode(desc, data, parsed, children)
+
+    def _admit(self, parent: Descriptor, descs: list[Descriptor]) -> None:
+        self.count += len(descs)
+        self.bytes += sum(max(d.size, 0) for d in descs)
+        if self.count > MAX_MANIFESTS:
+            what = f"more than {MAX_MANIFESTS} manifests"
+        elif self.bytes > MAX_MANIFEST_BYTES:
+            what = f"more than {MAX_MANIFEST_BYTES} bytes of manifests"
+        else:
+            return
+        raise SourceError(f"{self.source.name}: {what} in all below its root (index {parent.digest}); refused")

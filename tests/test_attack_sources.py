@@ -1,0 +1,97 @@
+"""Attacks on what issue 12 reads and writes locally: an index that fans out into millions
+of manifests, ``dir:`` paths that try to leave the directory, the stdin spool, garbage
+``--platform`` values and platform names, and odd ``docker-archive:`` destinations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from ocipush.errors import SourceError
+from ocipush.mediatypes import OCI_INDEX, OCI_MANIFEST
+from ocipush.models import Descriptor
+from ocipush.sources import load_image, open_source
+from ocipush.sources.base import MAX_MANIFEST_BYTES, MAX_MANIFESTS
+
+
+def _blob(layout: Path, data: bytes) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def _fan_out_layout(layout: Path, fan_out: int, depth: int) -> None:
+    """An OCI layout of a few hundred KB whose root index lists one child ``fan_out``
+    times, which lists its own child ``fan_out`` times, ``depth`` levels down to one
+    image: fan_out ** depth manifests to walk, nearly all of them the same few."""
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    config = _blob(layout, b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config}, "layers": []}
+    child = {"mediaType": OCI_MANIFEST, **_blob(layout, json.dumps(manifest).encode())}
+    for _ in range(depth):
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child] * fan_out}
+        child = {"mediaType": OCI_INDEX, **_blob(layout, json.dumps(index).encode())}
+    top = {"schemaVersion": 2, "mediaType": OCI_INDEX,
+           "manifests": [{**child, "annotations": {"org.opencontainers.image.ref.name": "bomb"}}]}
+    (layout / "index.json").write_text(json.dumps(top))
+
+
+class _Counting:
+    """A source that stops the test once it has served far more manifests than any image has."""
+
+    def __init__(self, inner, stop_at: int):
+        self.inner, self.stop_at, self.opened = inner, stop_at, 0
+        self.name, self.notes = inner.name, inner.notes
+
+    def root(self) -> Descriptor:
+        return self.inner.root()
+
+    def describe_blob(self, desc: Descriptor) -> str:
+        return self.inner.describe_blob(desc)
+
+    def open_blob(self, desc: Descriptor) -> BinaryIO:
+        self.opened += 1
+        if self.opened > self.stop_at:
+            raise AssertionError(f"{self.opened} manifests read and counting: the walk is unbounded")
+        return self.inner.open_blob(desc)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_index_that_fans_out_is_refused_before_it_is_walked(tmp_path):
+    """200 ** 3 = 8 million manifests from 60 KB of JSON (on the old code: hours of reads
+    and unbounded memory, the tree keeps every node): refused once the count passes the limit."""
+    _fan_out_layout(tmp_path, fan_out=200, depth=3)
+    source = _Counting(open_source(f"oci:{tmp_path}:bomb"), stop_at=5 * MAX_MANIFESTS)
+    with pytest.raises(SourceError, match=rf"more than {MAX_MANIFESTS} manifests"):
+        load_image(source)
+    assert source.opened <= MAX_MANIFESTS + 1
+
+
+def test_an_index_listing_many_images_within_the_limit_loads(tmp_path):
+    _fan_out_layout(tmp_path, fan_out=50, depth=2)  # 2,551 nodes
+    image = load_image(open_source(f"oci:{tmp_path}:bomb"))
+    assert sum(1 for _ in image.walk()) == 1 + 50 + 50 * 50
+
+
+def test_manifests_held_in_memory_are_bounded_in_bytes(tmp_path):
+    """A 1 MiB manifest listed 100 times: 100 MiB of manifests held by the tree; refused."""
+    _fan_out_layout(tmp_path, fan_out=1, depth=0)
+    blobs = tmp_path / "blobs" / "sha256"
+    config = json.loads((tmp_path / "index.json").read_text())["manifests"][0]
+    manifest = json.loads((blobs / config["digest"][7:]).read_bytes())
+    manifest["annotations"] = {"padding": "x" * (1 << 20)}
+    big = {"mediaType": OCI_MANIFEST, **_blob(tmp_path, json.dumps(manifest).encode())}
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [big] * 100}
+    top = {"mediaType": OCI_INDEX, **_blob(tmp_path, json.dumps(index).encode()),
+           "annotations": {"org.opencontainers.image.ref.name": "bomb"}}
+    (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    with pytest.raises(SourceError, match=rf"more than {MAX_MANIFEST_BYTES} bytes of manifests"):
+        load_image(open_source(f"oci:{tmp_path}:bomb"))
