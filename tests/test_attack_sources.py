@@ -95,3 +95,56 @@ def test_manifests_held_in_memory_are_bounded_in_bytes(tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
     with pytest.raises(SourceError, match=rf"more than {MAX_MANIFEST_BYTES} bytes of manifests"):
         load_image(open_source(f"oci:{tmp_path}:bomb"))
+
+
+# -- dir: -------------------------------------------------------------------------------------
+
+
+def _fan_out_dir(path: Path, fan_out: int, depth: int) -> None:
+    """A ``dir:`` image (an index's entries are ``<hex>.manifest.json``) fanning out as
+    ``_fan_out_layout``'s, with one gzip-labelled layer that is plain tar, which the
+    source corrects in every manifest above it."""
+    path.mkdir()
+    (path / "version").write_text("Directory Transport Version: 1.1\n")
+
+    def put(data: bytes, suffix: str = "") -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (path / f"{digest}{suffix}").write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    config = put(b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
+    layer = put(b"\0" * 1024)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **layer}]}
+    child = {"mediaType": OCI_MANIFEST, **put(json.dumps(manifest).encode(), ".manifest.json")}
+    for level in range(depth):
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child] * fan_out}).encode()
+        if level == depth - 1:
+            (path / "manifest.json").write_bytes(index)
+        else:
+            child = {"mediaType": OCI_INDEX, **put(index, ".manifest.json")}
+
+
+def test_a_dir_index_that_fans_out_is_not_walked_once_per_entry(tmp_path):
+    """``dir:`` checks every layer's compression below its index before the shared walk
+    (which bounds the tree): that check reads each distinct manifest once, not once per
+    path to it (200 ** 3 = 8 million reads on the old code)."""
+    from ocipush.sources.dir import DirImage, _Directory
+
+    opened: list[str] = []
+
+    class Counting(DirImage):
+        def open_blob(self, desc: Descriptor) -> BinaryIO:
+            opened.append(str(desc.digest))
+            if len(opened) > 50_000:
+                raise AssertionError("50,000 blobs opened and counting: the walk is unbounded")
+            return super().open_blob(desc)
+
+    _fan_out_dir(tmp_path / "d", fan_out=200, depth=3)
+    source = Counting(_Directory(tmp_path / "d"), name="dir:d")
+    source.root()
+    assert len(opened) <= 10, f"{len(opened)} reads for 5 distinct files"
+    assert any("plain tar" in note for note in source.notes)
+    with pytest.raises(SourceError, match=rf"more than {MAX_MANIFESTS} manifests"):
+        load_image(source)

@@ -70,6 +70,7 @@ class DirImage(Source):
         self.notes: list[str] = []
         self._memory: dict[Digest, bytes] = {}  # manifest.json, and any corrected manifest
         self._made_from: dict[Digest, str] = {}  # where each of those came from, for messages
+        self._checked: dict[Digest, Descriptor] = {}  # manifest → its corrected descriptor (or itself)
         self._root: Descriptor | None = None
 
     def root(self) -> Descriptor:
@@ -160,7 +161,15 @@ class DirImage(Source):
 
     def _corrected(self, desc: Descriptor, depth: int) -> Descriptor:
         """``desc``, or the descriptor of a corrected copy of its manifest when a layer
-        below it is labelled with a compression its bytes do not have."""
+        below it is labelled with a compression its bytes do not have.  Each manifest is
+        looked at once: an index may list one child many times (``load_image`` bounds how
+        many), and a walk per path to it would read it fan-out ** depth times."""
+        done = self._checked.get(desc.digest)
+        if done is None:
+            done = self._checked[desc.digest] = self._correct(desc, depth)
+        return attrs.evolve(desc, digest=done.digest, size=done.size)
+
+    def _correct(self, desc: Descriptor, depth: int) -> Descriptor:
         data, parsed = read_manifest(self, desc, depth)
         if isinstance(parsed, Index):
             children = [self._corrected(child, depth + 1) for child in parsed.manifests]
