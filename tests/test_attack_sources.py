@@ -148,3 +148,60 @@ def test_a_dir_index_that_fans_out_is_not_walked_once_per_entry(tmp_path):
     assert any("plain tar" in note for note in source.notes)
     with pytest.raises(SourceError, match=rf"more than {MAX_MANIFESTS} manifests"):
         load_image(source)
+
+
+# -- the stdin spool ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT twice"])
+def test_a_killed_spool_leaves_nothing_in_tmpdir(tmp_path, how):
+    """``docker save | ocipush docker-archive:- …`` killed while spooling (or a second
+    Ctrl-C, which exits at once): the spool is mode 0600 while it lives and has no name
+    in $TMPDIR, so nothing is left behind (on the old code: the named spool stays, with
+    every byte read so far)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    env = {**os.environ, "TMPDIR": str(spool), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "ocipush", "docker-archive:-", "127.0.0.1:9/x:y"],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        child.stdin.write(b"\0" * (4 << 20))
+        child.stdin.flush()
+        deadline = time.monotonic() + 20
+        while not _spooled(child.pid, spool, 4 << 20) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _spooled(child.pid, spool, 4 << 20), "the spool never held what was written"
+        assert [oct(p.stat().st_mode & 0o777) for p in spool.iterdir()] in ([], ["0o600"])
+        if how == "SIGKILL":
+            child.kill()
+        else:
+            child.send_signal(signal.SIGINT)
+            child.send_signal(signal.SIGINT)
+        child.wait(timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdin.close()
+    assert list(spool.iterdir()) == []
+
+
+def _spooled(pid: int, spool: Path, size: int) -> bool:
+    """Whether process ``pid`` has a file of ``size`` bytes open in ``spool``."""
+    import os
+
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in fds.iterdir():
+            target = os.readlink(fd)
+            if target.startswith(f"{spool}/") and os.stat(fd).st_size >= size:
+                return True
+    except OSError:
+        return False
+    return False
