@@ -205,3 +205,36 @@ def _spooled(pid: int, spool: Path, size: int) -> bool:
     except OSError:
         return False
     return False
+
+
+# -- platform names a source makes up ------------------------------------------------------------
+
+
+def _index_of_platforms(layout: Path, platforms: list[dict]) -> None:
+    """An OCI layout whose index names one tiny image once per platform given."""
+    _fan_out_layout(layout, fan_out=1, depth=0)
+    entry = json.loads((layout / "index.json").read_text())["manifests"][0]
+    entry.pop("annotations")
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{**entry, "platform": p} for p in platforms]}
+    top = {"mediaType": OCI_INDEX, **_blob(layout, json.dumps(index).encode()),
+           "annotations": {"org.opencontainers.image.ref.name": "many"}}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+
+
+@pytest.mark.parametrize("destination", ["oci", "docker-archive"])
+def test_platform_names_from_the_source_are_quoted_short(tmp_path, capsys, destination):
+    """The error that lists what the source holds quotes a source's names: 3,000 platforms,
+    one of them 100,000 characters of escape sequences, give one short printable line."""
+    from ocipush.cli import main
+
+    platforms = [{"os": "linux", "architecture": f"arch{i}"} for i in range(3000)]
+    platforms.insert(7, {"os": "\x1b]0;pwned\x07" * 10_000, "architecture": "amd64"})
+    _index_of_platforms(tmp_path / "src", platforms)
+    args = ["--platform", "linux/s390x"] if destination == "oci" else []
+    target = f"oci:{tmp_path / 'out'}:v1" if destination == "oci" else f"docker-archive:{tmp_path / 'out.tar'}"
+    capsys.readouterr()
+    assert main([f"oci:{tmp_path / 'src'}:many", target, "--no-cache", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("ocipush: "), err[:300]
+    assert len(err) < 1500, f"{len(err)} characters: {err[:300]}…"
+    assert "arch0" in err and "more" in err

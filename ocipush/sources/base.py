@@ -29,6 +29,7 @@ __all__ = [
     "read_manifest",
     "read_verified",
     "shown",
+    "shown_names",
 ]
 
 # Registries refuse bigger manifests (distribution's default limit), so we refuse to read them.
@@ -116,6 +117,14 @@ def parse_position(key: str) -> int | None:
 def shown(text: str, limit: int = 80) -> str:
     """``text`` quoted for a one-line message, cut to a readable length."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
+
+
+def shown_names(names: list[str], most: int = 12, width: int = 40) -> str:
+    """Names a source made up (platforms, tags) listed in a one-line message: the first
+    ``most``, each cut to ``width`` characters, and how many more there are."""
+    cut = [name if len(name) <= width else f"{name[:width]}…" for name in names[:most]]
+    more = len(names) - len(cut)
+    return ", ".join(cut) + (f" and {more} more" if more > 0 else "")
 
 
 def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
