@@ -172,8 +172,7 @@ class _Blob(BlobReader):
     """A blob of the source, its registry's errors said as the source's."""
 
     def __init__(self, source: RemoteSource, desc: Descriptor):
-        super().__init__(source.client, source.client.url(f"/v2/{source.reference.repository}/blobs/{desc.digest}"),
-                         desc.size)
+        super().__init__(source.client, source.puller.blob_url(desc.digest), desc.size)
         self._translate: Callable[[RegistryError], OcipushError] = lambda e: source_error(source.host, e)
 
     def read(self, n: int | None = -1) -> bytes:

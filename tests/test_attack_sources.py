@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ocipush.errors import SourceError
 from ocipush.mediatypes import OCI_INDEX, OCI_MANIFEST
@@ -238,3 +240,18 @@ def test_platform_names_from_the_source_are_quoted_short(tmp_path, capsys, desti
     assert err.count("\n") == 0 and err.startswith("ocipush: "), err[:300]
     assert len(err) < 1500, f"{len(err)} characters: {err[:300]}…"
     assert "arch0" in err and "more" in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=80) | st.from_regex(r"[a-zA-Z0-9/._\-İı]{0,30}", fullmatch=True))
+def test_any_platform_argument_parses_or_is_one_usage_error(text):
+    from ocipush.errors import UsageError
+    from ocipush.select import normalise, parse_platform
+
+    try:
+        platform = parse_platform(text)
+    except UsageError as e:
+        assert str(e).startswith("--platform ") and "\n" not in str(e) and len(str(e)) < 200
+        return
+    assert text.lower() == str(platform) and str(platform).isascii()
+    assert normalise(normalise(platform)) == normalise(platform)

@@ -38,6 +38,7 @@ from ..digest import Digest
 from ..errors import RegistryError
 from ..mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .client import RegistryClient, redact
+from .connect import failure_reason
 from .headers import BODY_LIMITS, content_digest, strict_int, what_of
 from .retry import is_transient
 from .transport import READ_BUDGET, RequestScope, within
@@ -83,15 +84,17 @@ class Puller:
     def blob_size(self, digest: Digest) -> int | None:
         """``HEAD`` of the blob: its ``Content-Length``, None when the registry does not
         have it (404); other failures raise."""
-        url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
-        response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
+        response = self.client.idempotent("HEAD", self.blob_url(digest), expect=(200, 404), follow_redirects=True)
         if response.status_code == 404:
             return None
         return strict_int(response.headers.get("Content-Length"), what_of(response, "Content-Length"))
 
+    def blob_url(self, digest: Digest) -> str:
+        return self.client.url(f"/v2/{self.repository}/blobs/{digest}")
+
     def open_blob(self, digest: Digest, size: int) -> BlobReader:
         """A lazy reader of the blob: nothing is sent before the first read."""
-        return BlobReader(self.client, self.client.url(f"/v2/{self.repository}/blobs/{digest}"), size)
+        return BlobReader(self.client, self.blob_url(digest), size)
 
 
 def _media_type(response: httpx.Response, body: bytes) -> str:
@@ -138,8 +141,10 @@ class BlobReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        target = base + offset
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence ({whence})")
+        target = bases[whence] + offset
         if target < 0:
             raise ValueError(f"negative seek position {target}")
         if target != self._pos:
@@ -164,7 +169,7 @@ class BlobReader(io.RawIOBase):
             try:
                 return self._read(want)
             except httpx.HTTPError as e:
-                error = RegistryError(f"GET {redact(self.url)} at byte {self._pos}: {_reason(e)}")
+                error = RegistryError(f"GET {redact(self.url)} at byte {self._pos}: {failure_reason(e)[:200]}")
             except RegistryError as e:  # the GET that resumes was refused
                 if not is_transient(e):
                     self._drop()
@@ -246,7 +251,3 @@ class BlobReader(io.RawIOBase):
         self._response = self._blocks = self._scope = None
         self._left = b""
 
-
-def _reason(error: httpx.HTTPError) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:200]
