@@ -109,6 +109,8 @@ class Row:
     check: Callable[[Ctx], None] | None = None
     args: tuple[str, ...] = ()
     dest_rules: Callable[[Ctx], list[Rule]] = lambda ctx: []
+    dest_auth: str | None = None
+    flags: tuple[str, ...] = FLAGS
 
 
 def row(id: str, rules: Callable[[Ctx], list[Rule]], exit: int | set[int], **kw) -> Row:
@@ -164,6 +166,11 @@ ECHOED = json.dumps({"errors": [{"code": "DENIED", "message": f"you are {PASSWOR
 ROWS: list = [
     row("baseline", lambda c: [], 0),
     # -- credentials stay with the source's origin ------------------------------------------------
+    row("dest-creds-stay-at-the-destination", lambda c: [], 0, source_auth=None, dest_auth="basic",
+        flags=("--creds", f"{USER}:{PASSWORD}", *FLAGS[2:]), check=lambda c: _no_authorization(c.source)),
+    row("source-wants-creds-the-destination-has", lambda c: [], 5, dest_auth="basic",
+        flags=("--creds", f"{USER}:{PASSWORD}", *FLAGS[2:]), mention="--src-creds",
+        check=lambda c: _no_authorization(c.source)),
     row("blob-redirect-foreign", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}/bucket{r.path}?X-Amz-Signature=1"}) if c.layer in r.path else None)],
         0, recorder=lambda image: Reply(200, {}, image.layers[0].path.read_bytes()), check=_recorder_hit("GET")),
@@ -180,11 +187,9 @@ ROWS: list = [
     row("manifest-content-type-schema1", lambda c: [on("GET", MANIFEST + "v1$", Reply(200, {
         "Content-Type": "application/vnd.docker.distribution.manifest.v1+prettyjws"},
         b'{"schemaVersion": 1, "name": "x", "tag": "v1", "fsLayers": []}'))], 3, mention="media type"),
-    pytest.param(row("dest-echoes-the-source-password", lambda c: [], 4, dest_rules=lambda c: [on(
-        "POST", r"/blobs/uploads/$", Reply(400, {"Content-Type": "application/json"}, ECHOED))]),
-                 marks=pytest.mark.xfail(strict=True, reason="known hole: each registry client redacts only its own "
-                                                             "secrets; a destination that echoes the source's password "
-                                                             "(the same registry, hostile) gets it printed")),
+    row("dest-echoes-the-source-password", lambda c: [], 4, dest_rules=lambda c: [on(
+        "POST", r"/blobs/uploads/$", Reply(400, {"Content-Type": "application/json"}, ECHOED))],
+        mention="you are <redacted>"),
     row("manifest-endless", lambda c: [on("GET", MANIFEST, Reply(200, {"Content-Type": "application/json"},
                                                                   Endless(b" " * 65536)))], 3,
         mention=r"exceeds 4194304 bytes"),
@@ -257,7 +262,7 @@ def test_rows_are_distinct():
 def test_hostile_source_row(case: Row, image, user_config, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     auth = "bearer" if case.source_auth == "bearer-foreign-realm" else case.source_auth
-    with HostileSource(auth=auth) as source, HostileRegistry(auth=None) as dest, Recorder(
+    with HostileSource(auth=auth) as source, HostileRegistry(auth=case.dest_auth) as dest, Recorder(
             case.recorder(image) if callable(case.recorder) else case.recorder) as recorder:
         if case.source_auth == "bearer-foreign-realm":
             source.realm = "http://tokens.hostile.invalid/token"
@@ -267,7 +272,7 @@ def test_hostile_source_row(case: Row, image, user_config, tmp_path, monkeypatch
         dest.rules = case.dest_rules(ctx)
         capsys.readouterr()
         started = time.monotonic()
-        code = main([f"docker://{source.host}/{SRC}:v1", f"{dest.host}/{DEST}:v1", *FLAGS, *case.args])
+        code = main([f"docker://{source.host}/{SRC}:v1", f"{dest.host}/{DEST}:v1", *case.flags, *case.args])
         seconds = time.monotonic() - started
         out, err = capsys.readouterr()
         why = f"exit {code} after {seconds:.1f}s: {err[-2000:]}"
@@ -298,10 +303,15 @@ def _check_lines(case: Row, code: int, err: str) -> None:
 def _check_secrets(ctx: Ctx, output: str) -> None:
     for secret in SECRETS:
         assert secret not in output, "a secret in the output"
-    for server in (ctx.dest, ctx.recorder):
-        for request in server.requests():
-            assert request.header("authorization") is None, f"Authorization sent to {request.method} {request.target}"
-            assert not any(s in request.raw_text() for s in SECRETS), f"a secret reached {request.target}"
+    _no_authorization(ctx.recorder)
+    if ctx.dest.auth is None:
+        _no_authorization(ctx.dest)
+
+
+def _no_authorization(server: HostileRegistry | Recorder) -> None:
+    for request in server.requests():
+        assert request.header("authorization") is None, f"Authorization sent to {request.method} {request.target}"
+        assert not any(s in request.raw_text() for s in SECRETS), f"a secret reached {request.target}"
 
 
 def _check_copied(ctx: Ctx) -> None:

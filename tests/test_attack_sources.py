@@ -255,3 +255,46 @@ def test_any_platform_argument_parses_or_is_one_usage_error(text):
         return
     assert text.lower() == str(platform) and str(platform).isascii()
     assert normalise(normalise(platform)) == normalise(platform)
+
+
+DIRS = Path(__file__).parent.parent / "fixtures" / "dir"
+
+
+def _dir_copy(tmp_path: Path) -> tuple[Path, dict]:
+    import shutil
+
+    target = tmp_path / "d"
+    shutil.copytree(DIRS / "skopeo-single", target)
+    return target, json.loads((target / "manifest.json").read_bytes())
+
+
+def _swap_for_link(path: Path, to: str) -> None:
+    path.unlink()
+    path.symlink_to(to)
+
+
+DIR_ESCAPES = [
+    ("layer linked outside", lambda d, m: _swap_for_link(d / m["layers"][0]["digest"][7:], "/etc/passwd"),
+     r"link points outside"),
+    ("layer linked outside by ../", lambda d, m: _swap_for_link(d / m["config"]["digest"][7:], "../../../../etc/hosts"),
+     r"link points outside"),
+    ("manifest.json linked outside", lambda d, m: _swap_for_link(d / "manifest.json", "/etc/passwd"),
+     r"manifest.json: link points outside"),
+    ("version linked to /dev/zero", lambda d, m: _swap_for_link(d / "version", "/dev/zero"), r"version: link points"),
+    ("layer is a FIFO", lambda d, m: (d / m["layers"][0]["digest"][7:]).unlink()
+     or __import__("os").mkfifo(d / m["layers"][0]["digest"][7:]), r"FIFO|fifo|not a regular file"),
+    ("a digest with a path in it", lambda d, m: (d / "manifest.json").write_text(json.dumps(
+        {**m, "layers": [{**m["layers"][0], "digest": "sha256:../../../etc/passwd"}]})), r"digest"),
+    ("a digest in upper case", lambda d, m: (d / "manifest.json").write_text(json.dumps(
+        {**m, "layers": [{**m["layers"][0], "digest": m["layers"][0]["digest"].upper()}]})), r"digest"),
+]
+
+
+@pytest.mark.parametrize("name, damage, message", DIR_ESCAPES, ids=[e[0] for e in DIR_ESCAPES])
+def test_a_dir_never_reads_outside_itself(tmp_path, name, damage, message):
+    directory, manifest = _dir_copy(tmp_path)
+    damage(directory, manifest)
+    with pytest.raises(SourceError, match=message), open_source(f"dir:{directory}") as source:
+        image = load_image(source)
+        for blob in image.blobs():
+            source.open_blob(blob).close()
