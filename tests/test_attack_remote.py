@@ -1,12 +1,16 @@
 """A hostile SOURCE registry (``docker://``): ``python -m ocipush``'s ``main`` in process,
-copying from a registry that breaks exactly one thing per row into a plain destination,
-with credentials for the source only and a recording server as a third origin.
+copying from a registry that breaks exactly one thing per row (tests/hostileregistry.py's
+plausible registry, here also serving manifests and ranges) into a plain destination,
+with credentials for the source only (unless a row says otherwise) and a recording server
+as a third origin.
 
 Each row asserts: the exit code (0 only with the whole image at the destination, every blob
 digest-checked, the tag on the source's manifest; 3 for what the source served, 5 when it
-refused credentials); one ``ocipush:`` line, printable, naming what ``mention`` says; the
-row's wall time; the source password nowhere in the output; no ``Authorization`` at the
-destination (it needs none) nor at the recorder; and the row's own ``check``.
+refused credentials, 4 for the destination); one ``ocipush:`` line, printable, naming what
+``mention`` says; nothing tagged after a failure; the row's wall time; the password nowhere
+in the output; no ``Authorization`` at a destination that asks for none nor at the
+recorder; and the row's own ``check`` (bounded resumes, a request that shows the row
+tested something, a mount confirmed).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ FLAGS = ("--src-creds", f"{USER}:{PASSWORD}", "--timeout", "2s", "--retry", "1",
          "--no-cache")
 SECRETS = (PASSWORD, basic().removeprefix("Basic "))
 WALL_LIMIT = 15.0
+QUICK = ("--timeout", "1s")  # rows that wait for a deadline (twice: --retry 1)
 LAYER = 40_000
 
 MANIFEST = r"/manifests/"
@@ -110,6 +115,7 @@ class Row:
     args: tuple[str, ...] = ()
     dest_rules: Callable[[Ctx], list[Rule]] = lambda ctx: []
     dest_auth: str | None = None
+    same_registry: bool = False  # the destination is the source's registry (another repository)
     flags: tuple[str, ...] = FLAGS
 
 
@@ -131,6 +137,16 @@ def _bounded_gets(most: int) -> Callable[[Ctx], None]:
         assert len(gets) <= most, f"{len(gets)} GETs of the layer: the resumes are not bounded"
 
     return check
+
+
+def _mounted_not_copied(ctx: Ctx) -> None:
+    assert ctx.source.requests("POST", rf"^/v2/{DEST}/blobs/uploads/\?mount={ctx.layer}"), "no mount asked"
+    assert not _gets(ctx, re.escape(ctx.layer)), "a mounted blob was downloaded"
+    assert not ctx.source.requests("PATCH"), "a mounted blob was uploaded"
+
+
+def _uploaded(ctx: Ctx) -> None:
+    assert ctx.source.requests("PUT", rf"digest={re.escape(ctx.layer)}"), "the unconfirmed mount was not uploaded"
 
 
 def _recorder_hit(method: str) -> Callable[[Ctx], None]:
@@ -171,6 +187,12 @@ ROWS: list = [
     row("source-wants-creds-the-destination-has", lambda c: [], 5, dest_auth="basic",
         flags=("--creds", f"{USER}:{PASSWORD}", *FLAGS[2:]), mention="--src-creds",
         check=lambda c: _no_authorization(c.source)),
+    row("same-registry-mounts", lambda c: [], 0, source_auth=None, same_registry=True, flags=FLAGS[2:],
+        check=lambda c: _mounted_not_copied(c)),
+    row("same-registry-mount-that-lies-is-uploaded", lambda c: [], 0, source_auth=None, same_registry=True,
+        flags=FLAGS[2:], dest_rules=lambda c: [on("POST", r"[?&]mount=", Reply(201)),
+                                               on("HEAD", rf"^/v2/{DEST}/blobs/", Reply(404))],
+        check=lambda c: _uploaded(c)),
     row("blob-redirect-foreign", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}/bucket{r.path}?X-Amz-Signature=1"}) if c.layer in r.path else None)],
         0, recorder=lambda image: Reply(200, {}, image.layers[0].path.read_bytes()), check=_recorder_hit("GET")),
@@ -193,13 +215,15 @@ ROWS: list = [
     row("manifest-endless", lambda c: [on("GET", MANIFEST, Reply(200, {"Content-Type": "application/json"},
                                                                   Endless(b" " * 65536)))], 3,
         mention=r"exceeds 4194304 bytes"),
-    row("manifest-trickle", lambda c: [on("GET", MANIFEST, Reply(200, {}, Trickle(every=0.2)))], 3),
-    row("manifest-hang", lambda c: [on("GET", MANIFEST, Hang())], 3),
+    row("manifest-trickle", lambda c: [on("GET", MANIFEST, Reply(200, {}, Trickle(every=0.2)))], 3, args=QUICK),
+    row("manifest-hang", lambda c: [on("GET", MANIFEST, Hang())], 3, args=QUICK),
     row("blob-endless-chunked", lambda c: [on("GET", BLOB_GET + ".*", lambda r: Reply(
         200, {}, Endless(c.layer_bytes + b"x" * 65536)) if c.layer in r.path else None)], {0, 3}),
     row("blob-trickle", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
-        200, {"Content-Length": str(len(c.layer_bytes))}, Trickle(every=0.2)) if c.layer in r.path else None)], 3),
-    row("blob-hang", lambda c: [on("GET", BLOB_GET, lambda r: Hang() if c.layer in r.path else None)], 3),
+        200, {"Content-Length": str(len(c.layer_bytes))}, Trickle(every=0.2)) if c.layer in r.path else None)], 3,
+        args=QUICK),
+    row("blob-hang", lambda c: [on("GET", BLOB_GET, lambda r: Hang() if c.layer in r.path else None)], 3,
+        args=QUICK),
     row("blob-content-length-lies", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
         200, {"Content-Length": str(len(c.layer_bytes) + 1)}, c.layer_bytes + b"!") if c.layer in r.path
         else None)], 3, mention="Content-Length"),
@@ -267,9 +291,12 @@ def test_hostile_source_row(case: Row, image, user_config, tmp_path, monkeypatch
         if case.source_auth == "bearer-foreign-realm":
             source.realm = "http://tokens.hostile.invalid/token"
         source.seed(image)
+        if case.same_registry:
+            dest = source
         ctx = Ctx(source, dest, recorder, image)
-        source.rules = case.rules(ctx)
-        dest.rules = case.dest_rules(ctx)
+        source.rules = case.rules(ctx) + (case.dest_rules(ctx) if case.same_registry else [])
+        if not case.same_registry:
+            dest.rules = case.dest_rules(ctx)
         capsys.readouterr()
         started = time.monotonic()
         code = main([f"docker://{source.host}/{SRC}:v1", f"{dest.host}/{DEST}:v1", *case.flags, *case.args])
