@@ -345,3 +345,38 @@ def _check_copied(ctx: Ctx) -> None:
     for blob in (ctx.image.config, *ctx.image.layers):
         assert ctx.dest.blobs.get(blob.digest) == blob.path.read_bytes(), f"exit 0 but {blob.digest} is not whole"
     assert ctx.dest.manifests.get((DEST, "v1")) == ctx.manifest
+
+
+def test_manifests_kept_in_memory_are_bounded(image, user_config, monkeypatch):
+    """A manifest whose 30 "layers" say they are manifests: each is fetched from the
+    manifest endpoint (4 MiB allowed each), and the source kept every one in memory
+    (28,000 such layers fit a 4 MiB manifest: 100+ GiB).  Now what it keeps is bounded;
+    the rest is fetched again when read."""
+    from ocipush import remote
+    from ocipush.reference import Reference
+    from ocipush.registry.client import ClientOptions
+    from ocipush.registry.retry import RetryPolicy
+    from ocipush.sources import load_image
+
+    monkeypatch.setattr(remote, "MANIFEST_MEMORY", 1 << 20, raising=False)
+    blobs = [json.dumps({"schemaVersion": 2, "pad": f"{i}" + "x" * 200_000}).encode() for i in range(30)]
+    config = image.config.path.read_bytes()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": image.config.media_type, "digest": image.config.digest,
+                                      "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                       "digest": _digest(b), "size": len(b)} for b in blobs]}).encode()
+    with HostileSource(auth=None) as source:
+        source.blobs[image.config.digest] = config
+        source.manifests[(SRC, "v1")] = manifest
+        for b in blobs:
+            source.manifests[(SRC, _digest(b))] = b
+        remote_source = remote.RemoteSource(Reference.parse(f"{source.host}/{SRC}:v1"), ClientOptions(),
+                                            RetryPolicy(attempts=0), None)
+        with remote_source:
+            loaded = load_image(remote_source)
+            kept = sum(len(data) for data in remote_source._manifests.values())
+            assert kept <= 1 << 20, f"{kept} bytes of manifests held"
+            last = loaded.parsed.layers[-1]
+            with remote_source.open_blob(last) as f:
+                assert f.read() == blobs[-1]  # not kept, fetched again
