@@ -298,3 +298,29 @@ def test_a_dir_never_reads_outside_itself(tmp_path, name, damage, message):
         image = load_image(source)
         for blob in image.blobs():
             source.open_blob(blob).close()
+
+
+def test_a_dir_index_of_many_distinct_manifests_is_refused_before_they_are_all_read(tmp_path, monkeypatch):
+    """Distinct children, each with a mislabelled layer: every corrected copy is held in
+    memory, so the check reads no more of them than the walk would take."""
+    from ocipush.sources import base
+    from ocipush.sources.dir import DirImage, _Directory
+
+    monkeypatch.setattr(base, "MAX_MANIFESTS", 50)
+    directory = tmp_path / "d"
+    _fan_out_dir(directory, fan_out=1, depth=0)
+    (directory / "manifest.json").unlink(missing_ok=True)
+    child = next(p for p in directory.iterdir() if p.name.endswith(".manifest.json"))
+    manifest = json.loads(child.read_bytes())
+    entries = []
+    for i in range(200):
+        data = json.dumps({**manifest, "annotations": {"n": str(i)}}).encode()
+        digest = hashlib.sha256(data).hexdigest()
+        (directory / f"{digest}.manifest.json").write_bytes(data)
+        entries.append({"mediaType": OCI_MANIFEST, "digest": f"sha256:{digest}", "size": len(data)})
+    (directory / "manifest.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                         "manifests": entries}))
+    source = DirImage(_Directory(directory), name="dir:d")
+    with pytest.raises(SourceError, match="more than 50 manifests"):
+        source.root()
+    assert len(source._memory) <= 51

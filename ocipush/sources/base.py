@@ -23,6 +23,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_SIZE",
     "ImageNode",
+    "ManifestBudget",
     "Source",
     "load_image",
     "parse_position",
@@ -157,29 +158,17 @@ def read_manifest(source: Source, desc: Descriptor, depth: int) -> tuple[bytes, 
         raise SourceError(f"{source.describe_blob(desc)}: {e}") from None
 
 
-class _Loader:
-    """The walk of ``load_image``, counting what it will hold before reading it: at most
-    ``MAX_MANIFESTS`` manifests of ``MAX_MANIFEST_BYTES`` in all, duplicates included, so
-    an index that lists too many is refused before any of its children is read."""
+class ManifestBudget:
+    """What a walk down from a root may read: at most ``MAX_MANIFESTS`` manifests of
+    ``MAX_MANIFEST_BYTES`` in all.  ``admit`` the descriptors before reading them, so an
+    index that lists too many is refused before any of its children is read."""
 
-    def __init__(self, source: Source):
-        self.source = source
+    def __init__(self, source_name: str):
+        self.source_name = source_name
         self.count = 0
         self.bytes = 0
 
-    def root(self, desc: Descriptor) -> ImageNode:
-        self._admit(desc, [desc])
-        return self._node(desc, depth=0)
-
-    def _node(self, desc: Descriptor, depth: int) -> ImageNode:
-        data, parsed = read_manifest(self.source, desc, depth)
-        children: tuple[ImageNode, ...] = ()
-        if isinstance(parsed, Index):
-            self._admit(desc, parsed.manifests)
-            children = tuple(self._node(d, depth + 1) for d in parsed.manifests)
-        return ImageNode(desc, data, parsed, children)
-
-    def _admit(self, parent: Descriptor, descs: list[Descriptor]) -> None:
+    def admit(self, parent: Descriptor, descs: list[Descriptor]) -> None:
         self.count += len(descs)
         self.bytes += sum(max(d.size, 0) for d in descs)
         if self.count > MAX_MANIFESTS:
@@ -188,4 +177,25 @@ class _Loader:
             what = f"more than {MAX_MANIFEST_BYTES} bytes of manifests"
         else:
             return
-        raise SourceError(f"{self.source.name}: {what} in all below its root (index {parent.digest}); refused")
+        raise SourceError(f"{self.source_name}: {what} in all below its root (index {parent.digest}); refused")
+
+
+class _Loader:
+    """The walk of ``load_image``: the tree it builds is held in memory, duplicates
+    included, so every node counts against the budget."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.budget = ManifestBudget(source.name)
+
+    def root(self, desc: Descriptor) -> ImageNode:
+        self.budget.admit(desc, [desc])
+        return self._node(desc, depth=0)
+
+    def _node(self, desc: Descriptor, depth: int) -> ImageNode:
+        data, parsed = read_manifest(self.source, desc, depth)
+        children: tuple[ImageNode, ...] = ()
+        if isinstance(parsed, Index):
+            self.budget.admit(desc, parsed.manifests)
+            children = tuple(self._node(d, depth + 1) for d in parsed.manifests)
+        return ImageNode(desc, data, parsed, children)
