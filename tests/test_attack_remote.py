@@ -116,6 +116,7 @@ class Row:
     dest_rules: Callable[[Ctx], list[Rule]] = lambda ctx: []
     dest_auth: str | None = None
     same_registry: bool = False  # the destination is the source's registry (another repository)
+    env: Callable[[Recorder], dict[str, str]] = lambda recorder: {}
     flags: tuple[str, ...] = FLAGS
 
 
@@ -193,6 +194,10 @@ ROWS: list = [
         flags=FLAGS[2:], dest_rules=lambda c: [on("POST", r"[?&]mount=", Reply(201)),
                                                on("HEAD", rf"^/v2/{DEST}/blobs/", Reply(404))],
         check=lambda c: _uploaded(c)),
+    row("source-behind-a-proxy-gets-no-plain-basic", lambda c: [], {3, 5},
+        recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="proxy"'}),
+        env=lambda r: {"HTTP_PROXY": r.url, "HTTPS_PROXY": r.url, "NO_PROXY": ""}, mention="https://",
+        check=_recorder_hit("CONNECT")),
     row("blob-redirect-foreign", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}/bucket{r.path}?X-Amz-Signature=1"}) if c.layer in r.path else None)],
         0, recorder=lambda image: Reply(200, {}, image.layers[0].path.read_bytes()), check=_recorder_hit("GET")),
@@ -297,6 +302,8 @@ def test_hostile_source_row(case: Row, image, user_config, tmp_path, monkeypatch
         source.rules = case.rules(ctx) + (case.dest_rules(ctx) if case.same_registry else [])
         if not case.same_registry:
             dest.rules = case.dest_rules(ctx)
+        for name, value in case.env(recorder).items():
+            monkeypatch.setenv(name, value)
         capsys.readouterr()
         started = time.monotonic()
         code = main([f"docker://{source.host}/{SRC}:v1", f"{dest.host}/{DEST}:v1", *case.flags, *case.args])
