@@ -198,6 +198,15 @@ ROWS: list = [
         recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="proxy"'}),
         env=lambda r: {"HTTP_PROXY": r.url, "HTTPS_PROXY": r.url, "NO_PROXY": ""}, mention="https://",
         check=_recorder_hit("CONNECT")),
+    row("manifest-400-echoes-basic", lambda c: [on("GET", MANIFEST, lambda r: Reply(
+        400, {"Content-Type": "text/plain"}, f"bad {r.header('authorization')}".encode(),
+        reason=f"Bad {r.header('authorization')}"))], 3),
+    row("manifest-digest-echoes-basic", lambda c: [on("GET", MANIFEST, lambda r: Reply(
+        200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+              "Docker-Content-Digest": r.header("authorization") or ""}, c.manifest))], 3,
+        mention="Docker-Content-Digest"),
+    row("blob-416-echoes-basic", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
+        416, {"Content-Range": r.header("authorization") or ""}, b"") if c.layer in r.path else None)], 3),
     row("blob-redirect-foreign", lambda c: [on("GET", BLOB_GET, lambda r: Reply(
         307, {"Location": f"{c.recorder.url}/bucket{r.path}?X-Amz-Signature=1"}) if c.layer in r.path else None)],
         0, recorder=lambda image: Reply(200, {}, image.layers[0].path.read_bytes()), check=_recorder_hit("GET")),
@@ -387,3 +396,19 @@ def test_manifests_kept_in_memory_are_bounded(image, user_config, monkeypatch):
             last = loaded.parsed.layers[-1]
             with remote_source.open_blob(last) as f:
                 assert f.read() == blobs[-1]  # not kept, fetched again
+
+
+def test_redaction_across_clients_takes_the_longest_secret_first():
+    """The destination's password is part of the source's: replaced one set after the
+    other, the source's tail would be left in the line."""
+    from ocipush.registry.auth import RegistryAuth
+
+    source, dest = RegistryAuth("src.example", lambda r: None), RegistryAuth("dst.example", lambda r: None)
+    dest._secrets.add("hunter")
+    source._secrets.add("hunter2-long")
+    dest.redact_also(source)
+    source.redact_also(dest)
+    for auth in (source, dest):
+        assert auth.redact("you sent hunter2-long and hunter") == "you sent <redacted> and <redacted>"
+    source._secrets.add("later-token")  # one the source gets after the two were joined
+    assert dest.redact("later-token") == "<redacted>"

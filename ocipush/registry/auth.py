@@ -356,10 +356,7 @@ class RegistryAuth(httpx.Auth):
     def redact(self, text: str) -> str:
         """``text`` from a server (an error body, a reason phrase) without any secret of this
         run (password, its Basic form, identity token, tokens): a server may echo them."""
-        text = self._secrets.redact(text)
-        for secrets in self._also:
-            text = secrets.redact(text)
-        return text
+        return (Secrets.union(self._secrets, *self._also) if self._also else self._secrets).redact(text)
 
     def redact_also(self, other: RegistryAuth) -> None:
         """Redact ``other``'s secrets too, those it has and those it gets later: a
