@@ -412,3 +412,42 @@ def test_redaction_across_clients_takes_the_longest_secret_first():
         assert auth.redact("you sent hunter2-long and hunter") == "you sent <redacted> and <redacted>"
     source._secrets.add("later-token")  # one the source gets after the two were joined
     assert dest.redact("later-token") == "<redacted>"
+
+
+@pytest.fixture(scope="module")
+def big_image(tmp_path_factory) -> ImageInfo:
+    return make_layout(tmp_path_factory.mktemp("attack-remote-big"), [LayerSpec(3_500_000)], ref="v1", seed=7)
+
+
+@pytest.mark.parametrize("every, code", [(1_200_000, 0), (300_000, 3)], ids=["progress", "little-progress"])
+def test_resumes_that_make_progress_are_not_counted(big_image, user_config, tmp_path, monkeypatch, capsys, every,
+                                                    code):
+    """A proxy that cuts every download after ``every`` bytes, with ``--retry 1``: cuts that
+    each come after 1 MiB or more of the blob are a broken network the copy gets through
+    (as containers/image's reader does), so a 3.5 MB layer arrives in 3 resumes; cuts closer
+    together still spend the retries, so the resumes stay bounded."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    layer = big_image.layers[0]
+    data = layer.path.read_bytes()
+
+    def cut(request: Request) -> Reply | None:
+        if layer.digest not in request.path:
+            return None
+        given = request.header("range")
+        start = int(given.removeprefix("bytes=").split("-")[0]) if given else 0
+        headers = {"Content-Length": str(len(data) - start)}
+        if given:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        return Reply(206 if given else 200, headers, data[start:start + every], framing="close")
+
+    with HostileSource(auth=None) as source, HostileRegistry(auth=None) as dest:
+        source.seed(big_image)
+        source.rules = [on("GET", BLOB_GET, cut)]
+        result = main([f"docker://{source.host}/{SRC}:v1", f"{dest.host}/{DEST}:v1", *FLAGS[2:]])
+        gets = source.requests("GET", re.escape(layer.digest))
+        assert result == code, capsys.readouterr().err
+        if code == 0:
+            assert dest.blobs[layer.digest] == data
+            assert len(gets) == -(-len(data) // every)
+        else:
+            assert len(gets) == 2  # the first GET and the one retry

@@ -15,7 +15,8 @@ registry sends is untrusted, as for a destination:
   opens a new GET with ``Range: bytes=N-``; the ``206`` must say ``Content-Range: bytes
   N-END/TOTAL`` for exactly the bytes asked.  A ``200`` to a range request means the
   registry serves no ranges: the first N bytes are read and dropped.  A broken read is
-  retried ``RetryPolicy.attempts`` times per reader, and every retry is told to
+  retried ``RetryPolicy.attempts`` times in a row (a break after ``MIN_PROGRESS`` bytes of
+  progress since the last one starts the count again), and every retry is told to
   ``client.on_retry``; past them, the last error is raised.
 
 Verification (size, digest) is the caller's: ``content.FileContent`` hashes the bytes as
@@ -43,10 +44,15 @@ from .headers import BODY_LIMITS, content_digest, strict_int, what_of
 from .retry import is_transient
 from .transport import READ_BUDGET, RequestScope, within
 
-__all__ = ["MANIFEST_ACCEPT", "BlobReader", "PulledManifest", "Puller"]
+__all__ = ["MANIFEST_ACCEPT", "MIN_PROGRESS", "BlobReader", "PulledManifest", "Puller"]
 
 # Every manifest and index type we read, the one we prefer (OCI) first.
 MANIFEST_ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES, key=lambda t: ("oci" not in t, t)))
+# A download that breaks after this much progress since the last break gets its retries
+# back (containers/image's reader does the same): a long blob over a link that drops every
+# few minutes gets through; a server that cuts sooner than this spends them, so the number
+# of GETs stays below attempts × (size / MIN_PROGRESS + 1).
+MIN_PROGRESS = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
@@ -128,6 +134,8 @@ class BlobReader(io.RawIOBase):
         self._left = b""  # bytes of the current answer not yet returned
         self._at = 0  # the offset of _left's first byte (the answer's position)
         self._budget = client.retry.budget()
+        self._delivered = 0  # bytes read returned, seeks aside: the progress a resume is judged by
+        self._delivered_at_failure = 0
 
     # -- file protocol ------------------------------------------------------------------
 
@@ -176,6 +184,9 @@ class BlobReader(io.RawIOBase):
                     raise
                 error = e
             self._drop()
+            if self._delivered - self._delivered_at_failure >= MIN_PROGRESS:
+                self._budget = self.client.retry.budget()  # a broken network, not a broken server
+            self._delivered_at_failure = self._delivered
             if not self._budget.spend(error, self.client.on_retry):
                 raise error from None
 
@@ -202,6 +213,7 @@ class BlobReader(io.RawIOBase):
         self._left = self._left[start + len(data) :]
         self._pos += len(data)
         self._at = self._pos
+        self._delivered += len(data)
         return data
 
     def _open(self) -> None:
