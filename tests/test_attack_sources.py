@@ -324,3 +324,52 @@ def test_a_dir_index_of_many_distinct_manifests_is_refused_before_they_are_all_r
     with pytest.raises(SourceError, match="more than 50 manifests"):
         source.root()
     assert len(source._memory) <= 51
+
+
+# -- docker-archive: as a destination ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_layout(tmp_path_factory):
+    from tests.imagegen import make_layout
+
+    return make_layout(tmp_path_factory.mktemp("small"), [2000], ref="v1")
+
+
+@pytest.mark.parametrize("kind", ["link to a file", "dangling link", "directory"])
+def test_docker_archive_never_writes_through_what_is_at_path(tmp_path, small_layout, capsys, kind):
+    """A symlink at PATH (planted in a shared directory, say) is not followed: the file it
+    names is untouched, a dangling one creates nothing; a directory stays a directory."""
+    from ocipush.cli import main
+
+    victim = tmp_path / "victim"
+    path = tmp_path / "out.tar"
+    if kind == "link to a file":
+        victim.write_text("precious")
+        path.symlink_to(victim)
+    elif kind == "dangling link":
+        path.symlink_to(victim)
+    else:
+        path.mkdir()
+    capsys.readouterr()
+    assert main([f"oci:{small_layout.layout}:v1", f"docker-archive:{path}:app:v1", "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"ocipush: {path}: ") and "\n" not in err, err
+    assert (victim.read_text() == "precious") if kind == "link to a file" else not victim.exists()
+    assert path.is_symlink() or path.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"out.tar", *(["victim"] if victim.exists() else [])})
+
+
+def test_docker_archive_members_are_plain_relative_names(tmp_path, small_layout):
+    import tarfile
+
+    from ocipush.cli import main
+
+    assert main([f"oci:{small_layout.layout}:v1", f"docker-archive:{tmp_path / 'out.tar'}:app:v1", "--no-cache"]) == 0
+    with tarfile.open(tmp_path / "out.tar") as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert all(not n.startswith("/") and ".." not in n.split("/") for n in names), names
+    assert all(m.isfile() or m.isdir() for m in members)
+    blobs = {n for n in names if n.startswith("blobs/sha256/") and len(n) == len("blobs/sha256/") + 64}
+    assert set(names) == {"manifest.json", "repositories", "blobs", "blobs/sha256", *blobs}
