@@ -373,3 +373,27 @@ def test_docker_archive_members_are_plain_relative_names(tmp_path, small_layout)
     assert all(m.isfile() or m.isdir() for m in members)
     blobs = {n for n in names if n.startswith("blobs/sha256/") and len(n) == len("blobs/sha256/") + 64}
     assert set(names) == {"manifest.json", "repositories", "blobs", "blobs/sha256", *blobs}
+
+
+def test_a_spooled_archive_is_not_read_after_close(spool_dir):
+    """The spool's path is /proc/self/fd/N: once closed, N may be another file's."""
+    import io
+
+    from ocipush.sources.stdin import spool
+
+    archives = Path(__file__).parent.parent / "fixtures" / "archives"
+    tar = spool(io.BytesIO((archives / "skopeo-oci.tar").read_bytes()))
+    tar.close()
+    with open(spool_dir / "other", "wb") as reuse:  # likely takes the same descriptor number
+        reuse.write(b"x" * 100_000)
+        reuse.flush()
+        with pytest.raises(SourceError, match="temporary copy was closed"):
+            tar.open("index.json")
+
+
+@pytest.fixture
+def spool_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "spool"
+    path.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(path))
+    return path

@@ -221,6 +221,9 @@ class TarIndex:
 
     def open(self, name: str) -> BinaryIO:
         info = self._resolve(name)
+        if self._temp is not None and self._temp.closed:
+            # A temporary_file's path names a file descriptor, which may be another file's now.
+            raise SourceError(f"{self.describe(name)}: the archive's temporary copy was closed")
         try:
             # A TarSlice is a binary file (RawIOBase: read, readinto, seek, tell, with),
             # which typeshed does not declare as BinaryIO.
