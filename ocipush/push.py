@@ -27,6 +27,7 @@ from .cache import BlobCache, CachedBlob, CacheKey, compressor_of
 from .compression import Compression, check_level
 from .content import FileContent, Position, UploadJournal, UploadOutcome
 from .destinations import Destination, open_destination, prepare_docker_archive
+from .destinations.registry import RegistryDestination
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .events import Events, Silent
@@ -148,6 +149,13 @@ class _NoteLog:
         self.inner.manifest_pushed(desc, reference)
 
 
+def _share_redaction(source: Source, target: Destination) -> None:
+    """Registry to registry: each client's error lines lose the other's secrets too."""
+    if isinstance(source, RemoteSource) and isinstance(target, RegistryDestination):
+        target.client.auth.redact_also(source.client.auth)
+        source.client.auth.redact_also(target.client.auth)
+
+
 def _push(
     source: Source, destination: DestinationRef, options: PushOptions, reporter: _NoteLog, started: float
 ) -> PushResult:
@@ -177,6 +185,7 @@ def _push(
         destination, client_options, options.retry, options.chunk_size, reporter, dry_run=options.dry_run
     ) as target:
         # 3. connected (or the layout directory is ready)
+        _share_redaction(source, target)
         if options.dry_run:
             planned = _dry_run(plan, destination, target, options, started, reporter.note)
             return attrs.evolve(planned, notes=tuple(reporter.notes))

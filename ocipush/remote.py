@@ -9,7 +9,8 @@ the upload stay the same.
   (``--src-creds``, ``--src-authfile``, the same auth files and helpers as a destination)
   and token scopes (``pull`` only), bound to the source's origin: nothing of the
   destination's goes to the source, and nothing of the source's to the destination.
-- Manifests come whole (bounded at 4 MiB) and are kept in memory by digest; the root by
+- Manifests come whole (bounded at 4 MiB) and are kept in memory by digest, up to
+  ``MANIFEST_MEMORY`` in all (past it, fetched again when read); the root by
   tag or digest, verified against the digest asked for, or against the one the registry
   claims (``Docker-Content-Digest``), else taken as the sha256 of the bytes served.
 - Blobs are streams (``registry.pull.BlobReader``): nothing is written to disk, no blob is
@@ -39,7 +40,13 @@ from .registry.pull import BlobReader, Puller
 from .registry.retry import RetryPolicy
 from .sources import Source, open_source
 
-__all__ = ["RemoteSource", "open_any_source", "source_error"]
+__all__ = ["MANIFEST_MEMORY", "RemoteSource", "open_any_source", "source_error"]
+
+# The manifests a source keeps once fetched (read again by the walk, the plan and the
+# upload), in bytes: past it, one is fetched again when read.  A "layer" whose media type
+# says manifest is read from the manifest endpoint too, so a 4 MiB manifest could name
+# 28,000 of them at 4 MiB each.
+MANIFEST_MEMORY = 64 * 1024 * 1024
 
 
 def open_any_source(
@@ -86,7 +93,8 @@ class RemoteSource(Source):
             say = events.note
             self.client.on_retry = lambda error: say(self.client.auth.redact(f"retrying source: {error}"))
         self.puller = Puller(self.client, reference.repository)
-        self._manifests: dict[Digest, bytes] = {}
+        self._manifests: dict[Digest, bytes] = {}  # at most MANIFEST_MEMORY bytes of them
+        self._kept = 0  # their bytes
         self._sizes: dict[Digest, int] = {}  # blobs a HEAD found, and their size
         self._lock = threading.Lock()
         try:
@@ -121,8 +129,7 @@ class RemoteSource(Source):
                 raise SourceError(f"{self.name}: source registry {self.host} served a manifest of digest {got}, "
                                   f"not {expected} {whose}")
         digest = expected or Digest.of(data)
-        with self._lock:
-            self._manifests[digest] = data
+        self._keep(digest, data)
         return Descriptor(pulled.media_type, digest, len(data))
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
@@ -138,9 +145,14 @@ class RemoteSource(Source):
             return known
         with self._errors():
             data = self.puller.manifest(str(desc.digest)).data
-        with self._lock:
-            self._manifests[desc.digest] = data
+        self._keep(desc.digest, data)
         return data
+
+    def _keep(self, digest: Digest, data: bytes) -> None:
+        with self._lock:
+            if digest not in self._manifests and self._kept + len(data) <= MANIFEST_MEMORY:
+                self._manifests[digest] = data
+                self._kept += len(data)
 
     def _check_present(self, desc: Descriptor) -> None:
         """The blob is there, of the descriptor's size: one HEAD per blob and run."""
@@ -172,8 +184,7 @@ class _Blob(BlobReader):
     """A blob of the source, its registry's errors said as the source's."""
 
     def __init__(self, source: RemoteSource, desc: Descriptor):
-        super().__init__(source.client, source.client.url(f"/v2/{source.reference.repository}/blobs/{desc.digest}"),
-                         desc.size)
+        super().__init__(source.client, source.puller.blob_url(desc.digest), desc.size)
         self._translate: Callable[[RegistryError], OcipushError] = lambda e: source_error(source.host, e)
 
     def read(self, n: int | None = -1) -> bytes:

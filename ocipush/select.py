@@ -28,7 +28,7 @@ import attrs
 from .digest import Digest
 from .errors import SourceError, UsageError
 from .models import Descriptor, Index, Manifest, Platform, load_json, parse_manifest
-from .sources.base import ImageNode
+from .sources.base import ImageNode, shown_names
 
 __all__ = ["normalise", "parse_platform", "select_platforms"]
 
@@ -126,9 +126,10 @@ def _is_attestation(entry: dict[str, Any]) -> bool:
 def _held(candidates: list[_Candidate]) -> str:
     names = list(dict.fromkeys(str(c.platform) for c in candidates if c.platform and not _is_attestation(c.entry)))
     others = sum(1 for c in candidates if c.platform is None and not _is_attestation(c.entry))
+    held = [shown_names(names)] if names else []
     if others:
-        names.append(f"{others} image(s) without a platform")
-    return ", ".join(names) if names else "no image with a platform"
+        held.append(f"{others} image(s) without a platform")
+    return ", ".join(held) if held else "no image with a platform"
 
 
 def _config_platform(manifest: Manifest, read_config: Callable[[Descriptor], bytes]) -> Platform | None:

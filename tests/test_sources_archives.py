@@ -220,7 +220,7 @@ def test_temporary_files_are_removed_on_close(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with open_source(f"docker-archive:{ARCHIVES / 'docker-legacy.tar.gz'}:other:v2") as source:
         check_image(source)
-        assert len(list(tmp_path.iterdir())) == 1
+        assert list(tmp_path.iterdir()) == []  # the decompressed copy has no name (tarindex.temporary_file)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -68,7 +68,7 @@ def test_spooled_archive_reads_as_the_file_does(spool_dir, name):
     said = Said()
     tar = spool(io.BytesIO((ARCHIVES / name).read_bytes()), said)
     try:
-        assert len(list(spool_dir.iterdir())) >= 1
+        assert list(spool_dir.iterdir()) == []  # on Linux the spool never has a name (tarindex.temporary_file)
         assert tar.has("manifest.json") or tar.has("index.json")
     finally:
         tar.close()

@@ -36,6 +36,7 @@ from ..compression import Compression
 from ..digest import Digest
 from ..errors import UsageError
 from ..models import Descriptor, Index, Manifest, parse_manifest
+from ..sources.base import shown_names
 from .layout import ArchiveDestination
 
 __all__ = ["DockerArchiveDestination", "prepare_docker_archive"]
@@ -56,7 +57,7 @@ def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> 
     with, and what to tell the user; UsageError when it is an index (an archive entry
     holds one image)."""
     if isinstance(root, Index):
-        held = ", ".join(_platform(child) for child in root.manifests) or "nothing"
+        held = shown_names([_platform(child) for child in root.manifests]) or "nothing"
         raise UsageError(
             f"docker-archive: holds one image, and the source is an index of {len(root.manifests)} "
             f"manifests ({held}); choose one with --platform OS/ARCH"

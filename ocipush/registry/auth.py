@@ -170,6 +170,7 @@ class RegistryAuth(httpx.Auth):
         self.insecure = insecure
         self._proxied = proxied  # does a request to this URL go through a proxy (transport.proxied)
         self._secrets = Secrets()  # every secret of this run, for redact()
+        self._also: list[Secrets] = []  # another client's secrets, redacted here too (redact_also)
         self._lookup = lookup
         self._lock = threading.Lock()
         self._renewal = threading.Lock()  # one token request at a time; the others reuse its token
@@ -355,7 +356,13 @@ class RegistryAuth(httpx.Auth):
     def redact(self, text: str) -> str:
         """``text`` from a server (an error body, a reason phrase) without any secret of this
         run (password, its Basic form, identity token, tokens): a server may echo them."""
-        return self._secrets.redact(text)
+        return (Secrets.union(self._secrets, *self._also) if self._also else self._secrets).redact(text)
+
+    def redact_also(self, other: RegistryAuth) -> None:
+        """Redact ``other``'s secrets too, those it has and those it gets later: a
+        ``docker://`` source's client and the destination's each know only their own, and
+        one registry may be both (or the two may collude) and echo the other's password."""
+        self._also.append(other._secrets)
 
     def _check_plain_http(self, url: httpx.URL, what: str) -> None:
         """Secrets go over plain HTTP only to this machine (not through a proxy, which may be

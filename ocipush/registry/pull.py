@@ -15,7 +15,8 @@ registry sends is untrusted, as for a destination:
   opens a new GET with ``Range: bytes=N-``; the ``206`` must say ``Content-Range: bytes
   N-END/TOTAL`` for exactly the bytes asked.  A ``200`` to a range request means the
   registry serves no ranges: the first N bytes are read and dropped.  A broken read is
-  retried ``RetryPolicy.attempts`` times per reader, and every retry is told to
+  retried ``RetryPolicy.attempts`` times in a row (a break after ``MIN_PROGRESS`` bytes of
+  progress since the last one starts the count again), and every retry is told to
   ``client.on_retry``; past them, the last error is raised.
 
 Verification (size, digest) is the caller's: ``content.FileContent`` hashes the bytes as
@@ -38,14 +39,20 @@ from ..digest import Digest
 from ..errors import RegistryError
 from ..mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .client import RegistryClient, redact
+from .connect import failure_reason
 from .headers import BODY_LIMITS, content_digest, strict_int, what_of
 from .retry import is_transient
 from .transport import READ_BUDGET, RequestScope, within
 
-__all__ = ["MANIFEST_ACCEPT", "BlobReader", "PulledManifest", "Puller"]
+__all__ = ["MANIFEST_ACCEPT", "MIN_PROGRESS", "BlobReader", "PulledManifest", "Puller"]
 
 # Every manifest and index type we read, the one we prefer (OCI) first.
 MANIFEST_ACCEPT = ", ".join(sorted(MANIFEST_TYPES | INDEX_TYPES, key=lambda t: ("oci" not in t, t)))
+# A download that breaks after this much progress since the last break gets its retries
+# back (containers/image's reader does the same): a long blob over a link that drops every
+# few minutes gets through; a server that cuts sooner than this spends them, so the number
+# of GETs stays below attempts × (size / MIN_PROGRESS + 1).
+MIN_PROGRESS = 1024 * 1024
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,18})-([0-9]{1,18})/([0-9]{1,18}|\*)")
 
 
@@ -83,15 +90,17 @@ class Puller:
     def blob_size(self, digest: Digest) -> int | None:
         """``HEAD`` of the blob: its ``Content-Length``, None when the registry does not
         have it (404); other failures raise."""
-        url = self.client.url(f"/v2/{self.repository}/blobs/{digest}")
-        response = self.client.idempotent("HEAD", url, expect=(200, 404), follow_redirects=True)
+        response = self.client.idempotent("HEAD", self.blob_url(digest), expect=(200, 404), follow_redirects=True)
         if response.status_code == 404:
             return None
         return strict_int(response.headers.get("Content-Length"), what_of(response, "Content-Length"))
 
+    def blob_url(self, digest: Digest) -> str:
+        return self.client.url(f"/v2/{self.repository}/blobs/{digest}")
+
     def open_blob(self, digest: Digest, size: int) -> BlobReader:
         """A lazy reader of the blob: nothing is sent before the first read."""
-        return BlobReader(self.client, self.client.url(f"/v2/{self.repository}/blobs/{digest}"), size)
+        return BlobReader(self.client, self.blob_url(digest), size)
 
 
 def _media_type(response: httpx.Response, body: bytes) -> str:
@@ -125,6 +134,8 @@ class BlobReader(io.RawIOBase):
         self._left = b""  # bytes of the current answer not yet returned
         self._at = 0  # the offset of _left's first byte (the answer's position)
         self._budget = client.retry.budget()
+        self._delivered = 0  # bytes read returned, seeks aside: the progress a resume is judged by
+        self._delivered_at_failure = 0
 
     # -- file protocol ------------------------------------------------------------------
 
@@ -138,8 +149,10 @@ class BlobReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        target = base + offset
+        bases = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}
+        if whence not in bases:
+            raise ValueError(f"invalid whence ({whence})")
+        target = bases[whence] + offset
         if target < 0:
             raise ValueError(f"negative seek position {target}")
         if target != self._pos:
@@ -164,13 +177,16 @@ class BlobReader(io.RawIOBase):
             try:
                 return self._read(want)
             except httpx.HTTPError as e:
-                error = RegistryError(f"GET {redact(self.url)} at byte {self._pos}: {_reason(e)}")
+                error = RegistryError(f"GET {redact(self.url)} at byte {self._pos}: {failure_reason(e)[:200]}")
             except RegistryError as e:  # the GET that resumes was refused
                 if not is_transient(e):
                     self._drop()
                     raise
                 error = e
             self._drop()
+            if self._delivered - self._delivered_at_failure >= MIN_PROGRESS:
+                self._budget = self.client.retry.budget()  # a broken network, not a broken server
+            self._delivered_at_failure = self._delivered
             if not self._budget.spend(error, self.client.on_retry):
                 raise error from None
 
@@ -197,6 +213,7 @@ class BlobReader(io.RawIOBase):
         self._left = self._left[start + len(data) :]
         self._pos += len(data)
         self._at = self._pos
+        self._delivered += len(data)
         return data
 
     def _open(self) -> None:
@@ -246,7 +263,3 @@ class BlobReader(io.RawIOBase):
         self._response = self._blocks = self._scope = None
         self._left = b""
 
-
-def _reason(error: httpx.HTTPError) -> str:
-    text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return text[:200]

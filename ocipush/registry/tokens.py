@@ -126,6 +126,16 @@ class Secrets:
         with self._lock:
             self._known.update(s for s in secrets if s)
 
+    @classmethod
+    def union(cls, *many: Secrets) -> Secrets:
+        """One set of all their secrets: redacted longest first, whichever set holds them
+        (a password may be part of another's)."""
+        joined = cls()
+        for secrets in many:
+            with secrets._lock:
+                joined._known.update(secrets._known)
+        return joined
+
     def redact(self, text: str) -> str:
         with self._lock:
             known = sorted(self._known, key=len, reverse=True)  # a password inside its base64: longest first

@@ -19,20 +19,29 @@ from ..models import Descriptor, Index, Manifest, parse_manifest
 
 __all__ = [
     "MAX_INDEX_DEPTH",
+    "MAX_MANIFESTS",
+    "MAX_MANIFEST_BYTES",
     "MAX_MANIFEST_SIZE",
     "ImageNode",
+    "ManifestBudget",
     "Source",
     "load_image",
     "parse_position",
     "read_manifest",
     "read_verified",
     "shown",
+    "shown_names",
 ]
 
 # Registries refuse bigger manifests (distribution's default limit), so we refuse to read them.
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 # Indexes may nest (an index of indexes), but a deeper tree is a malformed source.
 MAX_INDEX_DEPTH = 8
+# The whole tree, which ``load_image`` holds in memory: an index may list the same child
+# many times, so a few KB at each of 8 levels could name 1000 ** 8 manifests.  The largest
+# real indexes list a few hundred (every platform, and an attestation for each).
+MAX_MANIFESTS = 10_000
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
 
 class Source(Protocol):
@@ -111,6 +120,14 @@ def shown(text: str, limit: int = 80) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
+def shown_names(names: list[str], most: int = 12, width: int = 40) -> str:
+    """Names a source made up (platforms, tags) listed in a one-line message: the first
+    ``most``, each cut to ``width`` characters, and how many more there are."""
+    cut = [name if len(name) <= width else f"{name[:width]}…" for name in names[:most]]
+    more = len(names) - len(cut)
+    return ", ".join(cut) + (f" and {more} more" if more > 0 else "")
+
+
 def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
     what = source.describe_blob(desc)
     if desc.size > limit:
@@ -120,7 +137,7 @@ def read_verified(source: Source, desc: Descriptor, limit: int) -> bytes:
 
 def load_image(source: Source) -> ImageNode:
     """Read the root and every manifest below it, verified; check every blob is present."""
-    root = _load_node(source, source.root(), depth=0)
+    root = _Loader(source).root(source.root())
     for blob in root.blobs():
         source.open_blob(blob).close()  # fail before uploading anything if one is missing
     return root
@@ -141,9 +158,44 @@ def read_manifest(source: Source, desc: Descriptor, depth: int) -> tuple[bytes, 
         raise SourceError(f"{source.describe_blob(desc)}: {e}") from None
 
 
-def _load_node(source: Source, desc: Descriptor, depth: int) -> ImageNode:
-    data, parsed = read_manifest(source, desc, depth)
-    children: tuple[ImageNode, ...] = ()
-    if isinstance(parsed, Index):
-        children = tuple(_load_node(source, d, depth + 1) for d in parsed.manifests)
-    return ImageNode(desc, data, parsed, children)
+class ManifestBudget:
+    """What a walk down from a root may read: at most ``MAX_MANIFESTS`` manifests of
+    ``MAX_MANIFEST_BYTES`` in all.  ``admit`` the descriptors before reading them, so an
+    index that lists too many is refused before any of its children is read."""
+
+    def __init__(self, source_name: str):
+        self.source_name = source_name
+        self.count = 0
+        self.bytes = 0
+
+    def admit(self, parent: Descriptor, descs: list[Descriptor]) -> None:
+        self.count += len(descs)
+        self.bytes += sum(max(d.size, 0) for d in descs)
+        if self.count > MAX_MANIFESTS:
+            what = f"more than {MAX_MANIFESTS} manifests"
+        elif self.bytes > MAX_MANIFEST_BYTES:
+            what = f"more than {MAX_MANIFEST_BYTES} bytes of manifests"
+        else:
+            return
+        raise SourceError(f"{self.source_name}: {what} in all below its root (index {parent.digest}); refused")
+
+
+class _Loader:
+    """The walk of ``load_image``: the tree it builds is held in memory, duplicates
+    included, so every node counts against the budget."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.budget = ManifestBudget(source.name)
+
+    def root(self, desc: Descriptor) -> ImageNode:
+        self.budget.admit(desc, [desc])
+        return self._node(desc, depth=0)
+
+    def _node(self, desc: Descriptor, depth: int) -> ImageNode:
+        data, parsed = read_manifest(self.source, desc, depth)
+        children: tuple[ImageNode, ...] = ()
+        if isinstance(parsed, Index):
+            self.budget.admit(desc, parsed.manifests)
+            children = tuple(self._node(d, depth + 1) for d in parsed.manifests)
+        return ImageNode(desc, data, parsed, children)

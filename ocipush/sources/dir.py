@@ -38,7 +38,7 @@ from ..errors import SourceError
 from ..mediatypes import DOCKER_LAYER, DOCKER_LAYER_TAR, is_index, is_manifest, layer_compression, layer_type
 from ..models import Descriptor, Index, Manifest, parse_manifest, sniff_media_type
 from ..reference import SourceSpec
-from .base import MAX_MANIFEST_SIZE, Source, read_manifest
+from .base import MAX_MANIFEST_SIZE, ManifestBudget, Source, read_manifest
 from .store import DirStore, open_sized, parse_json, read_bytes
 from .tarindex import sniff_compression
 
@@ -70,6 +70,8 @@ class DirImage(Source):
         self.notes: list[str] = []
         self._memory: dict[Digest, bytes] = {}  # manifest.json, and any corrected manifest
         self._made_from: dict[Digest, str] = {}  # where each of those came from, for messages
+        self._checked: dict[Digest, Descriptor] = {}  # manifest → its corrected descriptor (or itself)
+        self._budget = ManifestBudget(name)  # the distinct manifests that check reads
         self._root: Descriptor | None = None
 
     def root(self) -> Descriptor:
@@ -160,7 +162,17 @@ class DirImage(Source):
 
     def _corrected(self, desc: Descriptor, depth: int) -> Descriptor:
         """``desc``, or the descriptor of a corrected copy of its manifest when a layer
-        below it is labelled with a compression its bytes do not have."""
+        below it is labelled with a compression its bytes do not have.  Each manifest is
+        looked at once (an index may list one child many times, and a walk per path to it
+        would read it fan-out ** depth times), and no more of them than ``load_image``
+        would take (``ManifestBudget``): the corrected copies are held in memory."""
+        done = self._checked.get(desc.digest)
+        if done is None:
+            self._budget.admit(desc, [desc])
+            done = self._checked[desc.digest] = self._correct(desc, depth)
+        return attrs.evolve(desc, digest=done.digest, size=done.size)
+
+    def _correct(self, desc: Descriptor, depth: int) -> Descriptor:
         data, parsed = read_manifest(self, desc, depth)
         if isinstance(parsed, Index):
             children = [self._corrected(child, depth + 1) for child in parsed.manifests]

@@ -8,7 +8,8 @@ docker ≤ 24 and 25+, podman, skopeo, buildkit and containerd exports: ``manife
 and ``index.json`` are the last members; see docs/sources.md), so which blobs make the
 image, and what their digests are, is known only at the end of the stream. A push
 cannot start before that, and a pipe cannot be read twice: the stream is spooled to
-one temporary file in ``$TMPDIR`` (deleted on close, never named to the user), in
+one temporary file in ``$TMPDIR`` (``tarindex.temporary_file``: on Linux it has no name,
+so it is gone when the process ends, however it ends), in
 blocks of 1 MiB, so memory stays bounded whatever the size, then read in place as any
 archive file. A compressed stream (``docker save | gzip``) is decompressed as a
 compressed archive file is.
@@ -29,7 +30,7 @@ from ..errors import SourceError, UsageError, local_io_error
 from ..events import Notes
 from ..reference import SourceSpec
 from ..units import format_size
-from .tarindex import TarIndex, open_tar
+from .tarindex import TarIndex, open_tar, temporary_file
 
 __all__ = ["LABEL", "PROGRESS_EVERY", "spool", "spool_stdin"]
 
@@ -57,7 +58,7 @@ def spool(stream: BinaryIO, notes: Notes | None = None) -> TarIndex:
     what = f"spooling {LABEL}"
     try:
         # Not a with: the TarIndex owns the file from here on, and deletes it.
-        temp = tempfile.NamedTemporaryFile(prefix="ocipush-stdin-", suffix=".tar")  # noqa: SIM115
+        temp, path = temporary_file("ocipush-stdin-")
     except OSError as e:
         raise local_io_error(tmpdir, what, e) from None
     try:
@@ -75,7 +76,7 @@ def spool(stream: BinaryIO, notes: Notes | None = None) -> TarIndex:
         with contextlib.suppress(OSError):
             temp.close()
         raise
-    return open_tar(temp.name, LABEL, temp=temp, require_end=True)
+    return open_tar(path, LABEL, temp=temp, require_end=True)
 
 
 def _copy(stream: BinaryIO, temp: IO[bytes], notes: Notes | None, tmpdir: str) -> int:

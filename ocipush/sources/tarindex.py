@@ -45,8 +45,9 @@ from ..localfile import NotRegularFile, open_regular
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression"]
+__all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression", "temporary_file"]
 
+_PROC_FD = "/proc/self/fd"  # Linux: a path that opens an open file anew, with its own offset
 _MAX_LINKS = 40  # Linux's MAXSYMLINKS: deeper chains are loops in practice
 _COPY_BLOCK = 1 << 20
 _MAGIC_LEN = 6  # the longest magic compression.detect knows: xz's
@@ -111,10 +112,10 @@ def open_tar(
         except OSError as e:
             raise SourceError(f"{label}: {e.strerror}") from None
         if compression is not None:
-            plain = _decompress(path, compression, label)
+            plain, plain_path = _decompress(path, compression, label)
             if temp is not None:
                 temp.close()
-            temp, path = plain, plain.name
+            temp, path = plain, plain_path
         return TarIndex(Path(path), label, temp, require_end=require_end)
     except BaseException:
         if temp is not None:
@@ -133,14 +134,27 @@ def _open_archive(path: str | os.PathLike[str], label: str) -> IO[bytes]:
         raise SourceError(f"{label}: {e.kind}, not a regular file; save the archive to a file") from None
 
 
-def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> IO[bytes]:
+def temporary_file(prefix: str) -> tuple[IO[bytes], str]:
+    """A temporary file in ``$TMPDIR`` and a path that opens it again (readers each open
+    their own).  On Linux the file never has a name (``O_TMPFILE``, or unlinked at once):
+    its space is freed when it is closed *or when the process dies*, so a second Ctrl-C
+    (which exits at once) or a kill leaves no gigabytes behind.  Elsewhere, a named file
+    deleted on close.  OSError for the caller to word."""
+    if os.path.isdir(_PROC_FD):
+        anonymous = tempfile.TemporaryFile(prefix=prefix)  # noqa: SIM115 (the caller owns it)
+        return anonymous, f"{_PROC_FD}/{anonymous.fileno()}"
+    named = tempfile.NamedTemporaryFile(prefix=prefix, suffix=".tar")  # noqa: SIM115
+    return named, named.name
+
+
+def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> tuple[IO[bytes], str]:
     """The archive decompressed into a temporary file in ``$TMPDIR``. A failing read is
     the archive's fault (SourceError); a failing write is the machine's (LocalIOError,
     naming the temporary directory: a full ``$TMPDIR`` is the usual cause)."""
     tmpdir = tempfile.gettempdir()
     try:
         # Not a with: the file is returned, and the TarIndex that reads it deletes it.
-        temp = tempfile.NamedTemporaryFile(prefix="ocipush-", suffix=".tar")  # noqa: SIM115
+        temp, temp_path = temporary_file("ocipush-")
     except OSError as e:
         raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     try:
@@ -158,7 +172,7 @@ def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> I
         with contextlib.suppress(OSError):
             temp.close()  # flushes, which fails again on a full disk; the file is deleted anyway
         raise
-    return temp
+    return temp, temp_path
 
 
 def _read_block(stream: _Decompressing, compression: str, label: str) -> bytes:
@@ -207,6 +221,9 @@ class TarIndex:
 
     def open(self, name: str) -> BinaryIO:
         info = self._resolve(name)
+        if self._temp is not None and self._temp.closed:
+            # A temporary_file's path names a file descriptor, which may be another file's now.
+            raise SourceError(f"{self.describe(name)}: the archive's temporary copy was closed")
         try:
             # A TarSlice is a binary file (RawIOBase: read, readinto, seek, tell, with),
             # which typeshed does not declare as BinaryIO.
@@ -217,7 +234,7 @@ class TarIndex:
 
     def close(self) -> None:
         if self._temp is not None:
-            self._temp.close()  # a NamedTemporaryFile: deleted on close
+            self._temp.close()  # a temporary_file: gone on close
 
     def _resolve(self, name: str) -> tarfile.TarInfo:
         todo = name.split("/")
