@@ -354,8 +354,11 @@ def test_an_endless_token_answer_ends_the_push_cleanly(image, tmp_path):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     host = f"127.0.0.1:{server.server_address[1]}"
-    script = ("import resource, sys; from ocipush.cli import main; code = main(sys.argv[1:]); "
-              "sys.stderr.write(f'maxrss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'); sys.exit(code)")
+    # VmHWM is the child's own peak since exec: getrusage's ru_maxrss would also count the
+    # pytest process it was spawned from (Linux carries the old image's peak across exec).
+    script = ("import sys; from ocipush.cli import main; code = main(sys.argv[1:]); "
+              "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
+              "sys.stderr.write(f'maxrss={hwm}\\n'); sys.exit(code)")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "HOME": str(tmp_path)}
     try:
         result = subprocess.run(
