@@ -5,7 +5,7 @@ set -eu
 
 # TOOL, or TOOL=PACKAGE where the Debian package has another name. openssl makes the
 # auth and TLS tests' CAs, certificates and token signatures; htpasswd their bcrypt logins.
-TOOLS="docker-registry nginx skopeo podman umoci zstd curl openssl htpasswd=apache2-utils"
+TOOLS="docker-registry nginx skopeo podman umoci zstd curl openssl htpasswd=apache2-utils time"
 
 missing=""
 for entry in $TOOLS; do
