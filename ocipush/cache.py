@@ -44,9 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import zstandard
 
-from .compression import FORMATS
+from .compression import FORMATS, zstd_version
 from .digest import Digest
 from .models import load_json, strict
 from .pgzip import version as gzip_version
@@ -77,7 +76,7 @@ def compressor_of(fmt: str) -> str:
     """The library and version that compress ``fmt``: another version may produce other
     bytes for the same input, so its entries are not this one's."""
     if fmt == "zstd":
-        return f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
+        return zstd_version()
     return gzip_version()
 
 

@@ -123,6 +123,13 @@ class ParallelGzip:
         out.append(struct.pack("<II", self._crc, self._length & 0xFFFFFFFF))
         return b"".join(out)
 
+    def close(self) -> None:
+        """Drop the blocks still at the pool (a stream stopped half-way): the ones not
+        started are cancelled, so a failed or cancelled layer does not keep the cores."""
+        while self._futures:
+            self._futures.popleft()[0].cancel()
+        self._pending = bytearray()
+
     def _header(self) -> bytes:
         if self._started:
             return b""

@@ -154,10 +154,13 @@ class TranscodedContent:
     def _output(self) -> Iterator[bytes]:
         """Decompressed blocks (from their own thread) → compressed."""
         encode = compression.encoder(self._target, self._level)
-        for block in in_thread(self._plain, maxsize=4):
-            if out := encode.feed(block):
-                yield out
-        yield encode.flush()
+        try:
+            for block in in_thread(self._plain, maxsize=4):
+                if out := encode.feed(block):
+                    yield out
+            yield encode.flush()
+        finally:  # on an error or a cancelled upload too: the codec's threads and cores go back
+            encode.close()
 
     def _plain(self) -> Iterator[bytes]:
         """Source → verified → decompressed → verified, in bounded blocks."""
