@@ -245,6 +245,18 @@ class _HashingReader(io.RawIOBase):
             self.hash.update(data)
         self.count += len(data)
 
+    def read(self, size: int = -1) -> bytes:
+        """The source's own bytes object, not copied twice as ``RawIOBase.read`` would
+        (buffer, then bytes): for an uncompressed layer this is the stream itself."""
+        if size < 0:
+            return self.readall()
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        data = self._raw.read(size)
+        self._account(data)
+        return data
+
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")
         if self._head:
