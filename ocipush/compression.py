@@ -109,7 +109,7 @@ ZSTD_JOB = 4 << 20  # input bytes a zstd job: every job boundary costs ratio (4 
 # the bench image; docs/compression.md), and a stream holds ~(3 + workers) jobs of buffers
 ZSTD_WINDOW_LOG = 23  # 8 MiB: as small as skopeo's output (zstd's default at level 3, 2 MiB, is ~4 % larger)
 ZSTD_MAX_WORKERS = 2  # per stream: each worker beyond the first holds ~20 MiB more (docs/compression.md)
-ZSTD_WORKER_BUDGET = 6  # zstd workers in the process at once: 3 layers (--jobs' default) of 2, 223 MiB peak RSS
+ZSTD_WORKER_BUDGET = 5  # zstd workers in the process at once: 2 + 2 + 1 for three layers (--jobs' default)
 
 
 class CoreSlots:
