@@ -156,8 +156,8 @@ def _wanted_workers() -> int:
 class _ZstdEncoder:
     """zstd's multithreaded mode, always (see the module docstring): the workers a stream
     gets from ``SLOTS`` change its speed, not its bytes, and go back on ``flush``/``close``.
-    Memory: about ``(3 + 2 × workers) × ZSTD_JOB`` of input and output buffers (~20 MiB
-    with one worker, ~40 MiB with two, at 4 MiB jobs)."""
+    Memory: about ``(3 + 2 × workers) × ZSTD_JOB`` of input and output buffers: measured,
+    a stream of two workers adds ~50 MiB to a push, one of one ~30 MiB (docs/compression.md)."""
 
     def __init__(self, level: int, *, slots: CoreSlots | None = None, want: int | None = None) -> None:
         self._slots = slots or SLOTS
