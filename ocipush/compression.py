@@ -146,10 +146,17 @@ class CoreSlots:
 SLOTS = CoreSlots(ZSTD_WORKER_BUDGET)
 
 
-def _wanted_workers() -> int:
+ZSTD_BIG_CONTEXT = 16 << 20  # a worker's own tables above this (levels ≥ 12): one worker, not two
+
+
+def _wanted_workers(context_size: int) -> int:
     """A stream's workers: one a core, up to ``ZSTD_MAX_WORKERS``. With fewer layers than
     cores left, the last ones keep every core busy; with more, the OS shares the cores
-    between their workers (no CPU is lost: each job is compressed once)."""
+    between their workers (no CPU is lost: each job is compressed once). At high levels
+    each worker's match tables cost more memory than a core is worth (level 19: ~80 MiB
+    a worker): one worker, the same bytes."""
+    if context_size > ZSTD_BIG_CONTEXT:
+        return 1
     return max(1, min(ZSTD_MAX_WORKERS, os.cpu_count() or 1))
 
 
@@ -161,13 +168,12 @@ class _ZstdEncoder:
 
     def __init__(self, level: int, *, slots: CoreSlots | None = None, want: int | None = None) -> None:
         self._slots = slots or SLOTS
-        self.workers = self._slots.take(want or _wanted_workers())
+        window_log = max(ZSTD_WINDOW_LOG, _window_log(level))
+        single = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
+        self.workers = self._slots.take(want or _wanted_workers(single.estimated_compression_context_size()))
         try:
             params = zstandard.ZstdCompressionParameters.from_level(
-                level,
-                threads=self.workers,
-                job_size=ZSTD_JOB,
-                window_log=max(ZSTD_WINDOW_LOG, _window_log(level)),
+                level, threads=self.workers, job_size=ZSTD_JOB, window_log=window_log
             )
             self._c: Any = zstandard.ZstdCompressor(compression_params=params).compressobj()
         except BaseException:

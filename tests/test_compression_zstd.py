@@ -119,6 +119,15 @@ def test_a_stream_takes_what_is_free_and_at_least_one():
     assert slots.free == 3
 
 
+def test_high_levels_take_one_worker():
+    """Level 19's match tables are ~80 MiB a worker: a second one would double that."""
+    slots = CoreSlots(8)
+    assert compression._ZstdEncoder(3, slots=slots).workers == min(2, os.cpu_count() or 1)
+    high = compression._ZstdEncoder(19, slots=slots)
+    assert high.workers == 1
+    high.close()
+
+
 def test_the_cache_keys_zstd_on_the_job_size():
     assert compressor_of("zstd") == compression.zstd_version()
     assert f"job {ZSTD_JOB}" in compressor_of("zstd")
