@@ -110,7 +110,7 @@ class ParallelGzip:
         # Whole blocks go to the pool as views of ``data`` (immutable bytes), not copies:
         # at a GB a second, each copy of the stream costs a core-second per GB.
         out = [self._header()]
-        view = memoryview(data)
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))  # views must not change under the pool
         if self._pending:  # complete the block a previous feed began
             need = self._block - len(self._pending)
             self._pending += view[:need]
