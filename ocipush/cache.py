@@ -44,9 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import zstandard
 
-from .compression import FORMATS
+from .compression import FORMATS, zstd_version
 from .digest import Digest
 from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
@@ -78,11 +77,10 @@ def _silent(message: str) -> None:
 def compressor_of(fmt: str) -> str:
     """The library and version that compress ``fmt``: another version may produce other
     bytes for the same input, so its entries are not this one's."""
-    zstd = f"zstandard {zstandard.__version__} libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))}"
     if fmt == "zstd":
-        return zstd
-    if fmt == "zstd:chunked":
-        return f"ocipush zstd:chunked {ZSTD_CHUNKED_VERSION} {zstd}"
+        return zstd_version()  # the multithreaded mode's job size and window shape the bytes too
+    if fmt == "zstd:chunked":  # single-threaded frames, one per file (zstd_version names the library too)
+        return f"ocipush zstd:chunked {ZSTD_CHUNKED_VERSION} {zstd_version()}"
     return gzip_version()
 
 

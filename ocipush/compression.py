@@ -9,12 +9,16 @@ read → decompress → compress in bounded blocks, never whole.
 - gzip compression is ``pgzip``'s: ISA-L deflate, pigz-style, blocks on all cores joined
   into one member with a fixed header (no name, mtime 0): the same input, level and
   library version give the same bytes, so re-pushes deduplicate.
-- zstd is single-threaded (one compressor per core runs at once): its output depends
-  neither on the machine nor on how the input is split, so it is deterministic.
+- zstd is always zstd's multithreaded mode, in jobs of ``ZSTD_JOB`` bytes: its output is
+  the same for any number of worker threads (≥ 1) and however the input is fed, so a
+  layer can be given the cores that are free when it starts (``SLOTS``) and still come
+  out byte for byte the same on any machine.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -30,7 +34,20 @@ try:  # ISA-L: the same gzip, inflated about twice as fast as zlib
 except ImportError:  # pragma: no cover - isal has wheels for the usual platforms
     from gzip import GzipFile as _GzipFile
 
-__all__ = ["FORMATS", "Codec", "Compression", "check_level", "decompressing_reader", "detect", "encoder"]
+__all__ = [
+    "FORMATS",
+    "SLOTS",
+    "ZSTD_JOB",
+    "ZSTD_MAX_WORKERS",
+    "Codec",
+    "Compression",
+    "CoreSlots",
+    "check_level",
+    "decompressing_reader",
+    "detect",
+    "encoder",
+    "zstd_version",
+]
 
 FORMATS = ("gzip", "zstd", "zstd:chunked")  # zstd:chunked's writer is zstdchunked.py
 _LEVELS = {"gzip": (1, 9, 6), "zstd": (1, 22, 3), "zstd:chunked": (1, 22, 3)}  # min, max, default (podman's defaults)
@@ -54,6 +71,10 @@ class Codec(Protocol):
     def feed(self, data: bytes) -> bytes: ...
 
     def flush(self) -> bytes: ...
+
+    def close(self) -> None:
+        """Give back threads and memory; safe to call twice, after ``flush`` or instead of it
+        (an error or a cancelled upload stops a stream half-way)."""
 
 
 def detect(head: bytes) -> str | None:
@@ -80,25 +101,114 @@ class _Identity:
     def flush(self) -> bytes:
         return b""
 
+    def close(self) -> None:
+        pass
+
+
+ZSTD_JOB = 4 << 20  # input bytes a zstd job: every job boundary costs ratio (4 MiB: +0.5 %, 8 MiB: +0.2 % on
+# the bench image; docs/compression.md), and a stream holds ~(3 + workers) jobs of buffers
+ZSTD_WINDOW_LOG = 23  # 8 MiB: as small as skopeo's output (zstd's default at level 3, 2 MiB, is ~4 % larger)
+ZSTD_MAX_WORKERS = 2  # per stream: each worker beyond the first holds ~20 MiB more (docs/compression.md)
+ZSTD_WORKER_BUDGET = 5  # zstd workers in the process at once: 2 + 2 + 1 for three layers (--jobs' default)
+
+
+class CoreSlots:
+    """A process-wide budget of compression workers, bounding the memory of the zstd
+    streams that run at once.
+
+    A zstd stream takes its workers when it starts and keeps them to its end (zstd cannot
+    add workers to a frame in progress): as many as it wants if the budget has them, else
+    what is left, and always at least one (the budget may go below zero: a stream never
+    waits). The workers decide the speed, never the bytes. They go back when the stream
+    ends, fails or is cancelled, for the layers that start later."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._lock = threading.Lock()
+
+    @property
+    def free(self) -> int:
+        with self._lock:
+            return self._free
+
+    def take(self, most: int) -> int:
+        """Between 1 and ``most`` workers: as many as are free, one if none is."""
+        with self._lock:
+            n = max(1, min(most, self._free))
+            self._free -= n
+            return n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._free += n
+
+
+SLOTS = CoreSlots(ZSTD_WORKER_BUDGET)
+
+
+ZSTD_BIG_CONTEXT = 16 << 20  # a worker's own tables above this (levels ≥ 12): one worker, not two
+
+
+def _wanted_workers(context_size: int) -> int:
+    """A stream's workers: one a core, up to ``ZSTD_MAX_WORKERS``. With fewer layers than
+    cores left, the last ones keep every core busy; with more, the OS shares the cores
+    between their workers (no CPU is lost: each job is compressed once). At high levels
+    each worker's match tables cost more memory than a core is worth (level 19: ~80 MiB
+    a worker): one worker, the same bytes."""
+    if context_size > ZSTD_BIG_CONTEXT:
+        return 1
+    return max(1, min(ZSTD_MAX_WORKERS, os.cpu_count() or 1))
+
 
 class _ZstdEncoder:
-    # Single-threaded, in the thread that decompresses and hashes (push runs no more
-    # compressors than cores), with an 8 MiB window: as small as skopeo's zstd output and
-    # ~10 MiB of memory, where zstd's multithreaded mode cuts the stream into jobs (0.4 %
-    # larger output) and holds ~80 MiB per stream at its default sizing.
-    WINDOW_LOG = 23
+    """zstd's multithreaded mode, always (see the module docstring): the workers a stream
+    gets from ``SLOTS`` change its speed, not its bytes, and go back on ``flush``/``close``.
+    Memory: about ``(3 + 2 × workers) × ZSTD_JOB`` of input and output buffers: measured,
+    a stream of two workers adds ~50 MiB to a push, one of one ~30 MiB (docs/compression.md)."""
 
-    def __init__(self, level: int) -> None:
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=0, window_log=max(self.WINDOW_LOG, _window_log(level))
-        )
-        self._c = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    def __init__(self, level: int, *, slots: CoreSlots | None = None, want: int | None = None) -> None:
+        self._slots = slots or SLOTS
+        window_log = max(ZSTD_WINDOW_LOG, _window_log(level))
+        single = zstandard.ZstdCompressionParameters.from_level(level, window_log=window_log)
+        self.workers = self._slots.take(want or _wanted_workers(single.estimated_compression_context_size()))
+        try:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                level, threads=self.workers, job_size=ZSTD_JOB, window_log=window_log
+            )
+            self._c: Any = zstandard.ZstdCompressor(compression_params=params).compressobj()
+        except BaseException:
+            self._release()
+            raise
 
     def feed(self, data: bytes) -> bytes:
-        return self._c.compress(data)
+        return cast(bytes, self._c.compress(data))
 
     def flush(self) -> bytes:
-        return self._c.flush()
+        try:
+            return cast(bytes, self._c.flush())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Free zstd's context (its worker threads and buffers) and the slots."""
+        self._c = None
+        self._release()
+
+    def _release(self) -> None:
+        workers, self.workers = self.workers, 0
+        if workers:
+            self._slots.give(workers)
+
+    def __del__(self) -> None:  # a stream dropped without close (a bug elsewhere) still gives its slots back
+        if hasattr(self, "workers"):
+            self._release()
+
+
+def zstd_version() -> str:
+    """What makes zstd's bytes: the library, and this module's framing (multithreaded
+    jobs of ``ZSTD_JOB``, window): a change of either changes the cache key."""
+    libzstd = ".".join(map(str, zstandard.ZSTD_VERSION))
+    return f"zstandard {zstandard.__version__} libzstd {libzstd} mt job {ZSTD_JOB} window {ZSTD_WINDOW_LOG}"
 
 
 def _window_log(level: int) -> int:

@@ -77,7 +77,7 @@ def _shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _deflate(library: str, level: int, zdict: bytes, data: bytes, last: bool) -> bytes:
+def _deflate(library: str, level: int, zdict: bytes, data: bytes | memoryview, last: bool) -> bytes:
     """One block, raw, primed with ``zdict`` (if any); ``last`` finishes the deflate stream."""
     lib: Any = isal_zlib if library == "isal" else zlib
     primed = {"zdict": zdict} if zdict else {}  # an empty dictionary is refused, None too
@@ -85,7 +85,7 @@ def _deflate(library: str, level: int, zdict: bytes, data: bytes, last: bool) ->
     return cast(bytes, c.compress(data) + c.flush(lib.Z_FINISH if last else lib.Z_SYNC_FLUSH))
 
 
-def _block(library: str, level: int, zdict: bytes, data: bytes, last: bool) -> tuple[bytes, int]:
+def _block(library: str, level: int, zdict: bytes, data: bytes | memoryview, last: bool) -> tuple[bytes, int]:
     """Work for a pool thread: the deflated block and the CRC-32 of its input."""
     return _deflate(library, level, zdict, data, last), isal_zlib.crc32(data)
 
@@ -107,12 +107,22 @@ class ParallelGzip:
         self._pool = _shared_pool()
 
     def feed(self, data: bytes) -> bytes:
-        self._pending += data
+        # Whole blocks go to the pool as views of ``data`` (immutable bytes), not copies:
+        # at a GB a second, each copy of the stream costs a core-second per GB.
         out = [self._header()]
-        while len(self._pending) >= self._block:
-            chunk = bytes(self._pending[: self._block])
-            del self._pending[: self._block]
-            out.append(self._submit(chunk, last=False))
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))  # views must not change under the pool
+        if self._pending:  # complete the block a previous feed began
+            need = self._block - len(self._pending)
+            self._pending += view[:need]
+            view = view[need:]
+            if len(self._pending) < self._block:
+                return b"".join(out)
+            out.append(self._submit(bytes(self._pending), last=False))
+            self._pending = bytearray()
+        while len(view) >= self._block:
+            out.append(self._submit(view[: self._block], last=False))
+            view = view[self._block :]
+        self._pending += view
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -123,13 +133,20 @@ class ParallelGzip:
         out.append(struct.pack("<II", self._crc, self._length & 0xFFFFFFFF))
         return b"".join(out)
 
+    def close(self) -> None:
+        """Drop the blocks still at the pool (a stream stopped half-way): the ones not
+        started are cancelled, so a failed or cancelled layer does not keep the cores."""
+        while self._futures:
+            self._futures.popleft()[0].cancel()
+        self._pending = bytearray()
+
     def _header(self) -> bytes:
         if self._started:
             return b""
         self._started = True
         return HEADER
 
-    def _submit(self, data: bytes, *, last: bool) -> bytes:
+    def _submit(self, data: bytes | memoryview, *, last: bool) -> bytes:
         """Hand a block to the pool; returns the finished blocks it had to wait for, so
         that no more than ``in_flight`` are out at once, and any others already done."""
         out = []
@@ -138,7 +155,7 @@ class ParallelGzip:
         self._futures.append(
             (self._pool.submit(_block, self._library, self._level, self._previous, data, last), len(data))
         )
-        self._previous = (self._previous + data)[-DICT:] if len(data) < DICT else data[-DICT:]
+        self._previous = (self._previous + data)[-DICT:] if len(data) < DICT else bytes(data[-DICT:])
         while self._futures and self._futures[0][0].done() and not last:
             out.append(self._collect())
         return b"".join(out)

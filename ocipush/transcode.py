@@ -158,10 +158,13 @@ class TranscodedContent:
     def _output(self) -> Iterator[bytes]:
         """Decompressed blocks (from their own thread) → compressed."""
         encode = _encoder(self._target, self._level)
-        for block in in_thread(self._plain, maxsize=4):
-            if out := encode.feed(block):
-                yield out
-        yield encode.flush()
+        try:
+            for block in in_thread(self._plain, maxsize=4):
+                if out := encode.feed(block):
+                    yield out
+            yield encode.flush()
+        finally:  # on an error or a cancelled upload too: the codec's threads and cores go back
+            encode.close()
         if isinstance(encode, zstdchunked.ZstdChunkedEncoder):
             self.annotations, self.fallback = encode.annotations, encode.fallback
 
@@ -253,6 +256,18 @@ class _HashingReader(io.RawIOBase):
         if self.hash is not None:
             self.hash.update(data)
         self.count += len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """The source's own bytes object, not copied twice as ``RawIOBase.read`` would
+        (buffer, then bytes): for an uncompressed layer this is the stream itself."""
+        if size < 0:
+            return self.readall()
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        data = self._raw.read(size)
+        self._account(data)
+        return data
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")

@@ -156,6 +156,9 @@ class ZstdChunkedEncoder:
             self._parse()
         return self._take()
 
+    def close(self) -> None:
+        """Nothing to give back: the frames are compressed on the caller's thread."""
+
     def flush(self) -> bytes:
         if self.fallback is None:
             try:

@@ -122,6 +122,49 @@ def test_blocks_are_deflated_on_several_pool_threads(monkeypatch):
     assert len(threads) >= 2 and threading.current_thread().name not in threads
 
 
+def test_whole_blocks_go_to_the_pool_uncopied(monkeypatch):
+    """A block that lies within one fed buffer is deflated from that buffer (a view), not
+    a copy: three copies of the stream cost more CPU than the sha256 of it."""
+    seen: list[object] = []
+    real = pgzip._block
+
+    def spy(library, level, zdict, data, last):
+        seen.append(data.obj if isinstance(data, memoryview) else None)
+        return real(library, level, zdict, data, last)
+
+    monkeypatch.setattr(pgzip, "_block", spy)
+    data = sample(4 * pgzip.BLOCK + 1000)
+    fed = [data[: 2 * pgzip.BLOCK + 10], data[2 * pgzip.BLOCK + 10 :]]
+    enc = pgzip.ParallelGzip(6)
+    out = enc.feed(fed[0]) + enc.feed(fed[1]) + enc.flush()
+    assert one_member(out) == data
+    # blocks 1-2 from the first buffer, block 3 straddles both (joined), block 4 from the second
+    assert seen[0] is fed[0] and seen[1] is fed[0] and seen[2] is None and seen[3] is fed[1]
+
+
+def test_a_closed_stream_cancels_its_blocks(monkeypatch):
+    """A layer that fails or is cancelled half-way does not leave its blocks to the pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate = threading.Event()
+    real = pgzip._block
+
+    def held(*args):
+        gate.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(pgzip, "_block", held)
+    pool = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(pgzip, "_pool", pool)
+    enc = pgzip.ParallelGzip(6)
+    enc.feed(sample(6 * pgzip.BLOCK))
+    futures = [f for f, _ in enc._futures]
+    enc.close()
+    gate.set()
+    pool.shutdown(wait=True)
+    assert sum(f.cancelled() for f in futures) >= len(futures) - 1  # all but the one already running
+
+
 def test_levels_trade_size_for_speed():
     data = sample(4_000_000, seed=3)
     sizes = {level: len(encode(data, level)) for level in (1, 6, 9)}
