@@ -208,6 +208,13 @@ def oci_layout_of(path: Path, tar: bytes) -> str:
 def files_tar(contents: dict[str, bytes]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        # Every directory has its entry, as in real images: podman 4.3 copies a file it
+        # already holds into a directory that only an entry creates ("copy content to
+        # data/f01: no such file or directory" about one pull in seven without it).
+        for parent in sorted({str(Path(name).parent) for name in contents} - {"."}):
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+            tf.addfile(info)
         for name, data in contents.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 1700000000
