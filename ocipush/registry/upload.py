@@ -142,6 +142,8 @@ class BlobUploader:
             return self._upload(blob, stats, journal)
         finally:
             self._local.stats = None
+            if journal is not None:
+                journal.release()
 
     def _upload(self, blob: BlobContent, stats: UploadStats, journal: UploadJournal | None) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
@@ -249,7 +251,8 @@ class BlobUploader:
             theirs, ours = httpx.URL(url), httpx.URL(self.client.base_url)
         except httpx.InvalidURL:
             return False
-        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+        # No user name or password either: httpx would send them as Basic credentials.
+        return not theirs.userinfo and (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
 
     def _drop_recorded(self, journal: UploadJournal) -> None:
         """The blob is there already: an upload an earlier run left for it is cancelled."""

@@ -1,0 +1,177 @@
+"""Resume across runs under attack (issue 14): two runs of one push at once, a registry
+whose status answer lies, a record with credentials in its URL or a secret in its query,
+stale records piling up.  The strict fake registry; helpers from tests/test_resume.py."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from ocipush.content import UploadPoint
+from ocipush.digest import Digest
+from ocipush.push import push
+from ocipush.resume import STALE, BlobIdentity, UploadRecords
+from tests.fakeregistry import Alter, FakeRegistry, Reply
+from tests.test_resume import (
+    CHUNK,
+    _Notes,
+    _rewrite,
+    entries,
+    fresh_start,
+    interrupted,
+    layer_result,
+    options,
+    stored,
+)
+from tests.test_resume import image as image  # noqa: F401 - the module's fixture
+from tests.test_resume import records as records  # noqa: F401
+
+UPLOADS = "/blobs/uploads/"
+
+
+def _upload_requests(fake: FakeRegistry, since: int, path: str) -> list[str]:
+    return [f"{r.method} {r.path}" for r in fake.log[since:] if r.path == path]
+
+
+def _recorded_path(records: UploadRecords) -> str:
+    import json
+
+    [entry] = entries(records)
+    url = json.loads(entry.read_bytes())["url"]
+    return "/" + url.split("/", 3)[3].split("?")[0]
+
+
+# -- two runs of the same push at once ------------------------------------------------------------
+
+
+def test_a_run_that_finds_the_record_in_use_leaves_that_upload_alone(image, records):
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        [entry] = entries(records)
+        before = entry.read_bytes()
+        path = _recorded_path(records)
+        # Another run of the same push, now resuming that upload: it holds the record.
+        other = UploadRecords(records.root, records.key_file)
+        [identity] = {_identity_of(entry)}
+        location = f"{fake.host}/r"
+        theirs = other.journal(location, identity)
+        assert theirs.resume_point() is not None
+        try:
+            mark = len(fake.log)
+            notes: list[str] = []
+            result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records), _Notes(notes))
+        finally:
+            theirs.release()
+        assert any("another ocipush run is uploading this blob" in n for n in notes), notes
+        assert layer_result(result).resumed_at is None
+        assert _upload_requests(fake, mark, path) == [], "this run touched the other run's upload"
+        assert entry.read_bytes() == before, "this run rewrote the other run's record"
+        stored(fake, "r", image)
+        # The other run finished: the next run resumes (or here, finds the blob there).
+        assert UploadRecords(records.root, records.key_file).journal(location, identity).resume_point() is not None
+
+
+def _identity_of(entry) -> BlobIdentity:
+    import json
+
+    doc = json.loads(entry.read_bytes())
+    diff_id = Digest.parse(doc["diff_id"]) if doc["diff_id"] else None
+    return BlobIdentity(Digest.parse(doc["source"]), doc["format"], doc["level"], diff_id, doc["compressor"])
+
+
+def test_locks_go_with_their_entries(image, records):
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
+        assert layer_result(result).resumed_at == 2 * CHUNK
+        assert sorted(p.name for p in records.root.iterdir()) == []
+
+
+def test_a_failed_run_lets_go_of_its_lock_in_process(image, records):
+    """``push`` called again by a program (not a new process): the kept upload resumes."""
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        assert [p.suffix for p in records.root.iterdir()] == [".json"] or sorted(
+            p.suffix for p in records.root.iterdir()) == [".json", ".lock"]
+        result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
+        assert layer_result(result).resumed_at == 2 * CHUNK
+
+
+# -- a status answer that lies -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("range_", [
+    f"0-{10 * CHUNK - 1}",  # beyond the record and its one chunk
+    "0-99999999999999999999999",  # huge
+    "0--5", "-5-10", "5-10", f"0-{CHUNK + 7}",  # negative, not from 0, off the grid
+])
+def test_a_lying_range_on_resume_starts_afresh(image, records, range_):
+    with FakeRegistry(equal_chunks=True) as fake:
+        interrupted(fake, image, records)
+        fake.inject(lambda r: r.method == "GET" and UPLOADS in r.path, Alter(headers={"Range": range_}))
+        notes, _ = fresh_start(fake, image, records)
+        assert any("cannot be resumed" in n for n in notes), notes
+
+
+def test_a_status_answer_moving_the_upload_to_another_origin_gets_no_credentials(image, records):
+    with FakeRegistry() as fake, FakeRegistry() as elsewhere:
+        interrupted(fake, image, records)
+        fake.inject(lambda r: r.method == "GET" and UPLOADS in r.path,
+                    Alter(headers={"Location": f"http://user:pw@{elsewhere.host}/v2/r/blobs/uploads/x"}))
+        notes, _ = fresh_start(fake, image, records)
+        assert any("cannot be resumed" in n and "user name or password" in n for n in notes), notes
+        assert elsewhere.log == []
+
+
+# -- what a record may name ----------------------------------------------------------------------
+
+
+def test_a_record_url_with_credentials_is_not_used(image, records):
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        _rewrite(records, lambda p: UploadPoint(p.url.replace("://", "://admin:hunter2@"), p.offset, p.chunk_size))
+        notes, _ = fresh_start(fake, image, records)
+        assert any("another origin" in n for n in notes), notes
+        assert not any("hunter2" in n for n in notes)
+        assert not [r for r in fake.log if "authorization" in r.headers]
+
+
+def test_an_upload_urls_state_is_never_printed(image, records):
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        _rewrite(records, lambda p: UploadPoint(p.url + ("&" if "?" in p.url else "?") + "_state=TOPSECRET",
+                                                p.offset, p.chunk_size))
+        fake.inject(lambda r: r.method == "GET" and UPLOADS in r.path, Reply(404), times=10)
+        notes, _ = fresh_start(fake, image, records)
+        assert any("cannot be resumed" in n for n in notes), notes
+        assert not any("TOPSECRET" in n for n in notes), notes
+
+
+# -- stale records --------------------------------------------------------------------------------
+
+
+def test_stale_records_are_pruned_by_the_next_run_that_writes_one(tmp_path):
+    records = UploadRecords(tmp_path / "uploads", tmp_path / "key")
+    old = BlobIdentity(Digest.of(b"old"))
+    records.write("r.io/a", old, UploadPoint("https://r.io/v2/a/blobs/uploads/1", 10, 5))
+    stale = records.path("r.io/a", old)
+    leftover = records.root / ".tmp-killed.json"  # a write killed before its rename
+    leftover.write_bytes(b"{")
+    long_ago = time.time() - STALE - 60
+    for path in (stale, leftover):
+        os.utime(path, (long_ago, long_ago))
+    in_use = UploadRecords(records.root, records.key_file).journal("r.io/a", BlobIdentity(Digest.of(b"busy")))
+    in_use.confirmed(UploadPoint("https://r.io/v2/a/blobs/uploads/2", 0, 5))
+    busy_lock = records.path("r.io/a", BlobIdentity(Digest.of(b"busy"))).with_suffix(".lock")
+    os.utime(busy_lock, (long_ago, long_ago))
+    try:
+        later = UploadRecords(records.root, records.key_file)
+        new = BlobIdentity(Digest.of(b"new"))
+        later.write("r.io/a", new, UploadPoint("https://r.io/v2/a/blobs/uploads/3", 0, 5))
+        assert not stale.exists() and not leftover.exists()
+        assert later.path("r.io/a", new).exists()
+        assert busy_lock.exists(), "a lock another run holds was removed"
+    finally:
+        in_use.release()
