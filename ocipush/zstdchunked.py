@@ -260,7 +260,8 @@ class ZstdChunkedEncoder:
         """Header, padding or trailer bytes: into the frame and the next tar-split segment
         (at most ``MAX_SEGMENT`` bytes of it)."""
         if len(self._segment) + n > MAX_SEGMENT:
-            where = "after the end-of-archive blocks" if self._ended else "of PAX/GNU records and headers before an entry"
+            where = ("after the end-of-archive blocks" if self._ended
+                     else "of PAX/GNU records and headers before an entry")
             raise _Unsupported(f"more than {MAX_SEGMENT >> 20} MiB {where}")
         raw = bytes(self._pending[:n])
         del self._pending[:n]

@@ -4,6 +4,7 @@ stale records piling up.  The strict fake registry; helpers from tests/test_resu
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -25,8 +26,8 @@ from tests.test_resume import (
     options,
     stored,
 )
-from tests.test_resume import image as image  # noqa: F401 - the module's fixture
-from tests.test_resume import records as records  # noqa: F401
+from tests.test_resume import image as image
+from tests.test_resume import records as records
 
 UPLOADS = "/blobs/uploads/"
 
@@ -36,8 +37,6 @@ def _upload_requests(fake: FakeRegistry, since: int, path: str) -> list[str]:
 
 
 def _recorded_path(records: UploadRecords) -> str:
-    import json
-
     [entry] = entries(records)
     url = json.loads(entry.read_bytes())["url"]
     return "/" + url.split("/", 3)[3].split("?")[0]
@@ -54,7 +53,7 @@ def test_a_run_that_finds_the_record_in_use_leaves_that_upload_alone(image, reco
         path = _recorded_path(records)
         # Another run of the same push, now resuming that upload: it holds the record.
         other = UploadRecords(records.root, records.key_file)
-        [identity] = {_identity_of(entry)}
+        identity = _identity_of(entry)
         location = f"{fake.host}/r"
         theirs = other.journal(location, identity)
         assert theirs.resume_point() is not None
@@ -74,8 +73,6 @@ def test_a_run_that_finds_the_record_in_use_leaves_that_upload_alone(image, reco
 
 
 def _identity_of(entry) -> BlobIdentity:
-    import json
-
     doc = json.loads(entry.read_bytes())
     diff_id = Digest.parse(doc["diff_id"]) if doc["diff_id"] else None
     return BlobIdentity(Digest.parse(doc["source"]), doc["format"], doc["level"], diff_id, doc["compressor"])
@@ -93,8 +90,7 @@ def test_a_failed_run_lets_go_of_its_lock_in_process(image, records):
     """``push`` called again by a program (not a new process): the kept upload resumes."""
     with FakeRegistry() as fake:
         interrupted(fake, image, records)
-        assert [p.suffix for p in records.root.iterdir()] == [".json"] or sorted(
-            p.suffix for p in records.root.iterdir()) == [".json", ".lock"]
+        assert sorted(p.suffix for p in records.root.iterdir()) in ([".json"], [".json", ".lock"])
         result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
         assert layer_result(result).resumed_at == 2 * CHUNK
 
