@@ -20,6 +20,11 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ocipush.compression import Compression
+from ocipush.digest import Digest
+from ocipush.mediatypes import OCI_LAYER_ZSTD, is_zstd_chunked
+from ocipush.models import Descriptor
+from ocipush.plan import _target
 from ocipush.zstdchunked import MAX_SPECIAL, ZstdChunkedEncoder
 from tests.test_zstdchunked import FILES, make_tar
 from tests.zstdchunked_reader import _decompress_exact, _position, _skippable_at, check_layer
@@ -321,3 +326,33 @@ def test_a_tarfile_sparse_pax_entry_falls_back():
         tar.addfile(info)
     enc = same_layer(out.getvalue())
     assert enc.fallback and "sparse" in enc.fallback
+
+
+# -- a zstd:chunked SOURCE layer's annotations are the source's word -------------------------------
+
+GOOD = {
+    "io.github.containers.zstd-chunked.manifest-checksum": "sha256:" + "a" * 64,
+    "io.github.containers.zstd-chunked.manifest-position": "900:80:300:1",
+}
+
+
+@pytest.mark.parametrize("change", [
+    {},
+    {"io.github.containers.zstd-chunked.manifest-checksum": "garbage"},
+    {"io.github.containers.zstd-chunked.manifest-checksum": "sha256:" + "A" * 64},
+    {"io.github.containers.zstd-chunked.manifest-position": None},
+    {"io.github.containers.zstd-chunked.manifest-position": "900:80:300"},
+    {"io.github.containers.zstd-chunked.manifest-position": "900:80:300:2"},
+    {"io.github.containers.zstd-chunked.manifest-position": "-1:80:300:1"},
+    {"io.github.containers.zstd-chunked.manifest-position": "990:80:300:1"},  # past the blob's 1000 bytes
+    {"io.github.containers.zstd-chunked.manifest-position": "9" * 400 + ":1:1:1"},
+], ids=["well-formed", "checksum-garbage", "checksum-uppercase", "no-position", "three-fields", "not-crfs",
+        "negative", "past-the-end", "huge"])
+def test_a_source_layers_chunked_annotations_count_only_when_well_formed(change):
+    annotations = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    layer = Descriptor(OCI_LAYER_ZSTD, Digest.of(b"layer"), 1000, annotations=annotations)
+    good = not change
+    assert is_zstd_chunked(layer.media_type, layer.annotations, layer.size) is good
+    # Asked for zstd:chunked: a layer whose annotations describe nothing is recompressed
+    # (and loses them, push._layer_annotations); a well-formed one is kept as it is.
+    assert _target(layer, Compression("zstd:chunked")) == (None if good else "zstd:chunked")
