@@ -386,7 +386,8 @@ class BlobJournal:
         self._note = note
         self._held: int | None = None  # the entry's lock (see the module docstring)
         self._busy = False  # another run holds it: this journal reads and writes nothing
-        self._guard = threading.Lock()  # an interrupt's kept() comes from another thread
+        self._claimed = False  # this run held the lock once: the entry is this run's to remove
+        self._guard = threading.Lock()  # an interrupt's kept() and done() come from another thread
 
     def _own(self) -> bool:
         """Whether this run holds the entry's lock, taking it on first use."""
@@ -394,6 +395,7 @@ class BlobJournal:
             if self._held is None and not self._busy:
                 self._held = self._records.claim(self._location, self._identity, self._note)
                 self._busy = self._held is None
+                self._claimed = self._claimed or not self._busy
             return self._held is not None
 
     @property
@@ -414,24 +416,29 @@ class BlobJournal:
             self._records.write(self._location, self._identity, point, self._note)
 
     def kept(self) -> None:
-        if self._held is not None:
+        if self._claimed:  # an entry this run wrote (the thread may have let go of the lock already)
             self._records.mark_kept(self._location, self._identity)
 
     def done(self) -> None:
         """The upload was committed or cancelled: its entry goes, and the lock with it (a
-        new upload of the blob after a restart takes it again)."""
-        self._let_go(forget=True)
+        new upload of the blob after a restart takes it again).  After an interrupt the
+        uploading thread may have let go already: the lock is taken again to remove the
+        entry, unless another run took it meanwhile (then the entry is that run's)."""
+        with self._guard:
+            held, self._held = self._held, None
+            if held is None and self._claimed and not self._busy:
+                held = self._records.claim(self._location, self._identity)
+            if held is None:
+                return
+            self._records.remove(self._location, self._identity, self._note)
+            self._records.release(self._location, self._identity, held, forget=True)
 
     def release(self) -> None:
-        self._let_go(forget=False)
-
-    def _let_go(self, *, forget: bool) -> None:
+        """This run is finished with the blob: the lock goes; the entry stays as it is (a
+        lock without an entry — a blob found there already — goes too)."""
         with self._guard:
             held, self._held = self._held, None
             if held is None:
                 return
-            if forget:
-                self._records.remove(self._location, self._identity, self._note)
-            # A lock without an entry (a blob found there already, nothing recorded) goes too.
-            forget = forget or not self._records.path(self._location, self._identity).exists()
+            forget = not self._records.path(self._location, self._identity).exists()
             self._records.release(self._location, self._identity, held, forget=forget)

@@ -171,3 +171,27 @@ def test_stale_records_are_pruned_by_the_next_run_that_writes_one(tmp_path):
         assert busy_lock.exists(), "a lock another run holds was removed"
     finally:
         in_use.release()
+
+
+def test_an_interrupt_that_cancels_after_the_thread_let_go_still_forgets_the_entry(tmp_path):
+    """Ctrl-C: the uploading thread's request is cut, it ends (releasing the lock), and only
+    then does the interrupt's cleanup DELETE the upload and forget it, or keep it."""
+    records = UploadRecords(tmp_path / "uploads", tmp_path / "key")
+    blob = BlobIdentity(Digest.of(b"blob"))
+    journal = records.journal("r.io/a", blob)
+    journal.confirmed(UploadPoint("https://r.io/v2/a/blobs/uploads/1", 10, 5))
+    journal.release()  # the thread's finally
+    journal.kept()  # --keep-partial: counted for the last line
+    assert records.kept() == 1
+    journal.done()  # the default: cancelled and forgotten
+    assert list(records.root.iterdir()) == []
+    # A journal that never held the lock (another run had it) forgets nothing.
+    other = records.journal("r.io/a", blob)
+    holder = UploadRecords(records.root, records.key_file).journal("r.io/a", blob)
+    holder.confirmed(UploadPoint("https://r.io/v2/a/blobs/uploads/2", 0, 5))
+    try:
+        assert other.resume_point() is None
+        other.done()
+        assert records.path("r.io/a", blob).exists()
+    finally:
+        holder.release()
