@@ -14,7 +14,8 @@ from ocipush.content import UploadPoint
 from ocipush.digest import Digest
 from ocipush.push import push
 from ocipush.resume import STALE, BlobIdentity, UploadRecords
-from tests.fakeregistry import Alter, FakeRegistry, Reply
+from tests.fakeregistry import Alter, FakeRegistry, Reply, oci_error
+from tests.test_attack_zstdchunked import deadline
 from tests.test_resume import (
     CHUNK,
     _Notes,
@@ -195,3 +196,39 @@ def test_an_interrupt_that_cancels_after_the_thread_let_go_still_forgets_the_ent
         assert records.path("r.io/a", blob).exists()
     finally:
         holder.release()
+
+
+def test_a_resumed_blob_whose_digest_keeps_failing_ends_without_a_loop(image, records):
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        layer_put = lambda r: r.method == "PUT" and UPLOADS in r.path and r.query.get("digest") != "x"  # noqa: E731
+        fake.inject(layer_put, oci_error(400, "DIGEST_INVALID", "digest did not match"), times=100)
+        mark = len(fake.log)
+        with pytest.raises(Exception) as failed:
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
+        assert getattr(failed.value, "exit_code", None) == 4
+        puts = [r for r in fake.log[mark:] if r.method == "PUT"]
+        assert 1 <= len(puts) <= 3, f"{len(puts)} commits: the resumed blob's restarts are not bounded"
+        assert not fake.manifests.get("r", {}), "a manifest was pushed over a blob that failed"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "huge"])
+def test_an_entry_that_is_not_a_small_plain_file_is_a_miss(tmp_path, kind):
+    records = UploadRecords(tmp_path / "uploads", tmp_path / "key")
+    blob = BlobIdentity(Digest.of(b"blob"))
+    records.write("r.io/a", blob, UploadPoint("https://r.io/v2/a/blobs/uploads/1", 10, 5))
+    path = records.path("r.io/a", blob)
+    if kind == "symlink":  # a valid entry, but reached through a link
+        copy = tmp_path / "elsewhere.json"
+        copy.write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(copy)
+    elif kind == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b" " * (1 << 20) + path.read_bytes())
+    notes: list[str] = []
+    with deadline(10):
+        assert records.lookup("r.io/a", blob, notes.append) is None
+    assert notes and all(len(n.splitlines()) == 1 for n in notes), notes
