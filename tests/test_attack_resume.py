@@ -14,7 +14,7 @@ from ocipush.content import UploadPoint
 from ocipush.digest import Digest
 from ocipush.push import push
 from ocipush.resume import STALE, BlobIdentity, UploadRecords
-from tests.fakeregistry import Alter, FakeRegistry, Reply, oci_error
+from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, oci_error
 from tests.test_attack_zstdchunked import deadline
 from tests.test_resume import (
     CHUNK,
@@ -232,3 +232,24 @@ def test_an_entry_that_is_not_a_small_plain_file_is_a_miss(tmp_path, kind):
     with deadline(10):
         assert records.lookup("r.io/a", blob, notes.append) is None
     assert notes and all(len(n.splitlines()) == 1 for n in notes), notes
+
+
+@pytest.mark.parametrize("fault", [Drop(), html(503)], ids=["no-answer", "503"])
+def test_a_registry_that_does_not_answer_the_status_get_keeps_the_record(image, records, fault):
+    """The network is still down when the next run asks where the upload stands: the run
+    fails (exit 4) and keeps the record, instead of throwing away what the registry holds."""
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records)
+        [entry] = entries(records)
+        before = entry.read_bytes()
+        fake.inject(lambda r: r.method == "GET" and UPLOADS in r.path, fault, times=100)
+        with pytest.raises(Exception) as failed:
+            push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
+        assert getattr(failed.value, "exit_code", None) == 4, failed.value
+        assert records.kept() == 1
+        assert entries(records) == [entry] and entry.read_bytes() == before
+        assert not [r for r in fake.log if r.method == "DELETE"], "the kept upload was cancelled"
+        fake._faults.clear()
+        result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
+        assert layer_result(result).resumed_at == 2 * CHUNK
+        stored(fake, "r", image)
