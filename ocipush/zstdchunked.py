@@ -308,21 +308,9 @@ class ZstdChunkedEncoder:
         """The TOC entry of the header in ``block`` (PAX and GNU records applied), checked
         for everything zstd:chunked needs; raises _Unsupported otherwise."""
         pax = self._pax
-        typeflag = block[156:157]
         # Go's order: the header's name, PAX's path over it, a (non-empty) GNU long name over both.
         name = self._long_name or pax.get("path", header.name)
-        if typeflag == b"\x00":  # Go reads the old "regular file" type as a file or a directory
-            typeflag = b"5" if name.endswith("/") else b"0"
-        kind = _TYPES.get(typeflag)
-        if kind is None:
-            raise _Unsupported(f"tar entry {name!r} has type {typeflag!r}")
-        if any(k.startswith("GNU.sparse.") for k in pax):
-            raise _Unsupported(f"tar entry {name!r} is a sparse file")
-        size = _pax_int(pax, "size", header.size, name)
-        if not 0 <= size <= _MAX_INT64:  # Go refuses it (a negative one looped here)
-            raise _Unsupported(f"tar entry {name!r} has size {size}, outside 0 to 2^63-1")
-        if kind in _HEADER_ONLY and size != 0:
-            raise _Unsupported(f"tar entry {name!r} ({kind}) has a size")
+        kind, size = _kind_and_size(block[156:157], name, pax, header)
         cleaned = _clean(name)
         if cleaned in self._names:
             raise _Unsupported(f"the tar holds {name!r} twice")
@@ -330,30 +318,10 @@ class ZstdChunkedEncoder:
         link = self._long_link or pax.get("linkpath", header.linkname)
         if link:
             entry["linkName"] = link
-        for key, value in (
-            ("mode", header.mode),
-            ("size", size),
-            ("uid", _pax_int(pax, "uid", header.uid, name)),
-            ("gid", _pax_int(pax, "gid", header.gid, name)),
-        ):
-            if value:
-                entry[key] = value
-        for key, pax_key, seconds in (
-            ("modtime", "mtime", header.mtime),
-            ("accesstime", "atime", header.atime),
-            ("changetime", "ctime", header.ctime),
-        ):
-            stamp = _pax_time(pax[pax_key]) if pax_key in pax else (None if seconds is None else (seconds, 0))
-            if stamp is not None:
-                entry[key] = _rfc3339(stamp, name)
-        if header.devmajor:
-            entry["devMajor"] = header.devmajor
-        if header.devminor:
-            entry["devMinor"] = header.devminor
-        xattrs = {k[len(_XATTR) :]: base64.b64encode(v.encode("utf-8", "surrogateescape")).decode()
-                  for k, v in pax.items() if k.startswith(_XATTR)}
+        entry.update(_attributes(header, pax, name, size))
+        xattrs = _xattrs(pax)
         if xattrs:
-            entry["xattrs"] = dict(sorted(xattrs.items()))
+            entry["xattrs"] = xattrs
         for text in (name, link, *xattrs):
             if not _utf8(text):
                 raise _Unsupported(f"tar entry {name!r}: a name or link that is not UTF-8")
@@ -574,6 +542,58 @@ def _parse_header(block: bytes) -> _Header:
         uid=_number(block[108:116]), gid=_number(block[116:124]), size=_number(block[124:136]),
         mtime=_number(block[136:148]), atime=atime, ctime=ctime, devmajor=devmajor, devminor=devminor,
     )
+
+
+def _kind_and_size(typeflag: bytes, name: str, pax: dict[str, str], header: _Header) -> tuple[str, int]:
+    """The TOC type of an entry and its content's size, as Go reads them; _Unsupported
+    for what zstd:chunked cannot describe or Go refuses."""
+    if typeflag == b"\x00":  # Go reads the old "regular file" type as a file or a directory
+        typeflag = b"5" if name.endswith("/") else b"0"
+    kind = _TYPES.get(typeflag)
+    if kind is None:
+        raise _Unsupported(f"tar entry {name!r} has type {typeflag!r}")
+    if any(k.startswith("GNU.sparse.") for k in pax):
+        raise _Unsupported(f"tar entry {name!r} is a sparse file")
+    size = _pax_int(pax, "size", header.size, name)
+    if not 0 <= size <= _MAX_INT64:  # Go refuses it (a negative one would never be consumed)
+        raise _Unsupported(f"tar entry {name!r} has size {size}, outside 0 to 2^63-1")
+    if kind in _HEADER_ONLY and size != 0:
+        raise _Unsupported(f"tar entry {name!r} ({kind}) has a size")
+    return kind, size
+
+
+def _attributes(header: _Header, pax: dict[str, str], name: str, size: int) -> dict[str, Any]:
+    """Mode, size, owner, times and device numbers, each left out when zero or unset
+    (as containers/storage's ``omitempty``)."""
+    found: dict[str, Any] = {}
+    for key, value in (
+        ("mode", header.mode),
+        ("size", size),
+        ("uid", _pax_int(pax, "uid", header.uid, name)),
+        ("gid", _pax_int(pax, "gid", header.gid, name)),
+    ):
+        if value:
+            found[key] = value
+    for key, pax_key, seconds in (
+        ("modtime", "mtime", header.mtime),
+        ("accesstime", "atime", header.atime),
+        ("changetime", "ctime", header.ctime),
+    ):
+        stamp = _pax_time(pax[pax_key]) if pax_key in pax else (None if seconds is None else (seconds, 0))
+        if stamp is not None:
+            found[key] = _rfc3339(stamp, name)
+    if header.devmajor:
+        found["devMajor"] = header.devmajor
+    if header.devminor:
+        found["devMinor"] = header.devminor
+    return found
+
+
+def _xattrs(pax: dict[str, str]) -> dict[str, str]:
+    """PAX ``SCHILY.xattr.*`` records: name → base64 of the value's bytes, sorted."""
+    found = {k[len(_XATTR) :]: base64.b64encode(v.encode("utf-8", "surrogateescape")).decode()
+             for k, v in pax.items() if k.startswith(_XATTR)}
+    return dict(sorted(found.items()))
 
 
 def _checksum_ok(block: bytes) -> bool:
