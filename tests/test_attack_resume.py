@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ocipush.compression import Compression
 from ocipush.content import UploadPoint
 from ocipush.digest import Digest
 from ocipush.push import push
@@ -29,6 +30,7 @@ from tests.test_resume import (
 )
 from tests.test_resume import image as image
 from tests.test_resume import records as records
+from tests.zstdchunked_reader import check_layer
 
 UPLOADS = "/blobs/uploads/"
 
@@ -253,3 +255,16 @@ def test_a_registry_that_does_not_answer_the_status_get_keeps_the_record(image, 
         result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records))
         assert layer_result(result).resumed_at == 2 * CHUNK
         stored(fake, "r", image)
+
+
+def test_a_zstd_chunked_layer_resumes_and_its_toc_describes_the_whole_blob(image, records):
+    """Recompressed to zstd:chunked again from the start, the bytes before the offset are
+    not sent; the annotations (computed in this run) describe the blob the registry holds."""
+    chunked = {"compression": Compression("zstd:chunked")}
+    with FakeRegistry() as fake:
+        interrupted(fake, image, records, **chunked)
+        result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records, **chunked))
+        layer = layer_result(result)
+        assert layer.resumed_at == 2 * CHUNK
+        blob = fake.blobs["r"][str(layer.pushed.digest)]
+        check_layer(blob, layer.pushed.annotations or {}, image.layers[0].diff_id)
