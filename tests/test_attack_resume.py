@@ -16,7 +16,11 @@ from ocipush.digest import Digest
 from ocipush.push import push
 from ocipush.resume import STALE, BlobIdentity, UploadRecords
 from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, oci_error
+from tests.faultproxy import FaultProxy
+from tests.imagegen import LayerSpec, make_layout
+from tests.services import skopeo_pull
 from tests.test_attack_zstdchunked import deadline
+from tests.test_interrupt import wait_until
 from tests.test_resume import (
     CHUNK,
     _Notes,
@@ -30,6 +34,7 @@ from tests.test_resume import (
 )
 from tests.test_resume import image as image
 from tests.test_resume import records as records
+from tests.test_resume_registry import LAYER_CHUNK, argv, rerun, start
 from tests.zstdchunked_reader import check_layer
 
 UPLOADS = "/blobs/uploads/"
@@ -268,3 +273,39 @@ def test_a_zstd_chunked_layer_resumes_and_its_toc_describes_the_whole_blob(image
         assert layer.resumed_at == 2 * CHUNK
         blob = fake.blobs["r"][str(layer.pushed.digest)]
         check_layer(blob, layer.pushed.annotations or {}, image.layers[0].diff_id)
+
+
+# -- two real processes at once, the real CNCF registry behind nginx ------------------------------
+
+
+@pytest.mark.integration
+def test_two_ocipush_processes_on_one_blob_never_share_its_upload(make_proxy, repo, tmp_path, user_config,
+                                                                   monkeypatch):
+    """Run A holds the layer's upload (its 4th chunk stalled in the fault proxy); run B, the
+    same command, uploads the layer on an upload of its own and pushes a verified image;
+    A is then killed, and run C goes on with A's upload from A's record."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    uploads = tmp_path / "xdg" / "ocipush" / "uploads"
+    big = make_layout(tmp_path / "img", [LayerSpec(10_000_000)], ref="v1")
+    nginx = make_proxy()
+    with FaultProxy(nginx.host) as front:
+        args = argv(big, front.host, repo)
+        held = front.stall(120, method="PATCH", nth=4, larger_than=LAYER_CHUNK)
+        first = start(args)
+        try:
+            wait_until(lambda: held.fault.holding.is_set() or first.poll() is not None, 60, "the held chunk")
+            assert first.poll() is None, first.communicate()
+            [entry] = sorted(uploads.glob("*.json"))
+            recorded = entry.read_bytes()
+            second = rerun(args)  # the proxy holds only A's chunk: B's pass
+            assert "another ocipush run is uploading this blob" in second.stderr, second.stderr
+            assert "resuming" not in second.stderr
+            assert entry.read_bytes() == recorded, "run B rewrote run A's record"
+            skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled-b")
+        finally:
+            first.kill()
+            first.communicate()
+        front.clear()
+        rerun(args)  # the layer is there (B's): A's upload is cancelled and its record goes
+        skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled-c")
+        assert sorted(uploads.glob("*.json")) == []
