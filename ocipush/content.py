@@ -129,6 +129,10 @@ class UploadJournal(Protocol):
     def done(self) -> None:
         """The upload was committed or cancelled: forget it."""
 
+    def release(self) -> None:
+        """This run is finished with the blob (whatever the outcome): another run may take
+        the record up (``resume.py`` locks it while a run uses it)."""
+
 
 @attrs.frozen
 class Chunk:

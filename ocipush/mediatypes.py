@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "DOCKER_CONFIG",
     "DOCKER_FOREIGN_LAYER",
@@ -92,12 +94,25 @@ ZSTD_CHUNKED_KEYS = (
 )
 
 
-def is_zstd_chunked(media_type: str, annotations: dict[str, str] | None) -> bool:
-    """A tar+zstd layer with a zstd:chunked table of contents (either generation of keys)."""
+def is_zstd_chunked(media_type: str, annotations: dict[str, str] | None, size: int | None = None) -> bool:
+    """A tar+zstd layer with a zstd:chunked table of contents (either generation of keys).
+    The annotations come from the source's manifest: only well-formed ones count (a
+    sha256 checksum, a CRFS position inside the blob of ``size`` bytes, when known).
+    A layer with garbage ones is plain zstd, recompressed when zstd:chunked is asked for."""
     found = annotations or {}
-    return media_type == OCI_LAYER_ZSTD and any(
-        f"{prefix}.zstd-chunked.manifest-checksum" in found for prefix in ("io.github.containers", "io.containers")
-    )
+    if media_type != OCI_LAYER_ZSTD:
+        return False
+    for prefix in ("io.github.containers", "io.containers"):
+        checksum = found.get(f"{prefix}.zstd-chunked.manifest-checksum")
+        position = _TOC_POSITION.fullmatch(found.get(f"{prefix}.zstd-chunked.manifest-position") or "")
+        inside = position is not None and (size is None or int(position[1]) + int(position[2]) <= size)
+        if checksum is not None and _TOC_CHECKSUM.fullmatch(checksum) and inside:
+            return True
+    return False
+
+
+_TOC_CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_TOC_POSITION = re.compile(r"([0-9]{1,19}):([0-9]{1,19}):[0-9]{1,19}:1", re.ASCII)  # offset:length:plain:CRFS
 
 
 def layer_type(compression: str | None) -> str:

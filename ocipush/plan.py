@@ -77,7 +77,7 @@ def _target(layer: Descriptor, compression: Compression) -> str | None:
     is_fs, current = mediatypes.layer_compression(layer.media_type)
     if not is_fs:
         return None
-    if mediatypes.is_zstd_chunked(layer.media_type, layer.annotations):
+    if mediatypes.is_zstd_chunked(layer.media_type, layer.annotations, layer.size):
         current = "zstd:chunked"
     wanted = compression.format or (current or "gzip")
     if wanted == "zstd" and current == "zstd:chunked":

@@ -276,6 +276,7 @@ class _Blobs:
         self.options = options
         self.reporter = reporter
         self.stop = threading.Event()
+        self.mount_refused = False  # the registry declined a same-registry mount: not asked again
 
     def run(self) -> tuple[BlobResult, ...]:
         pool = ThreadPoolExecutor(max_workers=max(1, self.options.jobs), thread_name_prefix="upload")
@@ -345,11 +346,16 @@ class _Blobs:
 
     def _mounted(self, desc: Descriptor) -> bool:
         """A docker:// source on the destination's registry: the blob is linked across
-        repositories (the registry's mount, confirmed by a HEAD) instead of copied."""
+        repositories (the registry's mount, confirmed by a HEAD) instead of copied.
+        A refusal (or a mount the registry does not confirm) holds for the rest of the push:
+        the next blobs are uploaded without asking again (one POST and one DELETE each)."""
         source = self.source
-        if not isinstance(source, RemoteSource) or source.location == self.target.location:
+        if not isinstance(source, RemoteSource) or source.location == self.target.location or self.mount_refused:
             return False
-        return self.target.mount(desc.digest, source.location) and self.target.exists(desc.digest, desc.size)
+        if self.target.mount(desc.digest, source.location) and self.target.exists(desc.digest, desc.size):
+            return True
+        self.mount_refused = True
+        return False
 
     def _journal(self, job: BlobJob) -> UploadJournal | None:
         """The record of this blob's upload to the destination, when resuming is on."""

@@ -23,11 +23,20 @@ and the blob is uploaded from its first byte.  An entry that names another regis
 repository or blob than the one asking is a miss too.  Whatever an entry says, the
 registry's digest check on the final ``PUT`` decides: a wrong one costs a restart, never
 a broken image.  Write failures (a full disk) cost only the resume: a note, once.
+
+Two runs of the same push at once must not both go on with one upload (their PATCHes
+would collide and each run rewrite the other's entry): a blob's entry is used only under
+an exclusive ``flock`` on its ``.lock`` file, held from the first look at the entry until
+the blob is committed or cancelled (the kernel drops it when a run dies).  A run that
+finds the lock taken uploads the blob on an upload of its own, without a record, and
+says so.  Entries older than ``STALE`` (the CNCF registry's default upload purge) are
+removed by the next run that writes one: the uploads they name are gone by then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -35,6 +44,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,13 +55,14 @@ from .digest import Digest
 from .models import load_json, strict
 from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
 
-__all__ = ["BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
+__all__ = ["STALE", "BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
 
 Note = Callable[[str], None]
 
 _VERSION = 1
 _MAX_ENTRY = 16 * 1024
 _MAX_SIZE = 2**62
+STALE = 7 * 24 * 3600  # seconds: distribution's uploadpurging age (168h)
 
 
 def _silent(message: str) -> None:
@@ -170,6 +181,7 @@ class UploadRecords:
         self._said: set[str] = set()
         self._kept: set[Path] = set()
         self._lock = threading.Lock()
+        self._pruned = False
 
     def journal(self, location: str, identity: BlobIdentity, note: Note = _silent) -> BlobJournal:
         """The entry of ``identity``'s upload to ``location`` ("registry/repository")."""
@@ -212,6 +224,7 @@ class UploadRecords:
         tmp: str | None = None
         try:
             self._check_directory(create=True)
+            self._prune_once()
             document = _document(location, identity, point, self._secret())
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
             with os.fdopen(fd, "wb") as f:
@@ -236,6 +249,30 @@ class UploadRecords:
             path.unlink(missing_ok=True)
         except OSError as e:
             self._note(note, f"upload record: cannot remove {path}: {e.strerror or e}")
+
+    def claim(self, location: str, identity: BlobIdentity, note: Note = _silent) -> int | None:
+        """The entry's lock, taken without waiting: an open descriptor to hand back to
+        ``release``, or None when another run holds it (or it cannot be taken)."""
+        path = self.path(location, identity).with_suffix(".lock")
+        try:
+            self._check_directory(create=True)
+            return _lock(path)
+        except BlockingIOError:
+            self._note(note, f"upload record: another ocipush run is uploading this blob to {location} now "
+                             f"({path} is locked); this run uploads it on an upload of its own, without a record")
+        except UnsafeFile as e:
+            self._note(note, f"upload record: {e}")
+        except OSError as e:
+            self._note(note, f"upload record: cannot lock {e.filename or path}: {e.strerror or e}; not used")
+        return None
+
+    def release(self, location: str, identity: BlobIdentity, fd: int, *, forget: bool) -> None:
+        """Let go of the lock ``claim`` gave; with ``forget`` (the entry is gone) its file
+        goes too, removed while still held so that no other run locks a file on its way out."""
+        if forget:
+            with contextlib.suppress(OSError):
+                self.path(location, identity).with_suffix(".lock").unlink()
+        os.close(fd)
 
     def mark_kept(self, location: str, identity: BlobIdentity) -> None:
         with self._lock:
@@ -270,6 +307,21 @@ class UploadRecords:
                 raise UnsafeFile(f"{directory}: not a directory; not used")
             check_private(directory, st, "directory")
 
+    def _prune_once(self) -> None:
+        """Entries (and leftovers of killed writes, and free locks) untouched for ``STALE``
+        seconds: the registry has purged their uploads.  Once per run, best effort."""
+        with self._lock:
+            if self._pruned:
+                return
+            self._pruned = True
+        limit = time.time() - STALE
+        with contextlib.suppress(OSError), os.scandir(self.root) as found:
+            for item in found:
+                with contextlib.suppress(OSError, UnsafeFile):
+                    st = item.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and st.st_mtime < limit and item.name.endswith((".json", ".lock")):
+                        _remove_stale(Path(item.path))
+
     def _note(self, note: Note, message: str) -> None:
         if note is _silent:
             return
@@ -278,6 +330,41 @@ class UploadRecords:
                 return
             self._said.add(message)
         note(message)
+
+
+def _lock(path: Path) -> int:
+    """An exclusive ``flock`` on ``path`` (made ``0600`` if missing, never through a
+    link); ``BlockingIOError`` when another run holds it.  A lock file removed between our
+    open and our lock (its holder finished) is opened again."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeFile(f"{path}: not a regular file; not used")
+            check_private(path, st, "upload record lock")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _remove_stale(path: Path) -> None:
+    if path.suffix == ".lock":
+        fd = _lock(path)  # BlockingIOError for a lock in use: kept
+        try:
+            path.unlink()
+        finally:
+            os.close(fd)
+    else:
+        path.unlink()
 
 
 def _read(path: Path) -> bytes | None:
@@ -297,6 +384,19 @@ class BlobJournal:
         self._location = location
         self._identity = identity
         self._note = note
+        self._held: int | None = None  # the entry's lock (see the module docstring)
+        self._busy = False  # another run holds it: this journal reads and writes nothing
+        self._claimed = False  # this run held the lock once: the entry is this run's to remove
+        self._guard = threading.Lock()  # an interrupt's kept() and done() come from another thread
+
+    def _own(self) -> bool:
+        """Whether this run holds the entry's lock, taking it on first use."""
+        with self._guard:
+            if self._held is None and not self._busy:
+                self._held = self._records.claim(self._location, self._identity, self._note)
+                self._busy = self._held is None
+                self._claimed = self._claimed or not self._busy
+            return self._held is not None
 
     @property
     def resume(self) -> bool:
@@ -307,13 +407,38 @@ class BlobJournal:
         return self._records.keep_partial
 
     def resume_point(self) -> UploadPoint | None:
+        if not self._own():
+            return None
         return self._records.lookup(self._location, self._identity, self._note)
 
     def confirmed(self, point: UploadPoint) -> None:
-        self._records.write(self._location, self._identity, point, self._note)
+        if self._own():
+            self._records.write(self._location, self._identity, point, self._note)
 
     def kept(self) -> None:
-        self._records.mark_kept(self._location, self._identity)
+        if self._claimed:  # an entry this run wrote (the thread may have let go of the lock already)
+            self._records.mark_kept(self._location, self._identity)
 
     def done(self) -> None:
-        self._records.remove(self._location, self._identity, self._note)
+        """The upload was committed or cancelled: its entry goes, and the lock with it (a
+        new upload of the blob after a restart takes it again).  After an interrupt the
+        uploading thread may have let go already: the lock is taken again to remove the
+        entry, unless another run took it meanwhile (then the entry is that run's)."""
+        with self._guard:
+            held, self._held = self._held, None
+            if held is None and self._claimed and not self._busy:
+                held = self._records.claim(self._location, self._identity)
+            if held is None:
+                return
+            self._records.remove(self._location, self._identity, self._note)
+            self._records.release(self._location, self._identity, held, forget=True)
+
+    def release(self) -> None:
+        """This run is finished with the blob: the lock goes; the entry stays as it is (a
+        lock without an entry — a blob found there already — goes too)."""
+        with self._guard:
+            held, self._held = self._held, None
+            if held is None:
+                return
+            forget = not self._records.path(self._location, self._identity).exists()
+            self._records.release(self._location, self._identity, held, forget=forget)

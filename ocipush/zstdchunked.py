@@ -44,6 +44,7 @@ import hashlib
 import importlib
 import io
 import json
+import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,8 @@ __all__ = [
     "MANIFEST_CHECKSUM",
     "MANIFEST_POSITION",
     "MAX_METADATA",
+    "MAX_SEGMENT",
+    "MAX_SPECIAL",
     "MAX_TOC",
     "TARSPLIT_POSITION",
     "WRITER_VERSION",
@@ -74,12 +77,18 @@ LEGACY_KEYS = (
     "io.containers.zstd-chunked.manifest-checksum",
     "io.containers.zstd-chunked.manifest-position",
 )
-WRITER_VERSION = "1"  # bump when the output for the same input changes (cache entries)
+WRITER_VERSION = "2"  # bump when the output for the same input changes (cache entries)
 
 CHUNK = 4 << 20  # files larger than this are cut into chunks of this size, one frame each
 MAX_TOC = 64 << 20  # uncompressed TOC; containers/storage refuses more than 150 MiB
 MAX_METADATA = 64 << 20  # compressed TOC + tar-split, held in memory until the end
 MAX_SPECIAL = 1 << 20  # a PAX or GNU long-name record's content (Go's archive/tar limit)
+# Raw tar bytes between two entries' contents (headers, PAX and GNU records, padding) or
+# after the end-of-archive blocks, held until they become one tar-split segment: a chain
+# of PAX headers or gigabytes of trailer must not be held whole.  A real tar needs a few
+# records (3 MiB at most) or a blocking factor's zeros here.
+MAX_SEGMENT = 4 << 20
+_MAX_INT64 = (1 << 63) - 1
 
 _SKIPPABLE = b"\x50\x2a\x4d\x18"
 _FOOTER_MAGIC = b"GNUlInUx"
@@ -129,7 +138,7 @@ class ZstdChunkedEncoder:
         self.fallback: str | None = None
         self._out: list[bytes] = []
         self._written = 0  # compressed bytes produced so far: offsets in the blob
-        self._frame: list[bytes] = []  # the open frame's tar bytes, compressed when it closes
+        self._frame: list[bytes | memoryview] = []  # the open frame's tar bytes, compressed when it closes
         self._frame_size = 0
         self._pending = bytearray()  # tar bytes not yet consumed by the parser
         self._segment = bytearray()  # raw tar bytes since the last file: the next tar-split segment
@@ -189,13 +198,25 @@ class ZstdChunkedEncoder:
     def _write(self, data: bytes) -> None:
         """Tar bytes into the open frame. A frame is compressed whole when it closes (at
         most ``chunk`` bytes): zstd sizes its tables to a known, small input, several
-        times faster than a stream per frame for the many small files of a layer."""
-        if not data:
+        times faster than a stream per frame for the many small files of a layer.
+        Outside a file's content (headers, the tar after a fallback) a frame is cut at
+        exactly ``chunk`` bytes, wherever the input was split: the same tar gives the same
+        blob however it arrives (a resumed upload compresses it again and must match)."""
+        if self._file is not None:  # _payload cuts a file's content at its chunk boundaries
+            self._add_to_frame(data)
             return
-        self._frame.append(data)
-        self._frame_size += len(data)
-        if self._file is None and self._frame_size >= self._chunk:
-            self._close_frame()  # headers, or the tar after a fallback: any cut is fine there
+        view = memoryview(data)
+        while view:
+            room = self._chunk - self._frame_size
+            self._add_to_frame(view[:room])
+            view = view[room:]
+            if self._frame_size >= self._chunk:
+                self._close_frame()
+
+    def _add_to_frame(self, data: bytes | memoryview) -> None:
+        if data:
+            self._frame.append(data)
+            self._frame_size += len(data)
 
     def _close_frame(self) -> None:
         if self._frame:
@@ -239,7 +260,12 @@ class ZstdChunkedEncoder:
         return self._header()
 
     def _consume_raw(self, n: int) -> None:
-        """Header, padding or trailer bytes: into the frame and the next tar-split segment."""
+        """Header, padding or trailer bytes: into the frame and the next tar-split segment
+        (at most ``MAX_SEGMENT`` bytes of it)."""
+        if len(self._segment) + n > MAX_SEGMENT:
+            where = ("after the end-of-archive blocks" if self._ended
+                     else "of PAX/GNU records and headers before an entry")
+            raise _Unsupported(f"more than {MAX_SEGMENT >> 20} MiB {where}")
         raw = bytes(self._pending[:n])
         del self._pending[:n]
         self._write(raw)
@@ -260,14 +286,14 @@ class ZstdChunkedEncoder:
         header = _parse_header(block)
         typeflag = block[156:157]
         if typeflag in (b"x", b"L", b"K"):
-            if header.size > MAX_SPECIAL:
+            if not 0 <= header.size <= MAX_SPECIAL:
                 raise _Unsupported(f"a {typeflag.decode()} header of {header.size} bytes")
             total = _BLOCK + _padded(header.size)
             if len(self._pending) < total:
                 return False
             content = bytes(self._pending[_BLOCK : _BLOCK + header.size])
             if typeflag == b"x":
-                self._pax.update(_parse_pax(content))
+                self._pax = _parse_pax(content)  # Go keeps the last PAX header before an entry
             elif typeflag == b"L":
                 self._long_name = _c_string(content)
             else:
@@ -285,49 +311,20 @@ class ZstdChunkedEncoder:
         """The TOC entry of the header in ``block`` (PAX and GNU records applied), checked
         for everything zstd:chunked needs; raises _Unsupported otherwise."""
         pax = self._pax
-        typeflag = block[156:157]
-        name = pax.get("path", self._long_name if self._long_name is not None else header.name)
-        if typeflag == b"\x00":  # Go reads the old "regular file" type as a file or a directory
-            typeflag = b"5" if name.endswith("/") else b"0"
-        kind = _TYPES.get(typeflag)
-        if kind is None:
-            raise _Unsupported(f"tar entry {name!r} has type {typeflag!r}")
-        if any(k.startswith("GNU.sparse.") for k in pax):
-            raise _Unsupported(f"tar entry {name!r} is a sparse file")
-        size = _pax_int(pax, "size", header.size)
-        if kind in _HEADER_ONLY and size != 0:
-            raise _Unsupported(f"tar entry {name!r} ({kind}) has a size")
+        # Go's order: the header's name, PAX's path over it, a (non-empty) GNU long name over both.
+        name = self._long_name or pax.get("path", header.name)
+        kind, size = _kind_and_size(block[156:157], name, pax, header)
         cleaned = _clean(name)
         if cleaned in self._names:
             raise _Unsupported(f"the tar holds {name!r} twice")
         entry: dict[str, Any] = {"type": kind, "name": name}
-        link = pax.get("linkpath", self._long_link if self._long_link is not None else header.linkname)
+        link = self._long_link or pax.get("linkpath", header.linkname)
         if link:
             entry["linkName"] = link
-        for key, value in (
-            ("mode", header.mode),
-            ("size", size),
-            ("uid", _pax_int(pax, "uid", header.uid)),
-            ("gid", _pax_int(pax, "gid", header.gid)),
-        ):
-            if value:
-                entry[key] = value
-        for key, pax_key, seconds in (
-            ("modtime", "mtime", header.mtime),
-            ("accesstime", "atime", header.atime),
-            ("changetime", "ctime", header.ctime),
-        ):
-            stamp = _pax_time(pax[pax_key]) if pax_key in pax else (None if seconds is None else (seconds, 0))
-            if stamp is not None:
-                entry[key] = _rfc3339(stamp, name)
-        if header.devmajor:
-            entry["devMajor"] = header.devmajor
-        if header.devminor:
-            entry["devMinor"] = header.devminor
-        xattrs = {k[len(_XATTR) :]: base64.b64encode(v.encode("utf-8", "surrogateescape")).decode()
-                  for k, v in pax.items() if k.startswith(_XATTR)}
+        entry.update(_attributes(header, pax, name, size))
+        xattrs = _xattrs(pax)
         if xattrs:
-            entry["xattrs"] = dict(sorted(xattrs.items()))
+            entry["xattrs"] = xattrs
         for text in (name, link, *xattrs):
             if not _utf8(text):
                 raise _Unsupported(f"tar entry {name!r}: a name or link that is not UTF-8")
@@ -550,6 +547,58 @@ def _parse_header(block: bytes) -> _Header:
     )
 
 
+def _kind_and_size(typeflag: bytes, name: str, pax: dict[str, str], header: _Header) -> tuple[str, int]:
+    """The TOC type of an entry and its content's size, as Go reads them; _Unsupported
+    for what zstd:chunked cannot describe or Go refuses."""
+    if typeflag == b"\x00":  # Go reads the old "regular file" type as a file or a directory
+        typeflag = b"5" if name.endswith("/") else b"0"
+    kind = _TYPES.get(typeflag)
+    if kind is None:
+        raise _Unsupported(f"tar entry {name!r} has type {typeflag!r}")
+    if any(k.startswith("GNU.sparse.") for k in pax):
+        raise _Unsupported(f"tar entry {name!r} is a sparse file")
+    size = _pax_int(pax, "size", header.size, name)
+    if not 0 <= size <= _MAX_INT64:  # Go refuses it (a negative one would never be consumed)
+        raise _Unsupported(f"tar entry {name!r} has size {size}, outside 0 to 2^63-1")
+    if kind in _HEADER_ONLY and size != 0:
+        raise _Unsupported(f"tar entry {name!r} ({kind}) has a size")
+    return kind, size
+
+
+def _attributes(header: _Header, pax: dict[str, str], name: str, size: int) -> dict[str, Any]:
+    """Mode, size, owner, times and device numbers, each left out when zero or unset
+    (as containers/storage's ``omitempty``)."""
+    found: dict[str, Any] = {}
+    for key, value in (
+        ("mode", header.mode),
+        ("size", size),
+        ("uid", _pax_int(pax, "uid", header.uid, name)),
+        ("gid", _pax_int(pax, "gid", header.gid, name)),
+    ):
+        if value:
+            found[key] = value
+    for key, pax_key, seconds in (
+        ("modtime", "mtime", header.mtime),
+        ("accesstime", "atime", header.atime),
+        ("changetime", "ctime", header.ctime),
+    ):
+        stamp = _pax_time(pax[pax_key]) if pax_key in pax else (None if seconds is None else (seconds, 0))
+        if stamp is not None:
+            found[key] = _rfc3339(stamp, name)
+    if header.devmajor:
+        found["devMajor"] = header.devmajor
+    if header.devminor:
+        found["devMinor"] = header.devminor
+    return found
+
+
+def _xattrs(pax: dict[str, str]) -> dict[str, str]:
+    """PAX ``SCHILY.xattr.*`` records: name → base64 of the value's bytes, sorted."""
+    found = {k[len(_XATTR) :]: base64.b64encode(v.encode("utf-8", "surrogateescape")).decode()
+             for k, v in pax.items() if k.startswith(_XATTR)}
+    return dict(sorted(found.items()))
+
+
 def _checksum_ok(block: bytes) -> bool:
     try:
         stored = _number(block[148:156])
@@ -608,13 +657,18 @@ def _parse_pax(content: bytes) -> dict[str, str]:
     return records
 
 
-def _pax_int(pax: dict[str, str], key: str, default: int) -> int:
+def _pax_int(pax: dict[str, str], key: str, default: int, name: str) -> int:
+    """Go's ``strconv.ParseInt(v, 10, 64)``: an optional sign and decimal digits (no
+    spaces, no ``_``, which Python's ``int`` would take), within 64 bits."""
     if key not in pax:
         return default
-    try:
-        return int(pax[key], 10)
-    except ValueError:
-        raise _Unsupported(f"PAX {key}={pax[key]!r} is not a number") from None
+    value = pax[key]
+    if not _DECIMAL.fullmatch(value) or abs(number := int(value, 10)) > _MAX_INT64:
+        raise _Unsupported(f"tar entry {name!r}: PAX {key}={value[:40]!r} is not a 64-bit number")
+    return number
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,20}", re.ASCII)
 
 
 def _pax_time(value: str) -> tuple[int, int]:

@@ -150,6 +150,12 @@ def _uploaded(ctx: Ctx) -> None:
     assert ctx.source.requests("PUT", rf"digest={re.escape(ctx.layer)}"), "the unconfirmed mount was not uploaded"
 
 
+def _one_mount(ctx: Ctx) -> None:
+    # Config and layer: the registry's refusal of the first mount holds for the second.
+    mounts = ctx.source.requests("POST", r"[?&]mount=")
+    assert len(mounts) == 1, f"{len(mounts)} mounts asked after the registry refused one"
+
+
 def _recorder_hit(method: str) -> Callable[[Ctx], None]:
     def check(ctx: Ctx) -> None:
         assert ctx.recorder.requests(method), f"the recorder never got a {method}: the row tested nothing"
@@ -194,6 +200,10 @@ ROWS: list = [
         flags=FLAGS[2:], dest_rules=lambda c: [on("POST", r"[?&]mount=", Reply(201)),
                                                on("HEAD", rf"^/v2/{DEST}/blobs/", Reply(404))],
         check=lambda c: _uploaded(c)),
+    row("same-registry-mount-refused-is-not-asked-again", lambda c: [], 0, source_auth=None, same_registry=True,
+        flags=FLAGS[2:], args=("--jobs", "1"),
+        dest_rules=lambda c: [on("POST", r"[?&]mount=", Reply(202, {"Location": f"/v2/{DEST}/blobs/uploads/no"}))],
+        check=lambda c: _one_mount(c)),
     row("source-behind-a-proxy-gets-no-plain-basic", lambda c: [], {3, 5},
         recorder=Reply(401, {"WWW-Authenticate": 'Basic realm="proxy"'}),
         env=lambda r: {"HTTP_PROXY": r.url, "HTTPS_PROXY": r.url, "NO_PROXY": ""}, mention="https://",

@@ -306,11 +306,16 @@ def test_a_record_directory_others_can_write_is_not_used(image, records):
     with FakeRegistry() as fake:
         interrupted(fake, image, records)
         records.root.chmod(0o777)
+        [left] = entries(records)
         try:
-            notes, _ = fresh_start(fake, image, records)
+            notes: list[str] = []
+            result = push(f"oci:{image.layout}", f"{fake.host}/r:v1", options(records), _Notes(notes))
         finally:
             records.root.chmod(0o700)
+        assert layer_result(result).resumed_at is None
+        stored(fake, "r", image)
         assert any("writable by others" in n for n in notes), notes
+        assert entries(records) == [left]  # nothing read, written or removed there
 
 
 def test_entries_are_private_and_written_whole(image, records):

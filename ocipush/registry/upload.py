@@ -91,6 +91,9 @@ __all__ = ["BlobContent", "BlobUploader", "ChunkBody", "UploadJournal", "UploadO
 MIN_HEADER = "OCI-Chunk-Min-Length"
 MAX_HEADER = "OCI-Chunk-Max-Length"
 _GONE_CODES = {"BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN"}
+# A status GET that got no word from the registry itself (no answer, a gateway or a
+# throttle): not a verdict on the upload.  500 is one (serverless-registry's for a stale upload).
+_UNANSWERED = {None, 408, 429, 502, 503, 504}
 T = TypeVar("T")
 
 
@@ -142,6 +145,8 @@ class BlobUploader:
             return self._upload(blob, stats, journal)
         finally:
             self._local.stats = None
+            if journal is not None:
+                journal.release()
 
     def _upload(self, blob: BlobContent, stats: UploadStats, journal: UploadJournal | None) -> UploadOutcome:
         if blob.digest is not None and self.exists(blob.digest, blob.size):
@@ -218,11 +223,7 @@ class BlobUploader:
             self._cancel(session)
             self.on_note(f"{what} is cancelled (--no-resume)")
             return None
-        try:
-            held = self._held(session, point.offset)
-            problem = resume_problem(point, held, blob.size)
-        except RegistryError as e:  # gone (404), no GET on uploads, a Range that does not parse
-            problem = str(e)
+        held, problem = self._where(session, point, blob.size)
         if problem is not None:
             self._cancel(session)
             self.on_note(f"{what} cannot be resumed ({problem}); uploading the blob from its start")
@@ -233,11 +234,30 @@ class BlobUploader:
         self._confirm(session, held)
         return session, held
 
-    def _held(self, session: Session, recorded: int) -> int | None:
-        """The bytes the registry holds of a recorded upload, by a ``GET`` (with retries);
-        ``RegistryError`` when it cannot say (404 gone, 405, a bad ``Range``)."""
-        response = self._idempotent("GET", session.location, expect=(204,),
-                                    extensions=for_repository(self.repository))
+    def _where(self, session: Session, point: UploadPoint, size: int | None) -> tuple[int | None, str | None]:
+        """The bytes the registry holds of the upload recorded at ``point``, by a ``GET``
+        (with retries), and why they cannot be gone on from (None when they can).  A GET
+        the registry itself did not answer (the network still down, a gateway's 503)
+        raises: what the registry holds is not thrown away, the record stays for the next run."""
+        try:
+            response = self._idempotent("GET", session.location, expect=(204,),
+                                        extensions=for_repository(self.repository))
+        except RegistryError as e:
+            if e.status in _UNANSWERED:
+                self._close(session)
+                assert session.journal is not None
+                session.journal.kept()
+                raise
+            return None, str(e)  # gone (404), no GET on uploads (405)
+        try:
+            held = self._held(session, response, point.offset)
+        except RegistryError as e:  # a Range or Location that does not parse
+            return None, str(e)
+        return held, resume_problem(point, held, size)
+
+    def _held(self, session: Session, response: httpx.Response, recorded: int) -> int | None:
+        """The bytes the status answer ``response`` says the registry holds; its
+        ``Location``, if any, is where the upload goes on."""
         answer = f"GET {redact(session.location)}"
         if response.headers.get("Location"):
             session.location = headers.resolve_location(
@@ -249,7 +269,8 @@ class BlobUploader:
             theirs, ours = httpx.URL(url), httpx.URL(self.client.base_url)
         except httpx.InvalidURL:
             return False
-        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+        # No user name or password either: httpx would send them as Basic credentials.
+        return not theirs.userinfo and (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
 
     def _drop_recorded(self, journal: UploadJournal) -> None:
         """The blob is there already: an upload an earlier run left for it is cancelled."""
