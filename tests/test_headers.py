@@ -128,6 +128,14 @@ def test_location_garbage_names_the_header(value):
         headers.resolve_location(BASE, value, "header Location from POST x")
 
 
+@pytest.mark.parametrize("value", ["/up?_state=SECRETTOKEN\x01", "ftp://h/up?sig=SECRETTOKEN", "http://h:0/?SECRETTOKEN"])
+def test_a_refused_location_is_quoted_without_its_query(value):
+    """The query of an upload location may be a signature or the registry's state token."""
+    with pytest.raises(UploadError) as refused:
+        headers.resolve_location(BASE, value, "header Location from POST x")
+    assert "SECRET" not in str(refused.value) and "query not shown" in str(refused.value)
+
+
 @given(nasty)
 def test_location_is_a_url_or_a_clean_error(value):
     try:

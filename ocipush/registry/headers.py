@@ -72,6 +72,13 @@ def _shown(text: str) -> str:
     return repr(cut)
 
 
+def _shown_url(text: str) -> str:
+    """A URL a message may quote: without its query, which may carry a signature or an
+    upload's state token (``_state=``)."""
+    head, sep, _ = text.partition("?")
+    return _shown(head) + (" (query not shown)" if sep else "")
+
+
 def what_of(response: httpx.Response, header: str) -> str:
     """``header Range from PATCH http://host/v2/…?…``: the header and the request, query
     redacted (upload locations and redirects may carry signatures)."""
@@ -169,18 +176,18 @@ def resolve_location(base: httpx.URL | str, value: str, what: str) -> str:
     """``value`` resolved against ``base``, checked as ``location`` says."""
     text = value.strip()
     if len(text) > MAX_LOCATION or not _URI_CHARS.fullmatch(text):
-        raise UploadError(f"{what}: {_shown(text)} is not a URL (printable ASCII, at most {MAX_LOCATION})")
+        raise UploadError(f"{what}: {_shown_url(text)} is not a URL (printable ASCII, at most {MAX_LOCATION})")
     try:
         # An absolute value stands alone: join() would quietly fill a missing host ("http://").
         url = httpx.URL(text) if _SCHEME.match(text) else httpx.URL(str(base)).join(text)
         scheme, host, port, userinfo = url.scheme, url.host, url.port, url.userinfo
     except (httpx.InvalidURL, ValueError, TypeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UploadError(f"{what}: {_shown(text)} is not a URL ({reason})") from None
+        raise UploadError(f"{what}: {_shown_url(text)} is not a URL ({reason})") from None
     if scheme not in ("http", "https") or not host:
-        raise UploadError(f"{what}: {_shown(text)} is not an http(s) URL with a host")
+        raise UploadError(f"{what}: {_shown_url(text)} is not an http(s) URL with a host")
     if port is not None and not 0 < port < 65536:
-        raise UploadError(f"{what}: {_shown(text)} has no valid port")
+        raise UploadError(f"{what}: {_shown_url(text)} has no valid port")
     if userinfo:  # httpx would turn it into Basic credentials of the server's choosing
         raise UploadError(f"{what}: a URL with a user name or password is refused")
     return str(url)
