@@ -33,7 +33,6 @@ Problems are told through the ``note`` callable given to each call, each message
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import os
 import re
@@ -50,7 +49,7 @@ from .digest import Digest
 from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
 from .pgzip import version as gzip_version
-from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
+from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
 from .zstdchunked import WRITER_VERSION as ZSTD_CHUNKED_VERSION
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
@@ -165,23 +164,14 @@ _converter.register_structure_hook(Digest, _digest)
 _converter.register_unstructure_hook_func(lambda t: t == tuple[str, ...], list)
 
 
-def _seal(doc: dict[str, object], key: bytes) -> str:
-    fields = {k: v for k, v in doc.items() if k != "sum"}
-    return seal(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(), key)
-
-
 def _parse(data: bytes, key: bytes) -> _Entry | None:
     """The entry in ``data`` sealed under ``key``, or None for anything that is not exactly one."""
-    if len(data) > _MAX_ENTRY:
+    doc = unsealed(data, key, _VERSION, _MAX_ENTRY)
+    if doc is None:
         return None
     try:
-        doc = load_json(data)
-        if not isinstance(doc, dict) or doc.get("version") != _VERSION:
-            return None
-        if not isinstance(doc.get("sum"), str) or not hmac.compare_digest(doc["sum"], _seal(doc, key)):
-            return None
         return _converter.structure(doc, _Entry)
-    except Exception:  # invalid JSON, cattrs' grouped errors: all a miss
+    except Exception:  # cattrs' grouped errors: all a miss
         return None
 
 
@@ -196,7 +186,7 @@ def _legacy(data: bytes) -> bool:
 
 def _document(key: CacheKey, blob: CachedBlob, secret: bytes) -> bytes:
     doc = {"version": _VERSION, **_converter.unstructure(key), **_converter.unstructure(blob)}
-    doc["sum"] = _seal(doc, secret)
+    doc["sum"] = document_sum(doc, secret)
     return json.dumps(doc, sort_keys=True).encode()
 
 

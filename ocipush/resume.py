@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
 import json
 import os
 import stat
@@ -52,8 +51,8 @@ import attrs
 
 from .content import UploadPoint
 from .digest import Digest
-from .models import load_json, strict
-from .seal import UnsafeFile, check_private, default_key_file, load_key, read_private, seal
+from .models import strict
+from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
 
 __all__ = ["STALE", "BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
 
@@ -136,23 +135,14 @@ _converter = strict.copy(forbid_extra_keys=True)
 _converter.register_structure_hook(Digest, _digest)
 
 
-def _seal(doc: dict[str, object], key: bytes) -> str:
-    fields = {k: v for k, v in doc.items() if k != "sum"}
-    return seal(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(), key)
-
-
 def _parse(data: bytes, key: bytes) -> _Entry | None:
     """The entry in ``data`` sealed under ``key``, or None for anything that is not exactly one."""
-    if len(data) > _MAX_ENTRY:
+    doc = unsealed(data, key, _VERSION, _MAX_ENTRY)
+    if doc is None:
         return None
     try:
-        doc = load_json(data)
-        if not isinstance(doc, dict) or doc.get("version") != _VERSION:
-            return None
-        if not isinstance(doc.get("sum"), str) or not hmac.compare_digest(doc["sum"], _seal(doc, key)):
-            return None
         return _converter.structure(doc, _Entry)
-    except Exception:  # invalid JSON, cattrs' grouped errors, a validator: all a miss
+    except Exception:  # cattrs' grouped errors, a validator: all a miss
         return None
 
 
@@ -161,7 +151,7 @@ def _document(location: str, identity: BlobIdentity, point: UploadPoint, key: by
         "version": _VERSION, "location": location, **_converter.unstructure(identity),
         **_converter.unstructure(point),
     }
-    doc["sum"] = _seal(doc, key)
+    doc["sum"] = document_sum(doc, key)
     return json.dumps(doc, sort_keys=True).encode()
 
 

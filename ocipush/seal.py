@@ -19,13 +19,26 @@ import contextlib
 import errno
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["UnsafeFile", "check_private", "default_key_file", "load_key", "read_private", "seal"]
+from .models import load_json
+
+__all__ = [
+    "UnsafeFile",
+    "check_private",
+    "default_key_file",
+    "document_sum",
+    "load_key",
+    "read_private",
+    "seal",
+    "unsealed",
+]
 
 _KEY_BYTES = 32
 
@@ -111,3 +124,26 @@ def _read(path: Path) -> bytes:
     if len(key) != _KEY_BYTES:
         raise UnsafeFile(f"{path}: not a key of ocipush's (remove it to make a new one); not used")
     return key
+
+
+def document_sum(doc: dict[str, Any], key: bytes) -> str:
+    """The seal of a JSON document: of its fields but ``sum``, in canonical form (the cache's
+    entries and the record of open uploads store it as their ``sum``)."""
+    fields = {k: v for k, v in doc.items() if k != "sum"}
+    return seal(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode(), key)
+
+
+def unsealed(data: bytes, key: bytes, version: int, limit: int) -> dict[str, Any] | None:
+    """The JSON document in ``data`` when it is at most ``limit`` bytes, of ``version``, and
+    sealed under ``key``; None for anything else (a miss, never an error)."""
+    if len(data) > limit:
+        return None
+    try:
+        doc = load_json(data)
+    except Exception:  # invalid JSON, too deep, duplicate keys…: a miss like any other
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != version:
+        return None
+    if not isinstance(doc.get("sum"), str) or not hmac.compare_digest(doc["sum"], document_sum(doc, key)):
+        return None
+    return doc

@@ -16,13 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ocipush.cache import BlobCache, CacheKey, _seal
+from ocipush.cache import BlobCache, CacheKey
 from ocipush.cli import main
 from ocipush.compression import Compression
 from ocipush.digest import Digest
 from ocipush.push import PushOptions, push
 from ocipush.registry.retry import RetryPolicy
 from ocipush.report import Reporter
+from ocipush.seal import document_sum as _seal
 from tests.fakeregistry import FakeRegistry, Reply
 from tests.imagegen import LayerSpec, make_layout
 

@@ -117,7 +117,7 @@ def sealed_elsewhere(change, *, how: str = "another key"):
     """``change`` sealed without this user's key: with another one (a cache restored from
     another machine's or branch's CI run), or with a plain sha256 of the fields (a forger
     who can write the cache but not read ``$XDG_STATE_HOME``). Every such entry is a miss."""
-    from ocipush.cache import _seal
+    from ocipush.seal import document_sum as _seal
 
     def poison(found: dict[Path, dict]) -> None:
         change(found)
@@ -144,7 +144,8 @@ def other_blob(found: dict[Path, dict]) -> None:
 def sealed(change):
     """``change`` with the checksum recomputed: what a deliberate (or careful) editor writes.
     Only the key and the registry's HEAD stand between it and the push."""
-    from ocipush.cache import BlobCache, _seal
+    from ocipush.cache import BlobCache
+    from ocipush.seal import document_sum as _seal
 
     def poison(found: dict[Path, dict]) -> None:
         change(found)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ocipush.cache import BlobCache, CacheKey, _seal
+from ocipush.cache import BlobCache, CacheKey
 from ocipush.digest import Digest
 from ocipush.seal import UnsafeFile, load_key
+from ocipush.seal import document_sum as _seal
 
 SRC = Digest("sha256", "1" * 64)
 TAR = Digest("sha256", "2" * 64)

@@ -15,8 +15,9 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ocipush.cache import BlobCache, CacheKey, _seal
+from ocipush.cache import BlobCache, CacheKey
 from ocipush.digest import Digest
+from ocipush.seal import document_sum as _seal
 from ocipush.zstdchunked import ZstdChunkedEncoder, crc64
 from tests.zstdchunked_reader import check_layer, crc64_iso
 
