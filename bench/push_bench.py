@@ -1305,7 +1305,7 @@ def issue11_targets(bench: RunData, by, selected: list[str], results: dict) -> l
         )
     peaks: dict[str, int] = {}
     for s in bench.samples:
-        if s.ok and s.maxrss_kib and s.scenario != "baseline" and not s.variant.startswith("skopeo"):
+        if s.ok and s.maxrss_kib and s.scenario != "baseline" and not s.variant.startswith(("skopeo", "podman")):
             peaks[s.scenario] = max(peaks.get(s.scenario, 0), s.maxrss_kib)
     if peaks:
         worst = max(peaks.values())
