@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auth file to take credentials from (default: podman's, then docker's)")
     p.add_argument("--username", metavar="USER", help="user name, with --password-stdin")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--dest-no-creds", action="store_true",
+                   help="access the registry anonymously: no credentials sent, none looked up")
     p.add_argument("--src-tls-verify", type=_bool, nargs="?", const=True, default=None, metavar="BOOL",
                    help="verify TLS of a docker:// source (default: true, unless registries.conf marks it insecure)")
     p.add_argument("--src-cert-dir", metavar="DIR", help="CAs and client certificate for a docker:// source")
@@ -166,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--src-username", metavar="USER", help="user name for a docker:// source, with --src-password-stdin")
     p.add_argument("--src-password-stdin", action="store_true",
                    help="read the docker:// source's password from standard input")
+    p.add_argument("--src-no-creds", action="store_true",
+                   help="read a docker:// source anonymously: no credentials sent, none looked up")
     p.add_argument("--chunk-size", type=_size, metavar="SIZE",
                    help="largest request body, e.g. 50MB or 64MiB (default: the registry's limit)")
     p.add_argument("--jobs", "-j", type=_jobs, default=3, metavar="N", help="blobs uploaded at once (default 3)")
@@ -200,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the source and ask the registry what it has; print the plan, change nothing")
     p.add_argument("--version", action="version", version=f"ocipush {__version__}")
     return p
+
+
+def _no_creds_conflicts(args: argparse.Namespace) -> None:
+    """``--src-no-creds`` / ``--dest-no-creds`` with credentials for the same side: which one
+    did the user mean? (skopeo refuses the same pairs.)"""
+    sides = (("--src-no-creds", args.src_no_creds, (("--src-creds", args.src_creds), ("--src-authfile",
+              args.src_authfile), ("--src-username", args.src_username))),
+             ("--dest-no-creds", args.dest_no_creds, (("--creds", args.creds), ("--authfile", args.authfile),
+              ("--username", args.username))))
+    for flag, anonymous, others in sides:
+        given = [name for name, value in others if value]
+        if anonymous and given:
+            raise UsageError(f"{flag} and {given[0]} contradict each other: give one of them")
 
 
 def _src_credentials(args: argparse.Namespace) -> Credentials | None:
@@ -261,9 +278,11 @@ def _source_reads_stdin(text: str) -> bool:
 def run(argv: list[str] | None = None, records: list[UploadRecords] | None = None) -> int:
     """One push; ``records`` is given the record of open uploads (for ``main``'s last line)."""
     args = build_parser().parse_args(argv)
+    _no_creds_conflicts(args)
     given = [flag for flag, value in (("--src-creds", args.src_creds), ("--src-authfile", args.src_authfile),
              ("--src-tls-verify", args.src_tls_verify), ("--src-cert-dir", args.src_cert_dir),
-             ("--src-username", args.src_username)) if value is not None]
+             ("--src-username", args.src_username), ("--src-no-creds", args.src_no_creds or None))
+             if value is not None]
     if given and not args.source.startswith("docker://"):
         raise UsageError(f"{given[0]} is for a docker:// source, not {args.source}")
     resume = UploadRecords(resume=not args.no_resume, keep_partial=args.keep_partial)
@@ -283,7 +302,9 @@ def run(argv: list[str] | None = None, records: list[UploadRecords] | None = Non
         dry_run=args.dry_run,
         manifest_format=args.manifest_format,
         platforms=tuple(args.platform),
+        anonymous=args.dest_no_creds,
         source_client=ClientOptions(tls_verify=args.src_tls_verify, credentials=_src_credentials(args),
+                                    anonymous=args.src_no_creds,
                                     authfile=args.src_authfile, cert_dir=args.src_cert_dir, deadline=args.timeout),
         resume=resume,
     )

@@ -56,6 +56,7 @@ class PushOptions:
     jobs: int = 3
     tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
     credentials: Credentials | None = None  # None: looked up in the auth files
+    anonymous: bool = False  # --dest-no-creds: send the registry no credentials, look none up
     authfile: Path | None = None  # the only auth file to read, when given
     cert_dir: Path | None = None  # CAs and client certificates, instead of certs.d/HOST
     retry: RetryPolicy = RetryPolicy()
@@ -176,6 +177,7 @@ def _push(
     client_options = ClientOptions(
         tls_verify=options.tls_verify,
         credentials=options.credentials,
+        anonymous=options.anonymous,
         authfile=options.authfile,
         cert_dir=options.cert_dir,
         timeout=options.timeout,

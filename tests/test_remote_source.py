@@ -277,3 +277,39 @@ def test_ctrl_c_while_the_source_is_silent_exits_130_at_once(make_registry, regi
     assert (process.returncode, err.strip().splitlines()[-1:]) == (130, ["ocipush: interrupted"]), err
     assert "Traceback" not in err and took < 8, took
     assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+def test_src_no_creds_reads_anonymously_whatever_the_auth_files_hold(basic_source, registry, repo, capsys,
+                                                                     user_config):
+    """The login in podman's auth file works for the source; --src-no-creds leaves it unread,
+    so the registry that wants it refuses (exit 5, naming the source)."""
+    user_config.write_json(user_config.runtime_auth, {"auths": {basic_source.host: auth_entry("alice", PASSWORD)}})
+    src, dst = f"docker://{basic_source.host}/app:multi", f"{registry.host}/{repo}:anon"
+    assert main([src, dst, "--src-no-creds"]) == 5
+    assert _error(capsys).startswith(f"ocipush: source registry {basic_source.host}: authentication failed")
+    assert main([src, dst]) == 0, capsys.readouterr().err  # the same login, looked up
+
+
+def test_dest_no_creds_sends_the_registry_none(basic_source, big_image, capsys, user_config):
+    """The login in podman's auth file works for the destination; --dest-no-creds leaves it
+    unread, so the registry that wants it refuses (exit 5)."""
+    user_config.write_json(user_config.runtime_auth, {"auths": {basic_source.host: auth_entry("alice", PASSWORD)}})
+    src, dst = f"oci:{big_image.layout}:v1", f"{basic_source.host}/anon:v1"
+    assert main([src, dst, "--dest-no-creds"]) == 5
+    assert _error(capsys).startswith(f"ocipush: {basic_source.host}: authentication failed")
+    assert main([src, dst]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--src-no-creds", "--src-creds", "a:b"], "--src-no-creds and --src-creds contradict each other"),
+    (["--src-no-creds", "--src-authfile", "/x"], "--src-no-creds and --src-authfile contradict each other"),
+    (["--dest-no-creds", "--creds", "a:b"], "--dest-no-creds and --creds contradict each other"),
+])
+def test_no_creds_with_credentials_is_a_usage_error(args, message, capsys, user_config):
+    assert main(["docker://registry.example/app:v1", "registry.example/app:v1", *args]) == 2
+    assert message in _error(capsys)
+
+
+def test_src_no_creds_needs_a_registry_source(capsys, user_config, tmp_path):
+    assert main([f"oci:{tmp_path}:v1", "registry.example/app:v1", "--src-no-creds"]) == 2
+    assert "--src-no-creds is for a docker:// source" in _error(capsys)

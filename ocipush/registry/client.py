@@ -66,6 +66,7 @@ def _optional_path(value: str | Path | None) -> Path | None:
 class ClientOptions:
     tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
     credentials: Credentials | None = None  # the user's own; None: looked up in the auth files
+    anonymous: bool = False  # no credentials at all, none looked up (skopeo's --src-no-creds/--dest-no-creds)
     authfile: Path | None = attrs.field(default=None, converter=_optional_path)  # the only auth file, when given
     cert_dir: Path | None = attrs.field(default=None, converter=_optional_path)  # instead of certs.d/HOST
     timeout: float = 120.0  # per read/write: chunks of 100 MB on slow links need minutes
@@ -138,6 +139,8 @@ class RegistryClient:
     def _credentials_lookup(self) -> Callable[[str], Credentials | None]:
         """repository → credentials: the user's own for every repository, else the auth files'."""
         given = self.options.credentials
+        if self.options.anonymous:
+            return lambda repository: None
         if given is not None:
             return lambda repository: given
         return functools.partial(AuthFiles.discover(self.options.authfile).find, self.host)
