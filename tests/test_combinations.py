@@ -1,0 +1,343 @@
+"""Today's features together, end to end: a docker:// source with --platform into a
+docker-archive: destination, with zstd:chunked through the body-limited nginx, with resume;
+dir: and stdin sources with --format v2s2, --platform, zstd and --json; --dry-run with each
+new source and destination.  Real CNCF registries (behind nginx where a body limit matters),
+skopeo and podman read every result back; each feature has its own tests elsewhere, these
+are the seams between them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ocipush.cli import main
+from tests.faultproxy import FaultProxy
+from tests.helpers import registry_manifest
+from tests.imagegen import LayerSpec, make_index_layout, make_layout
+from tests.services import skopeo_copy, skopeo_inspect, skopeo_pull
+from tests.zstdchunked_reader import CURRENT, check_layer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+MULTIARCH = f"oci:{FIXTURES / 'oci' / 'multiarch'}:multi"
+ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+CHUNKED_KEYS = sorted(CURRENT + k for k in ("manifest-checksum", "manifest-position", "tarsplit-position"))
+CHUNK = 2_000_000
+LAYER_CHUNK = 64 * 1024  # a PATCH larger than this is a chunk of a layer, never a config
+V2S2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def seed(src: str, ref: str) -> None:
+    """Put ``src`` (a skopeo reference) on a registry as ``ref`` (HOST/REPO:TAG), digests kept."""
+    result = skopeo_copy(src, f"docker://{ref}", "--all", "--preserve-digests")
+    assert result.returncode == 0, result.stderr
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def blob(host: str, repo: str, digest: str) -> bytes:
+    response = httpx.get(f"http://{host}/v2/{repo}/blobs/{digest}", follow_redirects=True)
+    response.raise_for_status()
+    return response.content
+
+
+def chunked_layers_check(host: str, repo: str, ref: str) -> list[dict]:
+    """Every layer of HOST/REPO:REF is zstd:chunked and the independent reader agrees with its
+    annotations (TOC, tar-split, footer, every file's range) and its diff_id."""
+    manifest = registry_manifest(host, repo, ref).json()
+    config = json.loads(blob(host, repo, manifest["config"]["digest"]))
+    for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"], strict=True):
+        assert layer["mediaType"] == ZSTD
+        assert sorted(layer.get("annotations", {})) == CHUNKED_KEYS, layer
+        check_layer(blob(host, repo, layer["digest"]), layer["annotations"], diff_id)
+    return manifest["layers"]
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    """``python -m ocipush ARGS`` in a child (exit codes and stderr as a user sees them)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "ocipush", *args], capture_output=True, text=True, env=env,
+                          timeout=300, **kw)
+
+
+@pytest.fixture
+def podman(tmp_path):
+    import shutil
+    import tempfile
+
+    from tests.services import find_tool
+
+    runroot = Path(tempfile.mkdtemp(prefix="ocipush-rr-"))  # podman takes a runroot of 50 characters at most
+    argv = [find_tool("podman"), "--root", str(tmp_path / "podman"), "--runroot", str(runroot),
+            "--storage-driver", "vfs"]
+    try:
+        yield lambda *args: subprocess.run([*argv, *args], capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+# 1. docker:// + --platform → docker-archive:, podman loads it -------------------------------------
+
+
+def test_docker_source_one_platform_into_a_docker_archive_podman_loads(make_registry, repo, tmp_path, podman,
+                                                                       user_config):
+    source = make_registry()
+    seed(MULTIARCH, f"{source.host}/{repo}:multi")
+    archive = tmp_path / "arm.tar"
+    assert main([f"docker://{source.host}/{repo}:multi", f"docker-archive:{archive}:localhost/app:arm",
+                 "--platform", "linux/arm64", "--src-tls-verify=false", "-q"]) == 0
+    loaded = podman("load", "-i", str(archive))
+    assert loaded.returncode == 0 and "Loaded image: localhost/app:arm" in loaded.stdout, loaded.stderr
+    shown = podman("image", "inspect", "localhost/app:arm")
+    assert shown.returncode == 0, shown.stderr
+    [image] = json.loads(shown.stdout)
+    assert (image["Os"], image["Architecture"]) == ("linux", "arm64")
+
+
+# 2. docker:// → zstd:chunked through the 8 MB nginx -----------------------------------------------
+
+
+def test_docker_source_to_zstd_chunked_through_the_body_limit(make_registry, proxy, repo, tmp_path, user_config):
+    image = make_layout(tmp_path / "img", [LayerSpec(9 << 20, files=3), LayerSpec(100_000, "text", files=5)],
+                        ref="v1")
+    source = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    mark = proxy.mark()
+    assert main([f"docker://{source.host}/{repo}:v1", f"{proxy.host}/{repo}:chunked",
+                 "--compression-format", "zstd:chunked", "--no-cache", "-q"]) == 0
+    patches = [r for r in proxy.requests(mark) if r.method == "PATCH"]
+    assert len(patches) >= 2 and all(r.status == 202 and (r.body_length or 0) <= 8 << 20 for r in patches)
+    chunked_layers_check(proxy.host, repo, "chunked")
+    skopeo_pull(f"{proxy.host}/{repo}:chunked", tmp_path / "pulled")  # verifies every digest
+
+
+# 3. dir: → --format v2s2 to the registry; dir: → oci-archive: ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["skopeo-single", "podman-docker"])
+def test_dir_source_as_v2s2_to_the_registry(proxy, repo, tmp_path, name):
+    dst = f"{proxy.host}/{repo}:v2s2"
+    assert main([f"dir:{FIXTURES / 'dir' / name}", dst, "--format", "v2s2", "-q"]) == 0
+    manifest = skopeo_inspect(f"docker://{dst}", raw=True)
+    assert manifest["mediaType"] == V2S2
+    assert all(layer["mediaType"].startswith("application/vnd.docker.image.rootfs.") for layer in manifest["layers"])
+    skopeo_pull(dst, tmp_path / "pulled")
+
+
+def test_dir_source_into_an_oci_archive_skopeo_inspects(tmp_path):
+    archive = tmp_path / "out.tar"
+    assert main([f"dir:{FIXTURES / 'dir' / 'skopeo-multi'}", f"oci-archive:{archive}:v1", "--platform",
+                 "linux/arm64", "-q"]) == 0
+    assert skopeo_inspect(f"oci-archive:{archive}:v1")["Architecture"] == "arm64"
+    pulled = skopeo_copy(f"oci-archive:{archive}:v1", f"oci:{tmp_path / 'copy'}:v1")  # verifies every digest
+    assert pulled.returncode == 0, pulled.stderr
+
+
+# 4. stdin → --platform / zstd → registry, --json ----------------------------------------------------
+
+
+@pytest.mark.parametrize("archive, spec", [("skopeo-oci.tar", "oci-archive:-"),
+                                           ("skopeo-docker.tar", "docker-archive:-")])
+def test_stdin_archive_with_platform_and_zstd_json(proxy, repo, tmp_path, archive, spec):
+    config = skopeo_inspect(f"{spec[:-1]}{FIXTURES / 'archives' / archive}")
+    platform = f"{config['Os']}/{config['Architecture']}"
+    with open(FIXTURES / "archives" / archive, "rb") as stdin:
+        done = run([spec, f"{proxy.host}/{repo}:v1", "--platform", platform, "--compression-format", "zstd",
+                    "--json", "--no-cache"], stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    layers = [b for b in out["blobs"] if "layer" in b["media_type"] or "rootfs" in b["media_type"]]
+    assert layers
+    for entry in layers:
+        assert entry["pushed_media_type"] == ZSTD, entry
+        assert entry["compression"] == "zstd", entry
+        assert entry["resumed_at"] is None, entry
+    manifest = skopeo_inspect(f"docker://{proxy.host}/{repo}:v1", raw=True)
+    assert [layer["mediaType"] for layer in manifest["layers"]] == [ZSTD] * len(manifest["layers"])
+    skopeo_pull(f"{proxy.host}/{repo}:v1", tmp_path / "pulled")
+
+    with open(FIXTURES / "archives" / archive, "rb") as stdin:
+        wrong = run([spec, f"{proxy.host}/{repo}:other", "--platform", "windows/s390x"], stdin=stdin)
+    errors = [line for line in wrong.stderr.splitlines() if line.startswith("ocipush:")]
+    assert wrong.returncode == 2 and errors == wrong.stderr.splitlines()[-1:], wrong.stderr
+    assert "--platform windows/s390x" in errors[0]
+    assert registry_manifest(proxy.host, repo, "other").status_code == 404
+
+
+# 5 and 6. resume after exhausted retries: docker:// source; zstd:chunked -----------------------------
+
+
+@pytest.fixture
+def nginx(make_proxy):
+    return make_proxy()
+
+
+@pytest.fixture
+def front(nginx):
+    """The fault proxy in front of the destination's nginx: where ocipush pushes to."""
+    with FaultProxy(nginx.host) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def cache_home(tmp_path, user_config, monkeypatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "ocipush" / "uploads"
+
+
+def records(path: Path) -> list[Path]:
+    return sorted(path.glob("*.json")) if path.exists() else []
+
+
+def fail_then_resume(args: list[str], front: FaultProxy, nginx, records_dir: Path,
+                     between=lambda: None) -> tuple[str, int]:
+    """Run with the 4th+ layer chunk answered 503 by the front (retries exhausted: exit 4 and
+    a kept upload), then again without faults: (the second run's stderr, its PATCH bytes)."""
+    front.respond(503, {"Retry-After": "0"}, method="PATCH", nth=5, times=None)
+    failed = run([*args, "--retry", "1"])
+    assert failed.returncode == 4, failed.stderr
+    assert failed.stderr.splitlines()[-1].endswith("run the same command again to resume"), failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert len(records(records_dir)) == 1
+    front.clear()
+    between()
+    mark = nginx.mark()
+    done = run([*args, "--retry", "1"])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "resuming the upload an earlier run left, at" in done.stderr, done.stderr
+    assert records(records_dir) == []
+    sent = sum(r.body_length or 0 for r in nginx.requests(mark) if r.method == "PATCH")
+    return done.stderr, sent
+
+
+def test_docker_source_resumes_reading_only_the_rest_from_the_source(make_registry, nginx, front, repo, tmp_path,
+                                                                      cache_home):
+    image = make_layout(tmp_path / "img", [LayerSpec(12_000_000)], ref="v1")
+    source_registry = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source_registry.host}/{repo}:v1")
+    [layer] = image.layers
+    with FaultProxy(source_registry.host) as source:
+        args = [f"docker://{source.host}/{repo}:v1", f"{front.host}/{repo}:v1", "--chunk-size", str(CHUNK),
+                "--jobs", "1", "--retry-delay", "10ms", "--src-tls-verify=false"]
+        marks: list[int] = []
+        _, sent = fail_then_resume(args, front, nginx, cache_home, lambda: marks.append(len(source.requests())))
+        missing = layer.size - 3 * CHUNK
+        second = [e for e in source.requests()[marks[0]:] if e.method == "GET" and str(layer.digest) in e.path]
+    # The destination gets only the missing part; the source is read again whole (one GET, no
+    # Range): the bytes before the offset are hashed, so the blob is verified before its commit.
+    assert missing <= sent <= missing + CHUNK + image.config.size, (sent, missing)
+    assert [(e.range, e.status) for e in second] == [(None, 200)], [(e.range, e.status, e.body_bytes) for e in second]
+    skopeo_pull(f"{nginx.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_zstd_chunked_resumes_with_the_right_digest_and_annotations(nginx, front, repo, tmp_path, cache_home):
+    image = make_layout(tmp_path / "img", [LayerSpec(12_000_000, files=4)], ref="v1")
+    args = [f"oci:{image.layout}:v1", f"{front.host}/{repo}:v1", "--chunk-size", str(CHUNK), "--jobs", "1",
+            "--retry-delay", "10ms", "--compression-format", "zstd:chunked"]
+    fail_then_resume(args, front, nginx, cache_home)
+    [layer] = chunked_layers_check(nginx.host, repo, "v1")
+    skopeo_pull(f"{nginx.host}/{repo}:v1", tmp_path / "pulled")
+    # A fresh push of the same image (no record, cache on) gives the same manifest: the
+    # resumed run's annotations are those of a whole run.
+    again = run([f"oci:{image.layout}:v1", f"{nginx.host}/{repo}:again", "--compression-format", "zstd:chunked",
+                 "--no-cache"])
+    assert again.returncode == 0, again.stderr
+    [fresh] = registry_manifest(nginx.host, repo, "again").json()["layers"]
+    assert fresh == layer
+
+
+# 7. --dry-run with each new source and destination ------------------------------------------------
+
+
+def test_dry_run_with_a_docker_source_pushes_nothing(make_registry, registry, repo, capsys, user_config):
+    source = make_registry()
+    seed(MULTIARCH, f"{source.host}/{repo}:multi")
+    assert main([f"docker://{source.host}/{repo}:multi", f"{registry.host}/{repo}:v1", "--platform", "linux/arm64",
+                 "--dry-run", "--src-tls-verify=false"]) == 0
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+def test_dry_run_with_a_dir_source_pushes_nothing(registry, repo):
+    assert main([f"dir:{FIXTURES / 'dir' / 'skopeo-multi'}", f"{registry.host}/{repo}:v1", "--dry-run",
+                 "--format", "v2s2"]) == 0
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+def test_dry_run_from_stdin_pushes_nothing(registry, repo):
+    with open(FIXTURES / "archives" / "skopeo-docker.tar", "rb") as stdin:
+        done = run(["docker-archive:-", f"{registry.host}/{repo}:v1", "--dry-run", "--compression-format",
+                    "zstd:chunked"], stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+@pytest.mark.parametrize("source", ["dir", "docker"])
+def test_dry_run_into_a_docker_archive_writes_nothing(make_registry, repo, tmp_path, source, user_config):
+    if source == "docker":
+        src_registry = make_registry()
+        seed(MULTIARCH, f"{src_registry.host}/{repo}:multi")
+        spec = f"docker://{src_registry.host}/{repo}:multi"
+    else:
+        spec = f"dir:{FIXTURES / 'dir' / 'skopeo-multi'}"
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main([spec, f"docker-archive:{out / 'a.tar'}:app:v1", "--platform", "linux/amd64", "--dry-run"]) == 0
+    assert list(out.iterdir()) == []
+
+
+# 8. --platform with a zstd:chunked index; --format v2s2 refuses zstd:chunked ----------------------
+
+
+@pytest.fixture
+def chunked_index(tmp_path) -> Path:
+    """An OCI layout holding an index of two platforms whose layers are zstd:chunked."""
+    plain = make_index_layout(tmp_path / "plain", [LayerSpec(200_000, "text", files=3)])
+    layout = tmp_path / "chunked"
+    assert main([f"oci:{plain.layout}:multi", f"oci:{layout}:multi", "--compression-format", "zstd:chunked",
+                 "--no-cache", "-q"]) == 0
+    return layout
+
+
+def test_platform_from_a_zstd_chunked_index_keeps_the_layers_as_they_are(proxy, repo, chunked_index, tmp_path):
+    dst = f"{proxy.host}/{repo}:arm"
+    assert main([f"oci:{chunked_index}:multi", dst, "--platform", "linux/arm64", "-q"]) == 0
+    manifest = registry_manifest(proxy.host, repo, "arm").json()
+    config = json.loads(blob(proxy.host, repo, manifest["config"]["digest"]))
+    assert config["architecture"] == "arm64"
+    chunked_layers_check(proxy.host, repo, "arm")
+    skopeo_pull(dst, tmp_path / "pulled")
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["push", "dry-run"])
+def test_v2s2_refuses_a_zstd_chunked_source_before_any_upload(proxy, repo, chunked_index, capsys, dry_run):
+    mark = proxy.mark()
+    code = main([f"oci:{chunked_index}:multi", f"{proxy.host}/{repo}:v1", "--platform", "linux/arm64",
+                 "--format", "v2s2", *(["--dry-run"] if dry_run else [])])
+    error = one_line_error(capsys)
+    assert code == 2, error
+    assert error.startswith("ocipush: manifest sha256:") and "zstd" in error and "--format v2s2" in error, error
+    assert [r.method for r in proxy.requests(mark) if r.method in ("POST", "PATCH", "PUT")] == []
+    assert registry_manifest(proxy.host, repo, "v1").status_code == 404
+
+
+def test_v2s2_of_a_zstd_chunked_source_recompressed_to_gzip(proxy, repo, chunked_index, tmp_path):
+    dst = f"{proxy.host}/{repo}:v1"
+    assert main([f"oci:{chunked_index}:multi", dst, "--platform", "linux/arm64", "--format", "v2s2",
+                 "--compression-format", "gzip", "--no-cache", "-q"]) == 0
+    manifest = skopeo_inspect(f"docker://{dst}", raw=True)
+    assert manifest["mediaType"] == V2S2
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar.gzip"]
+    assert "annotations" not in manifest["layers"][0]
+    skopeo_pull(dst, tmp_path / "pulled")
