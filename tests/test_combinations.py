@@ -216,8 +216,12 @@ def fail_then_resume(args: list[str], front: FaultProxy, nginx, records_dir: Pat
     mark = nginx.mark()
     done = run([*args, "--retry", "1"])
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "resuming the upload an earlier run left, at" in done.stderr, done.stderr
+    said = done.stdout if "--json" in args else done.stderr  # --json: the notes are in the document
+    assert "resuming the upload an earlier run left, at" in said, done
     assert records(records_dir) == []
+    if "--json" in args:
+        resumed = [b for b in json.loads(done.stdout)["blobs"] if b["resumed_at"] is not None]
+        assert [b["resumed_at"] for b in resumed] == [3 * CHUNK], done.stdout
     sent = sum(r.body_length or 0 for r in nginx.requests(mark) if r.method == "PATCH")
     return done.stderr, sent
 
@@ -230,7 +234,7 @@ def test_docker_source_resumes_reading_only_the_rest_from_the_source(make_regist
     [layer] = image.layers
     with FaultProxy(source_registry.host) as source:
         args = [f"docker://{source.host}/{repo}:v1", f"{front.host}/{repo}:v1", "--chunk-size", str(CHUNK),
-                "--jobs", "1", "--retry-delay", "10ms", "--src-tls-verify=false"]
+                "--jobs", "1", "--retry-delay", "10ms", "--src-tls-verify=false", "--json"]
         marks: list[int] = []
         _, sent = fail_then_resume(args, front, nginx, cache_home, lambda: marks.append(len(source.requests())))
         missing = layer.size - 3 * CHUNK
@@ -245,17 +249,20 @@ def test_docker_source_resumes_reading_only_the_rest_from_the_source(make_regist
 def test_zstd_chunked_resumes_with_the_right_digest_and_annotations(nginx, front, repo, tmp_path, cache_home):
     image = make_layout(tmp_path / "img", [LayerSpec(12_000_000, files=4)], ref="v1")
     args = [f"oci:{image.layout}:v1", f"{front.host}/{repo}:v1", "--chunk-size", str(CHUNK), "--jobs", "1",
-            "--retry-delay", "10ms", "--compression-format", "zstd:chunked"]
-    fail_then_resume(args, front, nginx, cache_home)
+            "--retry-delay", "10ms", "--compression-format", "zstd:chunked", "--json"]
+    _, sent = fail_then_resume(args, front, nginx, cache_home)
     [layer] = chunked_layers_check(nginx.host, repo, "v1")
+    assert sent <= layer["size"] - 3 * CHUNK + CHUNK + 10_000, (sent, layer["size"])
     skopeo_pull(f"{nginx.host}/{repo}:v1", tmp_path / "pulled")
-    # A fresh push of the same image (no record, cache on) gives the same manifest: the
-    # resumed run's annotations are those of a whole run.
-    again = run([f"oci:{image.layout}:v1", f"{nginx.host}/{repo}:again", "--compression-format", "zstd:chunked",
-                 "--no-cache"])
-    assert again.returncode == 0, again.stderr
-    [fresh] = registry_manifest(nginx.host, repo, "again").json()["layers"]
-    assert fresh == layer
+    # The same push again: from the cache the resumed run filled (the layer skipped, its
+    # annotations from the cache entry), and afresh without the cache: the same layer.
+    for tag, extra in (("cached", []), ("fresh", ["--no-cache"])):
+        again = run([f"oci:{image.layout}:v1", f"{nginx.host}/{repo}:{tag}", "--compression-format", "zstd:chunked",
+                     "--json", *extra])
+        assert again.returncode == 0, again.stderr
+        [entry] = [b for b in json.loads(again.stdout)["blobs"] if b["media_type"].endswith("tar+gzip")]
+        assert entry["action"] == ("skipped" if tag == "cached" else "uploaded"), entry
+        assert registry_manifest(nginx.host, repo, tag).json()["layers"] == [layer]
 
 
 # 7. --dry-run with each new source and destination ------------------------------------------------
@@ -341,3 +348,155 @@ def test_v2s2_of_a_zstd_chunked_source_recompressed_to_gzip(proxy, repo, chunked
     assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar.gzip"]
     assert "annotations" not in manifest["layers"][0]
     skopeo_pull(dst, tmp_path / "pulled")
+
+
+def test_docker_source_of_a_zstd_chunked_index_one_platform_kept_with_its_annotations(make_registry, proxy, repo,
+                                                                                     chunked_index, tmp_path,
+                                                                                     user_config):
+    source = make_registry()
+    seed(f"oci:{chunked_index}:multi", f"{source.host}/{repo}:multi")
+    dst = f"{proxy.host}/{repo}:arm"
+    assert main([f"docker://{source.host}/{repo}:multi", dst, "--platform", "linux/arm64", "-q"]) == 0
+    [layer] = chunked_layers_check(proxy.host, repo, "arm")
+    [original] = [m for m in skopeo_inspect(f"oci:{chunked_index}:multi", raw=True)["manifests"]
+                  if m["platform"]["architecture"] == "arm64"]
+    assert registry_manifest(proxy.host, repo, "arm").headers["Docker-Content-Digest"] == original["digest"]
+    assert layer["mediaType"] == ZSTD
+    skopeo_pull(dst, tmp_path / "pulled")
+
+
+def test_docker_source_of_zstd_chunked_into_a_docker_archive_becomes_gzip(make_registry, repo, chunked_index,
+                                                                          tmp_path, podman, user_config):
+    source = make_registry()
+    seed(f"oci:{chunked_index}:multi", f"{source.host}/{repo}:multi")
+    archive = tmp_path / "app.tar"
+    assert main([f"docker://{source.host}/{repo}:multi", f"docker-archive:{archive}:localhost/app:v1",
+                 "--platform", "linux/arm64", "--no-cache", "-q"]) == 0
+    loaded = podman("load", "-i", str(archive))
+    assert loaded.returncode == 0, loaded.stderr
+    shown = podman("image", "inspect", "localhost/app:v1")
+    [image] = json.loads(shown.stdout)
+    assert image["Architecture"] == "arm64"
+    copied = skopeo_copy(f"docker-archive:{archive}", f"oci:{tmp_path / 'copy'}:v1")  # verifies every digest
+    assert copied.returncode == 0, copied.stderr
+
+
+# More seams: stdin + resume, docker:// + v2s2 index, docker:// + zstd on several cores, --json into an archive
+
+
+def test_stdin_source_resumes_after_exhausted_retries(nginx, front, repo, tmp_path, cache_home):
+    """The spool of standard input is a new file each run: the kept upload is found by the
+    blob's identity all the same."""
+    image = make_layout(tmp_path / "img", [LayerSpec(12_000_000)], ref="v1")
+    archive = tmp_path / "app.tar"
+    assert main([f"oci:{image.layout}:v1", f"docker-archive:{archive}:app:v1", "-q"]) == 0
+    args = ["docker-archive:-", f"{front.host}/{repo}:v1", "--chunk-size", str(CHUNK), "--jobs", "1",
+            "--retry-delay", "10ms"]
+
+    def run_stdin(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        with open(archive, "rb") as stdin:
+            return run(argv, stdin=stdin)
+
+    front.respond(503, {"Retry-After": "0"}, method="PATCH", nth=5, times=None)
+    failed = run_stdin([*args, "--retry", "1"])
+    assert failed.returncode == 4 and "Traceback" not in failed.stderr, failed.stderr
+    assert failed.stderr.splitlines()[-1].endswith("run the same command again to resume"), failed.stderr
+    front.clear()
+    done = run_stdin([*args, "--retry", "1"])
+    assert done.returncode == 0, done.stderr
+    assert f"resuming the upload an earlier run left, at {3 * CHUNK} bytes" in done.stderr, done.stderr
+    assert records(cache_home) == []
+    skopeo_pull(f"{nginx.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_docker_source_index_as_a_v2s2_manifest_list(make_registry, proxy, repo, tmp_path, user_config):
+    source = make_registry()
+    seed(MULTIARCH, f"{source.host}/{repo}:multi")
+    dst = f"{proxy.host}/{repo}:list"
+    assert main([f"docker://{source.host}/{repo}:multi", dst, "--format", "v2s2", "-q"]) == 0
+    listed = skopeo_inspect(f"docker://{dst}", raw=True)
+    assert listed["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
+    for child in listed["manifests"]:
+        assert child["mediaType"] == V2S2
+        skopeo_pull(f"{proxy.host}/{repo}@{child['digest']}", tmp_path / child["digest"][7:19])
+
+
+def test_docker_source_recompressed_to_zstd_on_several_jobs(make_registry, proxy, repo, tmp_path, user_config):
+    image = make_layout(tmp_path / "img", [LayerSpec(3_000_000, "text", files=2)] * 3, ref="v1", seed="jobs")
+    source = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    dst = f"{proxy.host}/{repo}:zstd"
+    code = main([f"docker://{source.host}/{repo}:v1", dst, "--compression-format", "zstd", "--jobs", "3",
+                 "--no-cache", "-q"])
+    assert code == 0
+    assert [layer["mediaType"] for layer in skopeo_inspect(f"docker://{dst}", raw=True)["layers"]] == [ZSTD] * 3
+    skopeo_pull(dst, tmp_path / "pulled")  # verifies every digest
+
+
+def test_json_of_a_zstd_source_into_a_docker_archive_says_gzip(tmp_path, capsys):
+    archive = tmp_path / "app.tar"
+    assert main([f"oci:{FIXTURES / 'oci' / 'zstd'}:v1", f"docker-archive:{archive}:app:v1", "--json",
+                 "--no-cache"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    layers = [b for b in out["blobs"] if b["media_type"] == ZSTD]
+    assert layers
+    for entry in layers:
+        assert entry["pushed_media_type"] in ("application/vnd.docker.image.rootfs.diff.tar.gzip",
+                                              "application/vnd.oci.image.layer.v1.tar+gzip"), entry
+        assert entry["compression"] == "gzip", entry
+
+
+@pytest.mark.parametrize("cut", [3 * CHUNK, 3 * CHUNK + 1_000_000], ids=["between-chunks", "mid-chunk"])
+def test_a_source_that_breaks_mid_blob_keeps_the_destination_upload(make_registry, nginx, repo, tmp_path,
+                                                                     cache_home, cut):
+    """The source registry fails in the middle of the layer, past the retries: exit 3 (the
+    source's side, docs/sources.md), one line naming the source's request, and the
+    destination's upload is kept (nothing is wrong with the image); the next run resumes it.
+    Mid-chunk, the PATCH was cut with part of its body in the CNCF registry, whose signed
+    state then refuses the upload (tests/faultproxy.py): the next run says so and starts
+    the blob afresh."""
+    image = make_layout(tmp_path / "img", [LayerSpec(12_000_000)], ref="v1")
+    source_registry = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source_registry.host}/{repo}:v1")
+    [layer] = image.layers
+    with FaultProxy(source_registry.host) as source:
+        args = [f"docker://{source.host}/{repo}:v1", f"{nginx.host}/{repo}:v1", "--chunk-size", str(CHUNK),
+                "--jobs", "1", "--retry-delay", "10ms", "--retry", "1", "--src-tls-verify=false"]
+        blob_path = f"/blobs/{layer.digest}"
+        source.cut_answer(cut, method="GET", path=blob_path)
+        source.respond(503, {"Retry-After": "0"}, method="GET", path=blob_path, nth=2, times=None)
+        failed = run(args)
+        assert failed.returncode == 3, failed.stderr
+        last = failed.stderr.splitlines()[-1]
+        assert last.startswith(f"ocipush: source registry {source.host}: GET ") and "503" in last, failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert len(records(cache_home)) == 1
+        assert last.endswith("run the same command again to resume"), failed.stderr
+        source.clear()
+        done = run(args)
+    assert done.returncode == 0, done.stderr
+    if cut == 3 * CHUNK:
+        assert f"resuming the upload an earlier run left, at {3 * CHUNK} bytes" in done.stderr, done.stderr
+    else:
+        assert "cannot be resumed" in done.stderr, done.stderr
+    assert records(cache_home) == []
+    skopeo_pull(f"{nginx.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_a_source_blob_that_does_not_match_its_digest_cancels_the_upload(make_registry, nginx, repo, tmp_path,
+                                                                          cache_home):
+    """A source that serves other bytes is not a failure to wait out: the upload is cancelled
+    (exit 3, nothing kept)."""
+    image = make_layout(tmp_path / "img", [LayerSpec(5_000_000)], ref="v1")
+    source_registry = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source_registry.host}/{repo}:v1")
+    [layer] = image.layers
+    with FaultProxy(source_registry.host) as source:
+        source.respond(404, {"Content-Type": "application/json"},
+                       '{"errors":[{"code":"BLOB_UNKNOWN","message":"gone"}]}', method="GET",
+                       path=f"/blobs/{layer.digest}", times=None)
+        failed = run([f"docker://{source.host}/{repo}:v1", f"{nginx.host}/{repo}:v1", "--chunk-size", str(CHUNK),
+                      "--retry-delay", "10ms", "--retry", "1", "--src-tls-verify=false"])
+    assert failed.returncode == 3, failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith(f"ocipush: source registry {source.host}"), failed.stderr
+    assert "kept" not in failed.stderr and records(cache_home) == []
