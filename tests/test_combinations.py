@@ -500,3 +500,102 @@ def test_a_source_blob_that_does_not_match_its_digest_cancels_the_upload(make_re
     assert failed.returncode == 3, failed.stderr
     assert failed.stderr.splitlines()[-1].startswith(f"ocipush: source registry {source.host}"), failed.stderr
     assert "kept" not in failed.stderr and records(cache_home) == []
+
+
+def test_same_registry_one_platform_is_mounted(registry, repo, tmp_path, capsys, user_config):
+    seed(MULTIARCH, f"{registry.host}/{repo}-src:multi")
+    dst = f"{registry.host}/{repo}:arm"
+    assert main([f"docker://{registry.host}/{repo}-src:multi", dst, "--platform", "linux/arm64", "--json",
+                 "--src-tls-verify=false"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {b["action"] for b in out["blobs"]} == {"mounted"}, out["blobs"]
+    skopeo_pull(dst, tmp_path / "pulled")
+
+
+def test_stdin_into_a_docker_archive(tmp_path, podman):
+    archive = tmp_path / "out.tar"
+    with open(FIXTURES / "archives" / "skopeo-oci.tar", "rb") as stdin:
+        done = run(["oci-archive:-", f"docker-archive:{archive}:localhost/app:v1", "--platform", "linux/arm64",
+                    "--digestfile", str(tmp_path / "digest")], stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    loaded = podman("load", "-i", str(archive))
+    assert loaded.returncode == 0, loaded.stderr
+    [image] = json.loads(podman("image", "inspect", "localhost/app:v1").stdout)
+    assert image["Architecture"] == "arm64"
+    assert (tmp_path / "digest").read_text().startswith("sha256:")
+
+
+def test_dry_run_json_with_a_docker_source_and_zstd_chunked(make_registry, registry, repo, user_config):
+    source = make_registry()
+    seed(MULTIARCH, f"{source.host}/{repo}:multi")
+    done = run([f"docker://{source.host}/{repo}:multi", f"{registry.host}/{repo}:v1", "--platform", "linux/arm64",
+                "--dry-run", "--json", "--compression-format", "zstd:chunked", "--src-tls-verify=false"])
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    actions = sorted(b["action"] for b in out["blobs"])
+    assert actions[0].startswith("would compress to zstd:chunked"), actions
+    assert registry_manifest(registry.host, repo, "v1").status_code == 404
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["default", "keep-partial"])
+def test_sigint_with_a_docker_source(make_registry, nginx, front, repo, tmp_path, cache_home, keep):
+    import signal
+
+    image = make_layout(tmp_path / "img", [LayerSpec(12_000_000)], ref="v1")
+    source_registry = make_registry()
+    seed(f"oci:{image.layout}:v1", f"{source_registry.host}/{repo}:v1")
+    args = [sys.executable, "-m", "ocipush", f"docker://{source_registry.host}/{repo}:v1", f"{front.host}/{repo}:v1",
+            "--chunk-size", str(CHUNK), "--jobs", "1", "--src-tls-verify=false", *(["--keep-partial"] if keep else [])]
+    held = front.stall(120, method="PATCH", nth=4, larger_than=LAYER_CHUNK)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert held.fault.holding.wait(60), "the 4th chunk never came"  # an event, not a clock
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130 and "Traceback" not in err, err
+    assert len(records(cache_home)) == (1 if keep else 0), err
+    front.clear()
+    if keep:
+        done = run(args[3:])
+        assert done.returncode == 0 and f"at {3 * CHUNK} bytes" in done.stderr, done.stderr
+        skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_docker_source_by_index_digest_one_platform_to_a_tagged_archive(make_registry, repo, tmp_path, podman,
+                                                                        user_config):
+    source = make_registry()
+    seed(MULTIARCH, f"{source.host}/{repo}:multi")
+    index = registry_manifest(source.host, repo, "multi").headers["Docker-Content-Digest"]
+    archive = tmp_path / "amd.tar"
+    assert main([f"docker://{source.host}/{repo}@{index}", f"docker-archive:{archive}:localhost/app:amd",
+                 "--platform", "linux/amd64", "--src-tls-verify=false", "-q"]) == 0
+    assert podman("load", "-i", str(archive)).returncode == 0
+    [image] = json.loads(podman("image", "inspect", "localhost/app:amd").stdout)
+    assert image["Architecture"] == "amd64"
+
+
+def test_dir_source_one_platform_into_a_docker_archive(tmp_path, podman):
+    archive = tmp_path / "arm.tar"
+    assert main([f"dir:{FIXTURES / 'dir' / 'skopeo-multi'}", f"docker-archive:{archive}:localhost/app:arm",
+                 "--platform", "linux/arm64", "-q"]) == 0
+    loaded = podman("load", "-i", str(archive))
+    assert loaded.returncode == 0, loaded.stderr
+    [image] = json.loads(podman("image", "inspect", "localhost/app:arm").stdout)
+    assert image["Architecture"] == "arm64"
+
+
+def test_zstd_chunked_into_a_docker_archive_says_what_docker_cannot_load(tmp_path, capsys, podman):
+    archive = tmp_path / "app.tar"
+    assert main([MULTIARCH, f"docker-archive:{archive}:localhost/app:v1", "--platform", "linux/arm64",
+                 "--compression-format", "zstd:chunked", "--no-cache"]) == 0
+    err = capsys.readouterr().err
+    assert "docker before 23.0 cannot load them" in err and "without their zstd:chunked annotations" in err, err
+    assert podman("load", "-i", str(archive)).returncode == 0
+    [image] = json.loads(podman("image", "inspect", "localhost/app:v1").stdout)
+    assert image["Architecture"] == "arm64"
