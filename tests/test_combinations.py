@@ -599,3 +599,15 @@ def test_zstd_chunked_into_a_docker_archive_says_what_docker_cannot_load(tmp_pat
     assert podman("load", "-i", str(archive)).returncode == 0
     [image] = json.loads(podman("image", "inspect", "localhost/app:v1").stdout)
     assert image["Architecture"] == "arm64"
+
+
+@pytest.mark.parametrize("archive, spec", [("docker25.tar", "oci-archive:-"), ("skopeo-docker.tar", "docker-archive:-")])
+def test_stdin_archive_to_zstd_chunked(proxy, repo, tmp_path, archive, spec):
+    with open(FIXTURES / "archives" / archive, "rb") as stdin:
+        done = run([spec, f"{proxy.host}/{repo}:v1", "--compression-format", "zstd:chunked", "--json", "--no-cache"],
+                   stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    layers = chunked_layers_check(proxy.host, repo, "v1")
+    said = [b["compression"] for b in json.loads(done.stdout)["blobs"] if b["pushed_media_type"] == ZSTD]
+    assert said == ["zstd:chunked"] * len(layers) and layers
+    skopeo_pull(f"{proxy.host}/{repo}:v1", tmp_path / "pulled")
