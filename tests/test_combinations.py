@@ -447,8 +447,9 @@ def test_json_of_a_zstd_source_into_a_docker_archive_says_gzip(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("cut, extra", [(3 * CHUNK, ()), (3 * CHUNK + 1_000_000, ()),
-                                        (3 * CHUNK, ("--compression-format", "zstd"))],
-                         ids=["between-chunks", "mid-chunk", "recompressed"])
+                                        (3 * CHUNK, ("--compression-format", "zstd")),
+                                        (3 * CHUNK, ("--compression-format", "zstd:chunked"))],
+                         ids=["between-chunks", "mid-chunk", "zstd", "zstd-chunked"])
 def test_a_source_that_breaks_mid_blob_keeps_the_destination_upload(make_registry, nginx, repo, tmp_path,
                                                                      cache_home, cut, extra):
     """The source registry fails in the middle of the layer, past the retries: exit 3 (the
