@@ -225,8 +225,8 @@ def _push(
 
 def _refuse_kept_zstd(plan: PushPlan) -> None:
     """``--format v2s2`` with a zstd (or zstd:chunked) source layer kept as it is: refused
-    before any blob is uploaded (or, with ``--dry-run``, said to be fine); stage 5 would
-    refuse the manifest only after every blob was sent."""
+    before any blob is uploaded, and by ``--dry-run`` too (which never reaches stage 5,
+    where ``rewrite`` refuses the manifest only after every blob was sent)."""
     kept = {job.source.digest for job in plan.jobs if not job.transforms}
     for node in plan.image.walk():
         if not isinstance(node.parsed, Manifest):
