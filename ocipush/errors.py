@@ -5,7 +5,8 @@
     OcipushError                  exit 1   anything ocipush refuses to do
     ├── UsageError                exit 2   a bad argument: reference, transport, option value
     ├── SourceError               exit 3   the image on disk is missing, malformed or corrupt
-    │   └── BlobVerificationError exit 3   a blob's bytes do not match its descriptor
+    │   ├── BlobVerificationError exit 3   a blob's bytes do not match its descriptor
+    │   └── SourceUnavailable     exit 3   a docker:// source failed past its retries (network, 5xx)
     ├── LocalIOError              exit 6   writing a local file failed: TMPDIR, the cache, a local
     │                                      destination (disk full, I/O error, permission denied)
     └── RegistryError             exit 4   the registry refused a request or could not be reached
@@ -30,6 +31,7 @@ __all__ = [
     "OcipushError",
     "RegistryError",
     "SourceError",
+    "SourceUnavailable",
     "UploadError",
     "UsageError",
     "local_io_error",
@@ -50,6 +52,12 @@ class SourceError(OcipushError):
 
 class BlobVerificationError(SourceError):
     pass
+
+
+class SourceUnavailable(SourceError):
+    """A ``docker://`` source's registry did not answer, or answered a transient failure,
+    past its retries: nothing is wrong with the image, so a destination's upload it was
+    feeding is kept for the next run to resume (as after the destination's own failure)."""
 
 
 class LocalIOError(OcipushError):

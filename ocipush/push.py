@@ -173,6 +173,8 @@ def _push(
     for note in source.notes:
         reporter.note(note)
     plan = make_plan(image, destination, options.compression, _diff_ids(source, image))  # 2. plan
+    if options.manifest_format == "v2s2":
+        _refuse_kept_zstd(plan)
 
     client_options = ClientOptions(
         tls_verify=options.tls_verify,
@@ -219,6 +221,20 @@ def _push(
     seconds = time.monotonic() - started
     return PushResult(destination.with_digest(root.digest), root.digest, blobs, seconds, notes=tuple(reporter.notes),
                       chunk_size_learnt=learnt)
+
+
+def _refuse_kept_zstd(plan: PushPlan) -> None:
+    """``--format v2s2`` with a zstd (or zstd:chunked) source layer kept as it is: refused
+    before any blob is uploaded, and by ``--dry-run`` too (which never reaches stage 5,
+    where ``rewrite`` refuses the manifest only after every blob was sent)."""
+    kept = {job.source.digest for job in plan.jobs if not job.transforms}
+    for node in plan.image.walk():
+        if not isinstance(node.parsed, Manifest):
+            continue
+        for layer in node.parsed.layers:
+            if layer.media_type == mediatypes.OCI_LAYER_ZSTD and layer.digest in kept:
+                raise UsageError(f"manifest {node.descriptor.digest}: layer {layer.digest} is zstd, which a Docker "
+                                 "schema 2 manifest cannot carry (--format v2s2); add --compression-format gzip")
 
 
 def _dry_run(

@@ -30,14 +30,14 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
 from .digest import Digest
-from .errors import AuthenticationError, OcipushError, RegistryError, SourceError
+from .errors import AuthenticationError, OcipushError, RegistryError, SourceError, SourceUnavailable
 from .events import Notes
 from .mediatypes import is_index, is_manifest
 from .models import Descriptor
 from .reference import Reference, SourceSpec, parse_source
 from .registry.client import ClientOptions, RegistryClient
 from .registry.pull import BlobReader, Puller
-from .registry.retry import RetryPolicy
+from .registry.retry import RetryPolicy, is_transient
 from .sources import Source, open_source
 
 __all__ = ["MANIFEST_MEMORY", "RemoteSource", "open_any_source", "source_error"]
@@ -68,7 +68,7 @@ def source_error(host: str, error: RegistryError) -> OcipushError:
     message = f"source registry {text}" if text.startswith(f"{host}:") else f"source registry {host}: {text}"
     if isinstance(error, AuthenticationError):
         return AuthenticationError(message, status=error.status)
-    return SourceError(message)
+    return SourceUnavailable(message) if is_transient(error) else SourceError(message)
 
 
 class RemoteSource(Source):

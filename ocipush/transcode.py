@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, BinaryIO, cast
 from . import compression, zstdchunked
 from .content import BLOCK, Chunk, ChunkBody, Position
 from .digest import Digest
-from .errors import BlobVerificationError, SourceError, local_io_error
+from .errors import BlobVerificationError, OcipushError, SourceError, local_io_error
 from .handover import in_thread
 
 if TYPE_CHECKING:
@@ -186,6 +186,8 @@ class TranscodedContent:
             while True:
                 try:
                     block = plain.read(BLOCK)
+                except OcipushError:  # the reader's own (a docker:// source failing): as it is
+                    raise
                 except Exception as e:  # zlib.error, BadGzipFile, EOFError, ZstdError: corrupt data
                     raise BlobVerificationError(f"{self.what}: cannot decompress {found}: {e}") from None
                 if not block:

@@ -50,6 +50,10 @@ _KEPT_ZSTD_NOTE = (
     "docker-archive: layers are written as zstd, as asked: docker before 23.0 cannot load them "
     "(podman and docker 23.0+ can)"
 )
+_CHUNKED_NOTE = (
+    "docker-archive: layers are written as zstd:chunked, as asked, but without their zstd:chunked annotations "
+    "(manifest.json has no place for them): podman loads them as plain zstd"
+)
 
 
 def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> tuple[Compression, list[str]]:
@@ -68,6 +72,8 @@ def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> 
     zstd = any(mediatypes.layer_compression(d.media_type) == (True, "zstd") for d in root.layers)
     if compression.format == "zstd":
         return compression, [_KEPT_ZSTD_NOTE]
+    if compression.format == "zstd:chunked":  # zstd all the same: old dockers cannot load it either
+        return compression, [_KEPT_ZSTD_NOTE, _CHUNKED_NOTE]
     if compression.format is None and zstd:
         return Compression("gzip", compression.level), [_ZSTD_NOTE]
     return compression, []

@@ -69,7 +69,7 @@ import httpx
 from ..chunks import HostLimits, content_range
 from ..content import BlobContent, ChunkBody, UploadJournal, UploadOutcome, UploadPoint
 from ..digest import Digest
-from ..errors import RegistryError, UploadError
+from ..errors import RegistryError, SourceUnavailable, UploadError
 from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
@@ -290,11 +290,14 @@ class BlobUploader:
                                                       session.minimum, session.maximum))
 
     def _keep(self, session: Session, error: BaseException) -> bool:
-        """After retries were exhausted on a network or server failure: keep the upload and
-        its record for the next run instead of cancelling it.  True when kept."""
+        """After retries were exhausted on a network or server failure (the destination's,
+        or a ``docker://`` source's that fed the upload): keep the upload and its record for
+        the next run instead of cancelling it.  True when kept."""
         journal = session.journal
         stats: UploadStats | None = getattr(self._local, "stats", None)
-        if journal is None or self._aborted or stats is None or stats.exhausted is not error:
+        if journal is None or self._aborted or stats is None:
+            return False
+        if stats.exhausted is not error and not isinstance(error, SourceUnavailable):
             return False
         if not self._close(session):
             return False
