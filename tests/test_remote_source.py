@@ -313,3 +313,52 @@ def test_no_creds_with_credentials_is_a_usage_error(args, message, capsys, user_
 def test_src_no_creds_needs_a_registry_source(capsys, user_config, tmp_path):
     assert main([f"oci:{tmp_path}:v1", "registry.example/app:v1", "--src-no-creds"]) == 2
     assert "--src-no-creds is for a docker:// source" in _error(capsys)
+
+
+
+def test_the_config_is_fetched_once(make_registry, registry, repo, capsys, user_config, tmp_path):
+    """A push reads the config before the plan (its diff_ids, to check the layers) and again
+    to upload it: the second read comes from the source's memory, not a second GET."""
+    image = make_layout(tmp_path / "small", [2048, 1024], ref="v1")
+    source = make_registry()
+    _seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    with FaultProxy(source.host) as src:
+        result = push(f"docker://{src.host}/{repo}:v1", f"{registry.host}/{repo}:v1", PushOptions(cache=None))
+        seen = [(e.method, e.status) for e in src.requests() if e.path.endswith(f"/blobs/{image.config.digest}")]
+    assert str(result.digest) == image.digest
+    assert seen == [("HEAD", 200), ("GET", 200)]
+    skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_a_config_is_kept_only_whole_verified_and_within_bounds(make_registry, repo, user_config, tmp_path,
+                                                                monkeypatch):
+    from ocipush import remote
+    from ocipush.digest import Digest
+    from ocipush.models import Descriptor
+
+    image = make_layout(tmp_path / "small", [1024], ref="v1")
+    source = make_registry()
+    _seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    config = Descriptor(image.config.media_type, Digest.parse(image.config.digest), image.config.size)
+    data = image.config.path.read_bytes()
+    with FaultProxy(source.host) as src, remote.open_any_source(f"docker://{src.host}/{repo}:v1", ClientOptions(),
+                                                                FAST) as reader:
+        with reader.open_blob(config) as f:
+            assert f.read(10) == data[:10]  # not whole: not kept
+        assert reader._blobs == {} and reader._blob_bytes == 0
+        for _ in range(3):
+            with reader.open_blob(config) as f:
+                assert f.read() == data  # the first whole read is kept, the next from memory
+        assert reader._blobs == {config.digest: data} and reader._blob_bytes == len(data)
+        gets = [e for e in src.requests() if e.method == "GET" and e.path.endswith(str(config.digest))]
+        assert len(gets) == 2
+        # Bytes that do not hash to the digest are never kept (the reader, which hashes them too, says so).
+        other = Descriptor(config.media_type, Digest.of(b"other"), len(data))
+        assert reader._reserve(len(data))
+        reader._keep_blob(other, data)
+        assert other.digest not in reader._blobs and reader._blob_bytes == len(data)
+    monkeypatch.setattr(remote, "BLOB_MEMORY", len(data) - 1)
+    with remote.open_any_source(f"docker://{source.host}/{repo}:v1", ClientOptions(), FAST) as reader:
+        with reader.open_blob(config) as f:
+            assert f.read() == data
+        assert reader._blobs == {} and reader._blob_bytes == 0
