@@ -16,7 +16,12 @@ the upload stay the same.
 - Blobs are streams (``registry.pull.BlobReader``): nothing is written to disk, and a
   broken download resumes with a ``Range`` request.  Each blob is looked at once with a
   ``HEAD`` (``load_image`` checks every blob is there before any upload); ``FileContent``
-  hashes the bytes on their way to the destination.  Image configs are the exception to
+  hashes the bytes on their way to the destination.  ``load_image`` asks one blob after
+  the other, which for an index of a hundred platforms is hundreds of round trips in a
+  row: so the HEADs of a manifest's blobs are sent as soon as the manifest is read (and
+  matches its digest), ``HEAD_JOBS`` at a time, and each answer waits for its question.
+  A failed HEAD is said when, and only if, its blob is asked for: the same line as
+  without the look-ahead, for the first blob that fails in ``load_image``'s order.  Image configs are the exception to
   "never held": a push reads each twice (its ``diff_ids`` and platform before the plan,
   then to upload it), so one read whole from its first byte to its last is kept, once its
   digest is checked, and served from memory after — up to ``BLOB_MEMORY`` in all, past
@@ -31,20 +36,21 @@ import contextlib
 import io
 import threading
 from collections.abc import Iterator
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import BinaryIO, cast
 
 from .digest import Digest
 from .errors import AuthenticationError, OcipushError, RegistryError, SourceError
 from .events import Notes
-from .mediatypes import DOCKER_CONFIG, OCI_CONFIG, is_index, is_manifest
-from .models import MAX_CONFIG_SIZE, Descriptor
+from .mediatypes import DOCKER_CONFIG, OCI_CONFIG, is_foreign_layer, is_index, is_manifest
+from .models import MAX_CONFIG_SIZE, Descriptor, Manifest, parse_manifest
 from .reference import Reference, SourceSpec, parse_source
 from .registry.client import ClientOptions, RegistryClient
 from .registry.pull import BlobReader, Puller
 from .registry.retry import RetryPolicy
 from .sources import Source, open_source
 
-__all__ = ["BLOB_MEMORY", "MANIFEST_MEMORY", "RemoteSource", "open_any_source", "source_error"]
+__all__ = ["BLOB_MEMORY", "HEAD_JOBS", "MANIFEST_MEMORY", "RemoteSource", "open_any_source", "source_error"]
 
 # The manifests a source keeps once fetched (read again by the walk, the plan and the
 # upload), in bytes: past it, one is fetched again when read.  A "layer" whose media type
@@ -55,6 +61,9 @@ MANIFEST_MEMORY = 64 * 1024 * 1024
 # bytes, those being read included: real configs are a few KB, so this holds thousands.
 BLOB_MEMORY = 16 * 1024 * 1024
 _KEPT_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})  # the blobs read before the upload
+# HEADs of blobs in flight at once, ahead of load_image's questions: a few connections of
+# the client's pool (32), as a browser would open; the registry sees a short burst.
+HEAD_JOBS = 8
 
 
 def open_any_source(
@@ -106,6 +115,9 @@ class RemoteSource(Source):
         self._sizes: dict[Digest, int] = {}  # blobs a HEAD found, and their size
         self._blobs: dict[Digest, bytes] = {}  # configs read whole, verified
         self._blob_bytes = 0  # theirs, and those of configs being read (at most BLOB_MEMORY)
+        self._heads: dict[Digest, Future[int | None]] = {}  # HEADs sent ahead, not yet asked for
+        self._looked: set[Digest] = set()  # manifests whose blobs were sent for
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         try:
             with self._errors():
@@ -144,7 +156,10 @@ class RemoteSource(Source):
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         if is_manifest(desc.media_type) or is_index(desc.media_type):
-            return io.BytesIO(self._manifest(desc))  # verified by the reader (read_verified)
+            data = self._manifest(desc)
+            if is_manifest(desc.media_type):
+                self._look_ahead(desc, data)
+            return io.BytesIO(data)  # verified by the reader (read_verified)
         with self._lock:
             kept = self._blobs.get(desc.digest)
         if kept is not None and len(kept) == desc.size:
@@ -191,13 +206,38 @@ class RemoteSource(Source):
                 self._manifests[digest] = data
                 self._kept += len(data)
 
+    def _look_ahead(self, desc: Descriptor, data: bytes) -> None:
+        """Send the HEADs of the manifest's blobs (foreign layers aside, as ``load_image``
+        does), unless it is not the manifest asked for: the reader will say so."""
+        with self._lock:
+            if desc.digest in self._looked:
+                return
+            self._looked.add(desc.digest)
+        if Digest.of(data, desc.digest.algorithm) != desc.digest:
+            return
+        try:
+            parsed = parse_manifest(data, desc.media_type)
+        except ValueError:
+            return  # said by the reader
+        if not isinstance(parsed, Manifest):
+            return
+        with self._lock:
+            for blob in parsed.blobs:
+                d = blob.digest
+                if is_foreign_layer(blob.media_type) or d in self._sizes or d in self._heads or d in self._blobs:
+                    continue
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(HEAD_JOBS, thread_name_prefix="ocipush-source-head")
+                self._heads[d] = self._pool.submit(self.puller.blob_size, d)
+
     def _check_present(self, desc: Descriptor) -> None:
         """The blob is there, of the descriptor's size: one HEAD per blob and run."""
         with self._lock:
             size = self._sizes.get(desc.digest)
+            ahead = self._heads.pop(desc.digest, None)
         if size is None:
             with self._errors():
-                found = self.puller.blob_size(desc.digest)
+                found = self._head(desc.digest, ahead)
             if found is None:
                 raise SourceError(f"{self.describe_blob(desc)}: missing (the source registry answered 404)")
             size = found
@@ -207,12 +247,24 @@ class RemoteSource(Source):
             raise SourceError(f"{self.describe_blob(desc)}: the source registry has {size} bytes, "
                               f"the descriptor says {desc.size}")
 
+    def _head(self, digest: Digest, ahead: Future[int | None] | None) -> int | None:
+        """The answer to the HEAD sent ahead, else (none sent, or cancelled by ``close``)
+        to one sent now."""
+        if ahead is not None:
+            with contextlib.suppress(CancelledError):
+                return ahead.result()
+        return self.puller.blob_size(digest)
+
     def describe_blob(self, desc: Descriptor) -> str:
         return f"source registry {self.host}: {self.reference.repository}@{desc.digest}"
 
     def close(self) -> None:
         """Cut the downloads still open (an interrupted push leaves upload threads reading
         them), then close the connections."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)  # HEADs in flight end with the interrupt
         self.client.interrupt(grace=0)
         self.client.close()
 

@@ -362,3 +362,102 @@ def test_a_config_is_kept_only_whole_verified_and_within_bounds(make_registry, r
         with reader.open_blob(config) as f:
             assert f.read() == data
         assert reader._blobs == {} and reader._blob_bytes == 0
+
+
+@pytest.fixture(scope="module")
+def ten_platforms(tmp_path_factory):
+    """An index of 10 platforms: 20 blobs (a config and a layer each)."""
+    from tests.imagegen import make_index_layout
+
+    return make_index_layout(tmp_path_factory.mktemp("ten"), [256],
+                             platforms=[("linux", f"arch{i}") for i in range(10)], ref="multi")
+
+
+def test_blob_heads_go_ahead_of_load_image_a_few_at_once(make_registry, ten_platforms, repo, user_config,
+                                                         monkeypatch):
+    """``load_image`` asks one blob after the other; the HEADs go out as soon as each
+    manifest is read, HEAD_JOBS at once and never more: the first HEAD_JOBS wait until all
+    of them are in flight (an event, not a clock), which one HEAD at a time never reaches."""
+    import threading
+
+    from ocipush import remote
+    from ocipush.registry.pull import Puller
+    from ocipush.sources import load_image
+
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    lock, in_flight, most, heads = threading.Lock(), [0], [0], []
+    all_in_flight = threading.Event()
+    real = Puller.blob_size
+
+    def counted(self, digest):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            heads.append(digest)
+            if in_flight[0] == remote.HEAD_JOBS:
+                all_in_flight.set()
+            first = len(heads) <= remote.HEAD_JOBS
+        try:
+            if first:
+                assert all_in_flight.wait(10), "the HEADs went one at a time"
+            return real(self, digest)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(Puller, "blob_size", counted)
+    with remote.open_any_source(f"docker://{source.host}/{repo}:multi", ClientOptions(), FAST) as reader:
+        root = load_image(reader)
+    assert all_in_flight.is_set() and most[0] == remote.HEAD_JOBS
+    assert sorted(heads) == sorted(b.digest for b in root.blobs())  # each once, none more
+
+
+def test_missing_blobs_found_ahead_say_the_first_in_order(make_registry, ten_platforms, repo, capsys,
+                                                          user_config):
+    """Two blobs missing (404 to their HEADs): one line, exit 3, naming the first one
+    load_image asks for, whichever HEAD came back first."""
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    first, later = ten_platforms.images[2].layers[0], ten_platforms.images[7].config
+    with FaultProxy(source.host) as src:
+        src.respond(404, method="HEAD", path=later.digest)
+        src.respond(404, method="HEAD", path=first.digest)
+        assert main([f"docker://{src.host}/{repo}:multi", f"{source.host}/{repo}-copy:multi"]) == 3
+    assert _error(capsys) == (f"ocipush: source registry {src.host}: {repo}@{first.digest}: missing "
+                              "(the source registry answered 404)")
+
+
+def test_close_while_heads_are_held_ends_them(make_registry, ten_platforms, repo, user_config):
+    """The source registry holds every HEAD; closing the source (what Ctrl-C does) ends
+    the look-ahead's threads at once, and load_image, waiting on one, says interrupted."""
+    import threading
+
+    from ocipush import remote
+    from ocipush.registry.transport import Interrupted
+    from ocipush.sources import load_image
+
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    with FaultProxy(source.host) as silent:
+        held = silent.stall(60, method="HEAD", times=None)
+        reader = remote.open_any_source(f"docker://{silent.host}/{repo}:multi", ClientOptions(), FAST)
+        outcome: list[BaseException] = []
+
+        def walk():
+            try:
+                load_image(reader)
+            except BaseException as e:  # what the walk ended with is the point
+                outcome.append(e)
+
+        walker = threading.Thread(target=walk)
+        walker.start()
+        assert held.fault.holding.wait(30), "no HEAD came"
+        reader.close()
+        walker.join(20)
+        assert not walker.is_alive()
+        heads = [t for t in threading.enumerate() if t.name.startswith("ocipush-source-head")]
+        for thread in heads:
+            thread.join(20)
+            assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Interrupted), outcome

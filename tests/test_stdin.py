@@ -277,10 +277,7 @@ class Endless(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         n = len(view)
-        if self.given < len(self.prefix):
-            chunk = self.prefix[self.given : self.given + n]
-        else:
-            chunk = self.pattern[:n]
+        chunk = self.prefix[self.given : self.given + n] if self.given < len(self.prefix) else self.pattern[:n]
         view[: len(chunk)] = chunk
         self.given += len(chunk)
         return len(chunk)
@@ -317,7 +314,8 @@ def test_a_compressed_stream_of_no_tar_is_refused_at_its_first_block(spool_dir):
 
 
 def test_a_short_stream_that_is_no_tar(spool_dir):
-    with pytest.raises(SourceError, match=r"^standard input: not a tar archive \(5 bytes, shorter than a tar header\)$"):
+    with pytest.raises(SourceError, match=r"^standard input: not a tar archive \(5 bytes, shorter than a tar "
+                                          r"header\)$"):
         spool(io.BytesIO(b"hello"))
 
 
