@@ -529,3 +529,25 @@ def test_a_pipe_of_an_archive_then_padding_pushes_quietly(tmp_path):
     code, _, err = run_piped(producer, ["docker-archive:-", f"oci:{tmp_path / 'out'}:v1"], tmp_path)
     assert code == 0, err
     assert "left unread" not in err
+
+
+@pytest.mark.parametrize("name", ["BZh91AY", "\x1f\udc8bgzip-named"])  # tarfile writes \udc8b as byte 0x8b
+def test_a_tar_whose_first_name_looks_like_a_magic_is_a_plain_tar(spool_dir, tmp_path, name):
+    """The magic bytes of bzip2 (``BZh``) or gzip at the start of a member name: the block is
+    a tar header (its checksum holds), so the stream is a plain tar, piped or on disk."""
+    from ocipush.sources.tarindex import open_tar
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    spooled = spool(io.BytesIO(out.getvalue()))
+    (tmp_path / "a.tar").write_bytes(out.getvalue())
+    on_disk = open_tar(tmp_path / "a.tar")
+    for index in (spooled, on_disk):
+        try:
+            with index.open(name) as f:
+                assert f.read() == b"hello"
+        finally:
+            index.close()

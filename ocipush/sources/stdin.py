@@ -44,12 +44,11 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
-from ..compression import detect
 from ..errors import SourceError, UsageError, local_io_error
 from ..events import Notes
 from ..reference import SourceSpec
 from ..units import format_size
-from .tarindex import TarIndex, open_decompressor, open_tar, read_decompressed, temporary_file
+from .tarindex import TarIndex, detect_compression, open_decompressor, open_tar, read_decompressed, temporary_file
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -132,7 +131,7 @@ def _spool_tar(raw: _Input, write: Callable[[bytes], None]) -> tuple[int, str | 
     """The tar on ``raw``, decompressed if it is compressed, written up to its end blocks
     included: (bytes written, the compression or None)."""
     head = raw.read_exact(_HEADER)
-    compression = detect(head)
+    compression = detect_compression(head)
     raw.push_back(head)
     if compression is None:
         return _Follower(raw.read, write, "").run(), None

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TarIndex",
     "TarSlice",
+    "detect_compression",
     "normalise_name",
     "open_decompressor",
     "open_tar",
@@ -101,9 +102,22 @@ def sniff_compression(stream: IO[bytes]) -> str | None:
     magic bytes at the stream's position, which it is left at. Never from names: a
     ``layer.tar`` may be gzip and ``blobs/sha256/…`` says nothing."""
     start = stream.tell()
-    head = stream.read(_MAGIC_LEN)
+    head = stream.read(tarfile.BLOCKSIZE)
     stream.seek(start)
-    return detect(head)
+    return detect_compression(head)
+
+
+def detect_compression(head: bytes) -> str | None:
+    """``sniff_compression`` of a stream's first 512 bytes: a magic at their start, unless
+    they are a tar header — a tar whose first member is named ``BZh…`` is a plain tar."""
+    compression = detect(head[:_MAGIC_LEN])
+    if compression is None or len(head) < tarfile.BLOCKSIZE:
+        return compression
+    try:
+        tarfile.TarInfo.frombuf(head[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return compression
+    return None
 
 
 def open_tar(
