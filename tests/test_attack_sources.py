@@ -170,7 +170,11 @@ def test_a_killed_spool_leaves_nothing_in_tmpdir(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "ocipush", "docker-archive:-", "127.0.0.1:9/x:y"],
                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     try:
-        child.stdin.write(b"\0" * (4 << 20))
+        import tarfile
+
+        member = tarfile.TarInfo("layer.tar")  # a member longer than what is sent: the spool waits for the rest
+        member.size = 64 << 20
+        child.stdin.write(member.tobuf(tarfile.USTAR_FORMAT) + b"\0" * (4 << 20))
         child.stdin.flush()
         deadline = time.monotonic() + 20
         while not _spooled(child.pid, spool, 4 << 20) and time.monotonic() < deadline:

@@ -313,3 +313,151 @@ def test_no_creds_with_credentials_is_a_usage_error(args, message, capsys, user_
 def test_src_no_creds_needs_a_registry_source(capsys, user_config, tmp_path):
     assert main([f"oci:{tmp_path}:v1", "registry.example/app:v1", "--src-no-creds"]) == 2
     assert "--src-no-creds is for a docker:// source" in _error(capsys)
+
+
+
+def test_the_config_is_fetched_once(make_registry, registry, repo, capsys, user_config, tmp_path):
+    """A push reads the config before the plan (its diff_ids, to check the layers) and again
+    to upload it: the second read comes from the source's memory, not a second GET."""
+    image = make_layout(tmp_path / "small", [2048, 1024], ref="v1")
+    source = make_registry()
+    _seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    with FaultProxy(source.host) as src:
+        result = push(f"docker://{src.host}/{repo}:v1", f"{registry.host}/{repo}:v1", PushOptions(cache=None))
+        seen = [(e.method, e.status) for e in src.requests() if e.path.endswith(f"/blobs/{image.config.digest}")]
+    assert str(result.digest) == image.digest
+    assert seen == [("HEAD", 200), ("GET", 200)]
+    skopeo_pull(f"{registry.host}/{repo}:v1", tmp_path / "pulled")
+
+
+def test_a_config_is_kept_only_whole_verified_and_within_bounds(make_registry, repo, user_config, tmp_path,
+                                                                monkeypatch):
+    from ocipush import remote
+    from ocipush.digest import Digest
+    from ocipush.models import Descriptor
+
+    image = make_layout(tmp_path / "small", [1024], ref="v1")
+    source = make_registry()
+    _seed(f"oci:{image.layout}:v1", f"{source.host}/{repo}:v1")
+    config = Descriptor(image.config.media_type, Digest.parse(image.config.digest), image.config.size)
+    data = image.config.path.read_bytes()
+    with FaultProxy(source.host) as src, remote.open_any_source(f"docker://{src.host}/{repo}:v1", ClientOptions(),
+                                                                FAST) as reader:
+        with reader.open_blob(config) as f:
+            assert f.read(10) == data[:10]  # not whole: not kept
+        assert reader._blobs == {} and reader._blob_bytes == 0
+        for _ in range(3):
+            with reader.open_blob(config) as f:
+                assert f.read() == data  # the first whole read is kept, the next from memory
+        assert reader._blobs == {config.digest: data} and reader._blob_bytes == len(data)
+        gets = [e for e in src.requests() if e.method == "GET" and e.path.endswith(str(config.digest))]
+        assert len(gets) == 2
+        # Bytes that do not hash to the digest are never kept (the reader, which hashes them too, says so).
+        other = Descriptor(config.media_type, Digest.of(b"other"), len(data))
+        assert reader._reserve(len(data))
+        reader._keep_blob(other, data)
+        assert other.digest not in reader._blobs and reader._blob_bytes == len(data)
+    monkeypatch.setattr(remote, "BLOB_MEMORY", len(data) - 1)
+    with remote.open_any_source(f"docker://{source.host}/{repo}:v1", ClientOptions(), FAST) as reader:
+        with reader.open_blob(config) as f:
+            assert f.read() == data
+        assert reader._blobs == {} and reader._blob_bytes == 0
+
+
+@pytest.fixture(scope="module")
+def ten_platforms(tmp_path_factory):
+    """An index of 10 platforms: 20 blobs (a config and a layer each)."""
+    from tests.imagegen import make_index_layout
+
+    return make_index_layout(tmp_path_factory.mktemp("ten"), [256],
+                             platforms=[("linux", f"arch{i}") for i in range(10)], ref="multi")
+
+
+def test_blob_heads_go_ahead_of_load_image_a_few_at_once(make_registry, ten_platforms, repo, user_config,
+                                                         monkeypatch):
+    """``load_image`` asks one blob after the other; the HEADs go out as soon as each
+    manifest is read, HEAD_JOBS at once and never more: the first HEAD_JOBS wait until all
+    of them are in flight (an event, not a clock), which one HEAD at a time never reaches."""
+    import threading
+
+    from ocipush import remote
+    from ocipush.registry.pull import Puller
+    from ocipush.sources import load_image
+
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    lock, in_flight, most, heads = threading.Lock(), [0], [0], []
+    all_in_flight = threading.Event()
+    real = Puller.blob_size
+
+    def counted(self, digest):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+            heads.append(digest)
+            if in_flight[0] == remote.HEAD_JOBS:
+                all_in_flight.set()
+            first = len(heads) <= remote.HEAD_JOBS
+        try:
+            if first:
+                assert all_in_flight.wait(10), "the HEADs went one at a time"
+            return real(self, digest)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(Puller, "blob_size", counted)
+    with remote.open_any_source(f"docker://{source.host}/{repo}:multi", ClientOptions(), FAST) as reader:
+        root = load_image(reader)
+    assert all_in_flight.is_set() and most[0] == remote.HEAD_JOBS
+    assert sorted(heads) == sorted(b.digest for b in root.blobs())  # each once, none more
+
+
+def test_missing_blobs_found_ahead_say_the_first_in_order(make_registry, ten_platforms, repo, capsys,
+                                                          user_config):
+    """Two blobs missing (404 to their HEADs): one line, exit 3, naming the first one
+    load_image asks for, whichever HEAD came back first."""
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    first, later = ten_platforms.images[2].layers[0], ten_platforms.images[7].config
+    with FaultProxy(source.host) as src:
+        src.respond(404, method="HEAD", path=later.digest)
+        src.respond(404, method="HEAD", path=first.digest)
+        assert main([f"docker://{src.host}/{repo}:multi", f"{source.host}/{repo}-copy:multi"]) == 3
+    assert _error(capsys) == (f"ocipush: source registry {src.host}: {repo}@{first.digest}: missing "
+                              "(the source registry answered 404)")
+
+
+def test_close_while_heads_are_held_ends_them(make_registry, ten_platforms, repo, user_config):
+    """The source registry holds every HEAD; closing the source (what Ctrl-C does) ends
+    the look-ahead's threads at once, and load_image, waiting on one, says interrupted."""
+    import threading
+
+    from ocipush import remote
+    from ocipush.registry.transport import Interrupted
+    from ocipush.sources import load_image
+
+    source = make_registry()
+    _seed(f"oci:{ten_platforms.layout}:multi", f"{source.host}/{repo}:multi")
+    with FaultProxy(source.host) as silent:
+        held = silent.stall(60, method="HEAD", times=None)
+        reader = remote.open_any_source(f"docker://{silent.host}/{repo}:multi", ClientOptions(), FAST)
+        outcome: list[BaseException] = []
+
+        def walk():
+            try:
+                load_image(reader)
+            except BaseException as e:  # what the walk ended with is the point
+                outcome.append(e)
+
+        walker = threading.Thread(target=walk)
+        walker.start()
+        assert held.fault.holding.wait(30), "no HEAD came"
+        reader.close()
+        walker.join(20)
+        assert not walker.is_alive()
+        heads = [t for t in threading.enumerate() if t.name.startswith("ocipush-source-head")]
+        for thread in heads:
+            thread.join(20)
+            assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], Interrupted), outcome

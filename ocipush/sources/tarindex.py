@@ -45,7 +45,17 @@ from ..localfile import NotRegularFile, open_regular
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["TarIndex", "TarSlice", "normalise_name", "open_tar", "sniff_compression", "temporary_file"]
+__all__ = [
+    "TarIndex",
+    "TarSlice",
+    "detect_compression",
+    "normalise_name",
+    "open_decompressor",
+    "open_tar",
+    "read_decompressed",
+    "sniff_compression",
+    "temporary_file",
+]
 
 _PROC_FD = "/proc/self/fd"  # Linux: a path that opens an open file anew, with its own offset
 _MAX_LINKS = 40  # Linux's MAXSYMLINKS: deeper chains are loops in practice
@@ -80,14 +90,34 @@ _DECOMPRESSORS: dict[str, Callable[[IO[bytes]], _Decompressing]] = {
 }
 
 
+def open_decompressor(compression: str, raw: IO[bytes]) -> _Decompressing:
+    """The decompressed view of ``raw`` (``"gzip"``, ``"zstd"``, ``"xz"`` or ``"bzip2"``, as
+    ``sniff_compression`` says); closing it leaves ``raw`` open.  Read it with
+    ``read_decompressed``, which words its errors."""
+    return _DECOMPRESSORS[compression](raw)
+
+
 def sniff_compression(stream: IO[bytes]) -> str | None:
     """``"gzip"``, ``"zstd"``, ``"xz"``, ``"bzip2"`` or None (a plain tar, say), from the
     magic bytes at the stream's position, which it is left at. Never from names: a
     ``layer.tar`` may be gzip and ``blobs/sha256/…`` says nothing."""
     start = stream.tell()
-    head = stream.read(_MAGIC_LEN)
+    head = stream.read(tarfile.BLOCKSIZE)
     stream.seek(start)
-    return detect(head)
+    return detect_compression(head)
+
+
+def detect_compression(head: bytes) -> str | None:
+    """``sniff_compression`` of a stream's first 512 bytes: a magic at their start, unless
+    they are a tar header — a tar whose first member is named ``BZh…`` is a plain tar."""
+    compression = detect(head[:_MAGIC_LEN])
+    if compression is None or len(head) < tarfile.BLOCKSIZE:
+        return compression
+    try:
+        tarfile.TarInfo.frombuf(head[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return compression
+    return None
 
 
 def open_tar(
@@ -158,8 +188,8 @@ def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> t
     except OSError as e:
         raise local_io_error(tmpdir, f"decompressing {label}", e) from None
     try:
-        with _open_archive(path, label) as raw, _DECOMPRESSORS[compression](raw) as stream:
-            while block := _read_block(stream, compression, label):
+        with _open_archive(path, label) as raw, open_decompressor(compression, raw) as stream:
+            while block := read_decompressed(stream, compression, label):
                 try:
                     temp.write(block)
                 except OSError as e:
@@ -175,9 +205,10 @@ def _decompress(path: str | os.PathLike[str], compression: str, label: str) -> t
     return temp, temp_path
 
 
-def _read_block(stream: _Decompressing, compression: str, label: str) -> bytes:
+def read_decompressed(stream: _Decompressing, compression: str, label: str, size: int = _COPY_BLOCK) -> bytes:
+    """Up to ``size`` bytes (b"" at the end): corrupt data is a SourceError naming ``label``."""
     try:
-        return stream.read(_COPY_BLOCK)
+        return stream.read(size)
     except (OSError, EOFError, lzma.LZMAError, zstandard.ZstdError) as e:
         if isinstance(e, OSError) and e.errno:  # the disk under the archive failed, not the data
             raise SourceError(f"{label}: reading: {e.strerror}") from None
