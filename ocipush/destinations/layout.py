@@ -36,7 +36,6 @@ checked before anything is written and again just before the rename, and left as
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -124,7 +123,7 @@ def _hashes_to(path: Path, digest: Digest) -> bool:
     """Whether the file's content has ``digest``: a blob already in the layout may have
     been damaged (one flipped byte keeps its size) and is written again if not."""
     try:
-        h = hashlib.new(digest.algorithm)
+        h = digest.hasher()
         with open_regular(path) as f:
             while block := f.read(_HASH_BLOCK):
                 h.update(block)
