@@ -10,6 +10,7 @@ __all__ = [
     "DOCKER_LAYER",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
+    "IMAGE_CONFIG_TYPES",
     "INDEX_TYPES",
     "LAYER_TYPES",
     "MANIFEST_TYPES",
@@ -44,6 +45,8 @@ DOCKER_LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"  # rare, but d
 
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+# The configs of container images (an artifact's config is anything else).
+IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 
 
 def is_manifest(media_type: str) -> bool:

@@ -214,10 +214,9 @@ def docker_repo_tag(text: str) -> str:
     return f"{name}:{ref.tag}"
 
 
-# Transports of containers-transports(5); the ones without a form here are not readable yet.
-SOURCE_TRANSPORTS = ("oci", "oci-archive", "docker-archive", "docker-daemon", "containers-storage", "dir", "docker")
 # An engine names an IMAGE (which may hold colons), not a PATH[:REF].
 ENGINE_TRANSPORTS = ("docker-daemon", "containers-storage")
+# The transports of containers-transports(5) we read, and how each is written.
 _SOURCE_FORMS = {
     "oci": "oci:PATH[:REF]",
     "oci-archive": "oci-archive:PATH[:REF]",
@@ -227,6 +226,7 @@ _SOURCE_FORMS = {
     "dir": "dir:PATH",
     "docker": "docker://HOST/REPO[:TAG|@DIGEST]",
 }
+SOURCE_TRANSPORTS = tuple(_SOURCE_FORMS)
 _SUPPORTED = ", ".join(_SOURCE_FORMS.values())
 
 
@@ -270,10 +270,8 @@ def parse_source(text: str) -> SourceSpec:
     path, _, ref = rest.partition(":")
     check_spec(path, "source path")
     check_printable(ref, "source REF")
-    if transport in _SOURCE_FORMS and not path:
+    if not path:
         raise UsageError(f"{text!r}: missing the {'layout' if transport == 'oci' else 'archive'} path")
-    if transport not in _SOURCE_FORMS:
-        raise UsageError(f"source transport {transport!r} is not supported yet (use one of {_SUPPORTED})")
     return SourceSpec(transport, path, ref or None, text)
 
 

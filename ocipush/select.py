@@ -27,6 +27,7 @@ import attrs
 
 from .digest import Digest
 from .errors import SourceError, UsageError
+from .mediatypes import IMAGE_CONFIG_TYPES
 from .models import Descriptor, Index, Manifest, Platform, load_json, parse_manifest
 from .sources.base import ImageNode, shown_names
 
@@ -34,7 +35,6 @@ __all__ = ["normalise", "parse_platform", "select_platforms"]
 
 _PART = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}", re.ASCII)
 _ATTESTATION_LINK = "vnd.docker.reference.digest"
-_IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 
 def parse_platform(text: str) -> Platform:
@@ -134,7 +134,7 @@ def _held(candidates: list[_Candidate]) -> str:
 
 def _config_platform(manifest: Manifest, read_config: Callable[[Descriptor], bytes]) -> Platform | None:
     """os/architecture/variant of an image config; None for an artifact or a config without them."""
-    if manifest.config.media_type not in _IMAGE_CONFIGS:
+    if manifest.config.media_type not in IMAGE_CONFIG_TYPES:
         return None
     what = f"config {manifest.config.digest}"
     doc = load_json(read_config(manifest.config), what, error=SourceError)

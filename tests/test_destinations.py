@@ -317,6 +317,18 @@ def test_oci_layout_with_a_symlinked_blobs_dir_is_refused(tmp_path, capsys):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_oci_layout_with_a_blobs_file_is_refused(tmp_path, capsys):
+    """A regular file named ``blobs`` is named as a file, not a directory: exit 3, one line."""
+    info = make_layout(tmp_path / "img", [100])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "blobs").write_bytes(b"not a folder")
+    assert main([f"oci:{info.layout}", f"oci:{out}:v1"]) == 3
+    err = capsys.readouterr().err
+    assert f"{out / 'blobs'}: a file, not a directory; not adding to it" in err and err.count("\n") == 1, err
+    assert (out / "blobs").read_bytes() == b"not a folder"
+
+
 def test_oci_layout_rewrites_damaged_or_linked_blobs_it_finds(tmp_path, capsys):
     """A blob already in the layout is skipped only when it is a regular file hashing to its
     digest: a layer with one flipped byte (same size) and a manifest that is a symbolic link

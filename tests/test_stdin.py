@@ -78,6 +78,16 @@ def test_spooled_archive_reads_as_the_file_does(spool_dir, name):
     assert said.lines[-1].startswith(f"read {(ARCHIVES / name).stat().st_size / 1000:.1f} kB from standard input ")
 
 
+def test_a_closed_spool_is_not_read_through_its_fd_path(spool_dir):
+    """The spool's path is /proc/self/fd/N on Linux: once closed, N may name another file,
+    so a member opened after close() is a SourceError, not that file's bytes."""
+    tar = spool(io.BytesIO((ARCHIVES / "skopeo-docker.tar").read_bytes()))
+    tar.close()
+    closed = r"^standard input member manifest\.json: the archive's temporary copy was closed$"
+    with pytest.raises(SourceError, match=closed):
+        tar.open("manifest.json")
+
+
 def test_progress_is_said_while_reading(spool_dir, monkeypatch):
     monkeypatch.setattr(stdin_module, "PROGRESS_EVERY", 4096)
     data = (ARCHIVES / "skopeo-oci.tar").read_bytes()  # 12288 bytes: 3 steps

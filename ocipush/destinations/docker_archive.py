@@ -41,7 +41,6 @@ from .layout import ArchiveDestination
 
 __all__ = ["DockerArchiveDestination", "prepare_docker_archive"]
 
-_IMAGE_CONFIGS = (mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG)
 _ZSTD_NOTE = (
     "docker-archive: zstd layers are recompressed to gzip, since docker before 23.0 cannot load zstd "
     "(give --compression-format zstd to keep them)"
@@ -66,7 +65,7 @@ def prepare_docker_archive(root: Manifest | Index, compression: Compression) -> 
             f"docker-archive: holds one image, and the source is an index of {len(root.manifests)} "
             f"manifests ({held}); choose one with --platform OS/ARCH"
         )
-    if root.config.media_type not in _IMAGE_CONFIGS:
+    if root.config.media_type not in mediatypes.IMAGE_CONFIG_TYPES:
         raise UsageError(f"docker-archive: the source is not a container image (config {root.config.media_type!r}); "
                          "docker load takes images only")
     zstd = any(mediatypes.layer_compression(d.media_type) == (True, "zstd") for d in root.layers)

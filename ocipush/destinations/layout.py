@@ -36,7 +36,6 @@ checked before anything is written and again just before the rename, and left as
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -124,7 +123,7 @@ def _hashes_to(path: Path, digest: Digest) -> bool:
     """Whether the file's content has ``digest``: a blob already in the layout may have
     been damaged (one flipped byte keeps its size) and is written again if not."""
     try:
-        h = hashlib.new(digest.algorithm)
+        h = digest.hasher()
         with open_regular(path) as f:
             while block := f.read(_HASH_BLOCK):
                 h.update(block)
@@ -136,30 +135,38 @@ def _hashes_to(path: Path, digest: Digest) -> bool:
 def _check_replaceable(archive: Path) -> None:
     """UsageError unless ``archive`` is missing or a regular file (not through a symbolic
     link): ``os.replace`` would swap a device node, a FIFO or a link for our tar."""
-    try:
-        mode = archive.lstat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise local_io_error(archive, "checking", e) from None
-    if not stat.S_ISREG(mode):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
-        raise UsageError(f"{archive}: {kind}, not a regular file; not replacing it with an archive")
+    mode = _lstat_mode(archive)
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"{archive}: {_kind(mode)}, not a regular file; not replacing it with an archive")
 
 
 def _check_blob_dirs(path: Path) -> None:
     """SourceError when ``blobs`` or ``blobs/sha256`` exists as anything but a real
     directory: through a symbolic link, blobs would land wherever it points."""
     for folder in (path / "blobs", path / "blobs" / "sha256"):
-        try:
-            mode = folder.lstat().st_mode
-        except FileNotFoundError:
+        mode = _lstat_mode(folder)
+        if mode is None:
             return
-        except OSError as e:
-            raise local_io_error(folder, "checking", e) from None
         if not stat.S_ISDIR(mode):
-            kind = "a symbolic link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else file_kind(mode)
-            raise _not_addable(f"{folder}: {kind}, not a directory")
+            raise _not_addable(f"{folder}: {_kind(mode)}, not a directory")
+
+
+def _lstat_mode(path: Path) -> int | None:
+    """The mode of ``path`` itself (a symbolic link is not followed); None when it does
+    not exist, a local I/O error when it cannot be checked."""
+    try:
+        return path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise local_io_error(path, "checking", e) from None
+
+
+def _kind(mode: int) -> str:
+    """What a file found by lstat is, for messages: a link or a regular file too."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a file" if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _read_json(path: Path) -> object | None:

@@ -8,12 +8,11 @@ from ..events import Notes
 from ..reference import SourceSpec, parse_source, reads_stdin
 from .base import MAX_MANIFEST_SIZE, ImageNode, Source, load_image
 from .dir import open_dir
-from .docker_archive import DockerArchive
+from .docker_archive import DockerArchive, open_docker_archive
 from .engine import save_image
 from .oci_archive import open_oci_archive
 from .oci_layout import OCILayout, open_oci_layout
 from .stdin import spool_stdin
-from .tarindex import open_tar
 
 __all__ = [
     "MAX_MANIFEST_SIZE",
@@ -26,12 +25,6 @@ __all__ = [
     "open_source",
     "parse_source",
 ]
-
-
-def open_docker_archive(spec: SourceSpec) -> DockerArchive:
-    """``docker-archive:PATH[:REPO:TAG|@N]`` (its sibling openers live in their modules;
-    this one stays here while docker_archive.py is reworked for cattrs)."""
-    return DockerArchive(open_tar(spec.path), spec.ref, name=str(spec))
 
 
 _OPENERS: dict[str, Callable[[SourceSpec], Source]] = {

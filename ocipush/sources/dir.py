@@ -178,7 +178,7 @@ class DirImage(Source):
             children = [self._corrected(child, depth + 1) for child in parsed.manifests]
             if children == parsed.manifests:
                 return desc
-            return self._remember(desc, data, "manifests", {i: c for i, c in enumerate(children)})
+            return self._remember(desc, data, "manifests", dict(enumerate(children)))
         assert isinstance(parsed, Manifest)
         fixed = {i: d for i, layer in enumerate(parsed.layers) if (d := self._true_layer(layer)) != layer}
         if not fixed:

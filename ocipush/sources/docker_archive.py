@@ -65,13 +65,13 @@ from ..models import (
     parse_image_config,
     strict,
 )
-from ..reference import Reference
+from ..reference import Reference, SourceSpec
 from .base import MAX_MANIFEST_SIZE, Source, parse_position, read_manifest, shown
 from .oci_layout import read_index
 from .store import blob_name, open_sized, read_bytes, read_json
-from .tarindex import TarIndex, normalise_name, sniff_compression
+from .tarindex import TarIndex, normalise_name, open_tar, sniff_compression
 
-__all__ = ["ArchiveImage", "DockerArchive"]
+__all__ = ["ArchiveImage", "DockerArchive", "open_docker_archive"]
 
 
 
@@ -88,6 +88,11 @@ class ArchiveImage:
     @property
     def title(self) -> str:
         return self.repo_tags[0] if self.repo_tags else f"image @{self.position}"
+
+
+def open_docker_archive(spec: SourceSpec) -> DockerArchive:
+    """``docker-archive:PATH[:REPO:TAG|@N]``: the archive indexed, the image chosen."""
+    return DockerArchive(open_tar(spec.path), spec.ref, name=str(spec))
 
 
 class DockerArchive(Source):
