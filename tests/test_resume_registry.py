@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.faultproxy import FaultProxy
+from tests.helpers import signal_when, wait_until
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import ProxiedRequest, skopeo_pull
-from tests.test_interrupt import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,16 +66,9 @@ def start(args: list[str]) -> subprocess.Popen:
 
 def stop_when_held(process: subprocess.Popen, rule, signum: int) -> tuple[int, str, str]:
     """``signum`` once the fault proxy holds the stalled chunk (an event, not a clock)."""
-    try:
-        wait_until(lambda: rule.fault.holding.is_set() or process.poll() is not None, 60, "the held chunk")
-        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=30)
-        return process.returncode, out, err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    code, out, err = signal_when(process, rule.fault.holding.is_set, "the held chunk", signum)
+    assert code is not None
+    return code, out, err
 
 
 def patch_bytes(nginx, since: int) -> int:
