@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import FaultProxy
 from tests.helpers import signal_when, wait_until
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import ProxiedRequest, skopeo_pull
@@ -33,26 +32,6 @@ KEPT = "; 1 partial upload kept: run the same command again to resume"
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(16_000_000)], ref="v1")
-
-
-@pytest.fixture
-def nginx(make_proxy):
-    """An nginx of this test's own (its access log is the test's alone)."""
-    return make_proxy()
-
-
-@pytest.fixture
-def front(nginx):
-    """The fault proxy in front of nginx: where ocipush pushes to."""
-    with FaultProxy(nginx.host) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def cache_home(tmp_path, user_config, monkeypatch) -> Path:
-    """``$XDG_CACHE_HOME`` of this test (children inherit it): the record lives in ``ocipush/uploads``."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "ocipush" / "uploads"
 
 
 def argv(image, host: str, repo: str, *extra: str) -> list[str]:
