@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -113,6 +114,28 @@ def faulty_proxy(registry):
 
     with FaultProxy(registry.host) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def nginx(make_proxy) -> ProxyService:
+    """An nginx of this test's own in front of the shared registry (its access log is the test's alone)."""
+    return make_proxy()
+
+
+@pytest.fixture
+def front(nginx):
+    """A FaultProxy in front of ``nginx``: where a push that is to meet faults goes."""
+    from tests.faultproxy import FaultProxy
+
+    with FaultProxy(nginx.host) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def cache_home(tmp_path, user_config, monkeypatch) -> Path:
+    """``$XDG_CACHE_HOME`` of this test (children inherit it): upload records live in ``ocipush/uploads``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "ocipush" / "uploads"
 
 
 @pytest.fixture

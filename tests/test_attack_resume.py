@@ -17,10 +17,10 @@ from ocipush.push import push
 from ocipush.resume import STALE, BlobIdentity, UploadRecords
 from tests.fakeregistry import Alter, Drop, FakeRegistry, Reply, html, oci_error
 from tests.faultproxy import FaultProxy
+from tests.helpers import wait_until
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import skopeo_pull
 from tests.test_attack_zstdchunked import deadline
-from tests.test_interrupt import wait_until
 from tests.test_resume import (
     CHUNK,
     _Notes,

@@ -179,24 +179,6 @@ def test_stdin_archive_with_platform_and_zstd_json(proxy, repo, tmp_path, archiv
 # 5 and 6. resume after exhausted retries: docker:// source; zstd:chunked -----------------------------
 
 
-@pytest.fixture
-def nginx(make_proxy):
-    return make_proxy()
-
-
-@pytest.fixture
-def front(nginx):
-    """The fault proxy in front of the destination's nginx: where ocipush pushes to."""
-    with FaultProxy(nginx.host) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def cache_home(tmp_path, user_config, monkeypatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "ocipush" / "uploads"
-
-
 def records(path: Path) -> list[Path]:
     return sorted(path.glob("*.json")) if path.exists() else []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import registry_manifest
+from tests.helpers import registry_manifest, signal_when, wait_until
 from tests.imagegen import LayerSpec, make_layout
 
 pytestmark = pytest.mark.integration
@@ -32,14 +32,6 @@ def image(tmp_path_factory):
 def start_push(image, host: str, repo: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "ocipush", f"oci:{image.layout}", f"{host}/{repo}:v1", "--chunk-size", "1MB"]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def interrupt(process: subprocess.Popen, stalled, timeout: float) -> tuple[int | None, str, str, float]:
@@ -149,16 +141,7 @@ def push_slowly(image, host: str, repo: str) -> subprocess.Popen:
 
 
 def signal_mid_patch(process: subprocess.Popen, registry, repo: str, signum: int) -> tuple[int | None, str, str]:
-    try:
-        wait_until(lambda: receiving(registry, repo) or process.poll() is not None, 60, "a PATCH in progress")
-        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=15)
-        return process.returncode, out, err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    return signal_when(process, lambda: receiving(registry, repo), "a PATCH in progress", signum, exit_timeout=15)
 
 
 @pytest.mark.parametrize("signum, code, line", [

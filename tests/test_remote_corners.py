@@ -202,6 +202,18 @@ def test_src_options_need_a_docker_source(capsys):
     assert capsys.readouterr().err.strip() == "ocipush: --src-creds is for a docker:// source, not oci:/nonexistent:v1"
 
 
+def test_src_cert_dir_usage(tmp_path, capsys):
+    """--src-cert-dir is for a docker:// source, and a folder that is not there is a usage error
+    naming it, before any connection."""
+    assert main([f"oci:{tmp_path}:v1", "127.0.0.1:1/x:y", "--src-cert-dir", str(tmp_path)]) == 2
+    expected = f"ocipush: --src-cert-dir is for a docker:// source, not oci:{tmp_path}:v1"
+    assert capsys.readouterr().err.strip() == expected
+    missing = tmp_path / "no-certs"
+    assert main(["docker://127.0.0.1:1/x:y", "127.0.0.1:1/x:z", "--src-cert-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{missing}: not a directory" in err
+
+
 def test_a_registry_source_into_an_oci_layout(fake, image, tmp_path):
     result = push(f"docker://{fake.host}/src:v1", f"oci:{tmp_path / 'out'}:v1", PushOptions(cache=None))
     assert str(result.digest) == image.digest
@@ -217,6 +229,8 @@ def test_a_registry_source_into_an_oci_layout(fake, image, tmp_path):
         (["--src-username", "a", "--src-password-stdin", "--username", "b", "--password-stdin"],
          "only one password can come from standard input"),
         (["--src-username", "a", "--src-password-stdin", "--src-creds", "a:b"], "give either --src-creds or"),
+        (["--src-creds", ":pw"], "--src-creds: empty user name"),
+        (["--src-creds", "user"], "--src-creds has no password and there is no terminal to ask for one"),
     ],
 )
 def test_src_password_stdin_usage(args, message, capsys, monkeypatch):

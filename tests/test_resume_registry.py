@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import FaultProxy
+from tests.helpers import signal_when, wait_until
 from tests.imagegen import LayerSpec, make_layout
 from tests.services import ProxiedRequest, skopeo_pull
-from tests.test_interrupt import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +34,6 @@ def image(tmp_path_factory):
     return make_layout(tmp_path_factory.mktemp("img"), [LayerSpec(16_000_000)], ref="v1")
 
 
-@pytest.fixture
-def nginx(make_proxy):
-    """An nginx of this test's own (its access log is the test's alone)."""
-    return make_proxy()
-
-
-@pytest.fixture
-def front(nginx):
-    """The fault proxy in front of nginx: where ocipush pushes to."""
-    with FaultProxy(nginx.host) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def cache_home(tmp_path, user_config, monkeypatch) -> Path:
-    """``$XDG_CACHE_HOME`` of this test (children inherit it): the record lives in ``ocipush/uploads``."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    return tmp_path / "xdg" / "ocipush" / "uploads"
-
-
 def argv(image, host: str, repo: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ocipush", f"oci:{image.layout}", f"{host}/{repo}:v1", "--chunk-size", str(CHUNK),
             "--jobs", "1", "--retry-delay", "10ms", *extra]
@@ -66,16 +45,9 @@ def start(args: list[str]) -> subprocess.Popen:
 
 def stop_when_held(process: subprocess.Popen, rule, signum: int) -> tuple[int, str, str]:
     """``signum`` once the fault proxy holds the stalled chunk (an event, not a clock)."""
-    try:
-        wait_until(lambda: rule.fault.holding.is_set() or process.poll() is not None, 60, "the held chunk")
-        assert process.poll() is None, f"ocipush ended before the signal: {process.communicate()}"
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=30)
-        return process.returncode, out, err
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    code, out, err = signal_when(process, rule.fault.holding.is_set, "the held chunk", signum)
+    assert code is not None
+    return code, out, err
 
 
 def patch_bytes(nginx, since: int) -> int:

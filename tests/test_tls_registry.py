@@ -103,3 +103,19 @@ def test_client_certificate(mtls_registry, image, repo, capsys, user_config, tmp
     assert ocipush(image, mtls_registry, repo, "--cert-dir", str(cert_dir(tmp_path / "ca-only", pki))) == 4
     assert f"cannot reach registry {mtls_registry.host}" in capsys.readouterr().err
     assert ocipush(image, mtls_registry, repo, "--cert-dir", str(cert_dir(tmp_path / "full", pki, client=True))) == 0
+
+
+def test_a_docker_source_trusted_through_src_cert_dir(https_registry, image, repo, capsys, user_config, tmp_path,
+                                                      pki):
+    """--src-cert-dir is what lets a docker:// source over HTTPS be read: refused without it,
+    read with it (the destination's --cert-dir is not asked for an OCI layout)."""
+    assert ocipush(image, https_registry, repo, "--cert-dir", str(cert_dir(tmp_path / "certs", pki))) == 0
+    capsys.readouterr()
+    source = [f"docker://{https_registry.host}/{repo}:v1", f"oci:{tmp_path / 'out'}:v1",
+              "--src-creds", f"alice:{PASSWORD}"]
+    assert main(source) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"source registry {https_registry.host}" in err
+    assert "CERTIFICATE_VERIFY_FAILED" in err
+    assert main([*source, "--src-cert-dir", str(tmp_path / "certs")]) == 0
+    assert capsys.readouterr().out.strip().endswith(image.digest)
