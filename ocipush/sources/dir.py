@@ -84,7 +84,7 @@ class DirImage(Source):
     def describe_blob(self, desc: Descriptor) -> str:
         if desc.digest in self._memory:
             return f"manifest {desc.digest} ({self._made_from[desc.digest]})"
-        return f"blob {desc.digest} ({self.store.describe(self._file(desc))})"
+        return self._described(desc, self._file(desc))
 
     def open_blob(self, desc: Descriptor) -> BinaryIO:
         if desc.digest in self._memory:
@@ -92,12 +92,16 @@ class DirImage(Source):
             if len(data) != desc.size:
                 raise SourceError(f"{self.describe_blob(desc)}: {len(data)} bytes, descriptor says {desc.size}")
             return io.BytesIO(data)
-        return open_sized(self.store, self._file(desc), desc.size, self.describe_blob(desc))
+        name = self._file(desc)  # looked up once: up to three names tried on disk
+        return open_sized(self.store, name, desc.size, self._described(desc, name))
 
     def close(self) -> None:
         self.store.close()
 
     # -- files ----------------------------------------------------------------------
+
+    def _described(self, desc: Descriptor, name: str) -> str:
+        return f"blob {desc.digest} ({self.store.describe(name)})"
 
     def _file(self, desc: Descriptor) -> str:
         """The file holding ``desc``: ``<hex>.manifest.json`` for an index's entries,
