@@ -74,6 +74,7 @@ from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
 from .retry import Budget, is_transient
+from .transport import origin_of
 from .uploadstate import (
     Refused,
     Restart,
@@ -270,7 +271,7 @@ class BlobUploader:
         except httpx.InvalidURL:
             return False
         # No user name or password either: httpx would send them as Basic credentials.
-        return not theirs.userinfo and (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+        return not theirs.userinfo and origin_of(theirs) == origin_of(ours)
 
     def _drop_recorded(self, journal: UploadJournal) -> None:
         """The blob is there already: an upload an earlier run left for it is cancelled."""
