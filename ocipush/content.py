@@ -165,7 +165,6 @@ class FileContent:
         self.digest = digest
         self.size = size
         self.what = what
-        self._expected = digest
         self._opener = opener
         self._file: BinaryIO | None = None
         self._hash = digest.hasher()
@@ -227,12 +226,12 @@ class FileContent:
         if self._hashed != self.size:
             raise BlobVerificationError(f"{self.what}: read {self._hashed} of {self.size} bytes")
         got = self._hash.hexdigest()
-        if got != self._expected.hex:
+        if got != self.digest.hex:
             raise BlobVerificationError(
-                f"{self.what}: content does not match its digest {self._expected} "
-                f"(it hashes to {self._expected.algorithm}:{got})"
+                f"{self.what}: content does not match its digest {self.digest} "
+                f"(it hashes to {self.digest.algorithm}:{got})"
             )
-        return self._expected
+        return self.digest
 
     def close(self) -> None:
         if self._file is not None:

@@ -309,3 +309,26 @@ def test_two_ocipush_processes_on_one_blob_never_share_its_upload(make_proxy, re
         rerun(args)  # the layer is there (B's): A's upload is cancelled and its record goes
         skopeo_pull(f"{front.host}/{repo}:v1", tmp_path / "pulled-c")
         assert sorted(uploads.glob("*.json")) == []
+
+
+def test_a_record_url_is_on_our_origin_by_scheme_host_and_port_defaults_filled():
+    """The origin check of a recorded upload URL is the auth guard's (transport.origin_of):
+    an explicit default port or an upper-case host is the same origin; credentials in the
+    URL, another scheme or port are not."""
+    from ocipush.chunks import HostLimits
+    from ocipush.registry.client import RegistryClient
+    from ocipush.registry.upload import BlobUploader
+
+    client = RegistryClient("reg.example")
+    try:
+        client.base_url = "https://reg.example"
+        uploader = BlobUploader(client, "r", HostLimits(None))
+        same = ["https://reg.example/v2/r/blobs/uploads/x", "https://reg.example:443/v2/r/blobs/uploads/x",
+                "https://REG.example/v2/r/blobs/uploads/x"]
+        other = ["http://reg.example/v2/r/blobs/uploads/x", "https://reg.example:444/v2/r/blobs/uploads/x",
+                 "https://u:p@reg.example/v2/r/blobs/uploads/x", "https://evil.example/v2/r/blobs/uploads/x",
+                 "https://[::1/x"]
+        assert [uploader._same_origin(u) for u in same] == [True] * len(same)
+        assert [uploader._same_origin(u) for u in other] == [False] * len(other)
+    finally:
+        client.close()

@@ -39,7 +39,7 @@ import httpx
 
 from ..errors import AuthenticationError, RegistryError
 from ..reference import is_loopback_host
-from .headers import BODY_LIMITS, read_bounded
+from .headers import BODY_LIMITS, read_bounded, redact_url
 from .tokens import Challenge, Secrets, host_of, parse_challenges, parse_realm, parse_token_answer, printable
 from .transport import BINDING_EXTENSION, Binding, Origin, origin_of
 
@@ -123,11 +123,6 @@ class Scope:
 _API_PATH_RE = re.compile(
     r"^/v2/(.+)/(?:blobs/uploads(?:/[^/]*)?|blobs/[^/]+|manifests/[^/]+|tags/list|referrers/[^/]+)$"
 )
-
-def _redacted(url: httpx.URL) -> str:
-    """A URL for messages: its query may carry a signature."""
-    return str(url.copy_with(query=None, fragment=None)) + ("?…" if url.query else "")
-
 
 def _drain(response: httpx.Response, limit: int, what: str) -> bytes:
     """Read a response the flow consumes, bounded; httpx reads every response the flow
@@ -222,7 +217,7 @@ class RegistryAuth(httpx.Auth):
         if challenge is None:
             return
         # httpx reads this 401 whole before the next request goes out: bounded, here.
-        _drain(response, BODY_LIMITS["error"], f"{request.method} {_redacted(request.url)}")
+        _drain(response, BODY_LIMITS["error"], f"{request.method} {redact_url(request.url)}")
         fetched = yield from self._prepare(challenge, scope, refused=sent)
         if self._authorize(request, scope, fetched) is None:
             if fetched is not None:  # httpx would return the token service's answer as this request's
@@ -241,7 +236,7 @@ class RegistryAuth(httpx.Auth):
         if response.status_code != 401:
             return None
         if not self.is_registry(response.url):
-            where = f"{response.request.method} {printable(_redacted(response.url), 200)}"
+            where = f"{response.request.method} {printable(redact_url(response.url), 200)}"
             raise AuthenticationError(
                 f"{printable(response.url.host, 100)} asked for credentials ({where}); "
                 f"ocipush sends them only to the registry {self.registry}",
@@ -313,11 +308,11 @@ class RegistryAuth(httpx.Auth):
 
     def _bound(self, realm: httpx.URL, secret: str) -> dict[str, Binding]:
         """The extensions of a token request: bound to the realm's origin (guard_origin)."""
-        service = f"{self.registry}: the token service {_redacted(realm.copy_with(query=None))}"
+        service = f"{self.registry}: the token service {redact_url(realm.copy_with(query=None))}"
         return {BINDING_EXTENSION: Binding(origin_of(realm), service, secret)}
 
     def _store_token(self, response: httpx.Response, scope: Scope, credentials: Credentials | None) -> str:
-        realm = _redacted(response.request.url.copy_with(query=None))
+        realm = redact_url(response.request.url.copy_with(query=None))
         what = f"{self.registry}: the token service {realm}"
         body = _drain(response, BODY_LIMITS["token"], what)
         if response.status_code in (400, 401, 403):  # 400: OAuth2's invalid_grant

@@ -32,7 +32,7 @@ from ..errors import AuthenticationError, RegistryError
 from .auth import Credentials, RegistryAuth
 from .connect import Probe, failure_reason, find_origin
 from .credentials import AuthFiles
-from .headers import BODY_LIMITS, read_bounded, redact_text
+from .headers import BODY_LIMITS, read_bounded, redact_text, redact_url
 from .retry import RetryPolicy
 from .tls import registry_tls
 from .transport import (
@@ -340,7 +340,7 @@ def redact(url: str | httpx.URL) -> str:
         u = httpx.URL(str(url))
     except httpx.InvalidURL:
         return redact_text(str(url))
-    return str(u.copy_with(query=None, fragment=None)) + ("?…" if u.query else "")
+    return redact_url(u)
 
 
 def _read(response: httpx.Response, limit: int, what: str) -> bytes:

@@ -39,6 +39,7 @@ __all__ = [
     "parse_range",
     "read_bounded",
     "redact_text",
+    "redact_url",
     "resolve_location",
     "retry_after",
     "strict_int",
@@ -167,7 +168,7 @@ def location(response: httpx.Response) -> str:
     value = response.headers.get("Location")
     if not value:
         raise UploadError(
-            f"{request.method} {_redacted(request.url)}: {response.status_code} without a Location header"
+            f"{request.method} {redact_url(request.url)}: {response.status_code} without a Location header"
         )
     return resolve_location(request.url, value, what_of(response, "Location"))
 
@@ -193,7 +194,8 @@ def resolve_location(base: httpx.URL | str, value: str, what: str) -> str:
     return str(url)
 
 
-def _redacted(url: httpx.URL) -> str:
+def redact_url(url: httpx.URL) -> str:
+    """A URL for messages: its query may carry a signature or an upload's state."""
     return str(url.copy_with(query=None, fragment=None)) + ("?…" if url.query else "")
 
 

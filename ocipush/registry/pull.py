@@ -98,10 +98,6 @@ class Puller:
     def blob_url(self, digest: Digest) -> str:
         return self.client.url(f"/v2/{self.repository}/blobs/{digest}")
 
-    def open_blob(self, digest: Digest, size: int) -> BlobReader:
-        """A lazy reader of the blob: nothing is sent before the first read."""
-        return BlobReader(self.client, self.blob_url(digest), size)
-
 
 def _media_type(response: httpx.Response, body: bytes) -> str:
     """The manifest's type: its ``Content-Type`` when that is a manifest type, else (a

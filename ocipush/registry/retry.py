@@ -90,18 +90,17 @@ class RetryPolicy:
         self,
         attempt: Callable[[], T],
         *,
-        is_retryable: Callable[[RegistryError], bool] = is_transient,
         on_retry: OnRetry | None = None,
         budget: Budget | None = None,
     ) -> T:
-        """``attempt()`` until it returns, retrying a ``RegistryError`` that ``is_retryable``
+        """``attempt()`` until it returns, retrying a ``RegistryError`` that ``is_transient``
         while ``budget`` (default: a fresh one) lasts; anything else, or the last error, raises."""
         budget = self.budget() if budget is None else budget
         while True:
             try:
                 return attempt()
             except RegistryError as e:
-                if not is_retryable(e) or not budget.spend(e, on_retry):
+                if not is_transient(e) or not budget.spend(e, on_retry):
                     raise
 
 

@@ -74,6 +74,7 @@ from . import headers
 from .auth import for_repository
 from .client import RegistryClient, redact
 from .retry import Budget, is_transient
+from .transport import origin_of
 from .uploadstate import (
     Refused,
     Restart,
@@ -270,7 +271,7 @@ class BlobUploader:
         except httpx.InvalidURL:
             return False
         # No user name or password either: httpx would send them as Basic credentials.
-        return not theirs.userinfo and (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
+        return not theirs.userinfo and origin_of(theirs) == origin_of(ours)
 
     def _drop_recorded(self, journal: UploadJournal) -> None:
         """The blob is there already: an upload an earlier run left for it is cancelled."""
@@ -294,7 +295,7 @@ class BlobUploader:
         or a ``docker://`` source's that fed the upload): keep the upload and its record for
         the next run instead of cancelling it.  True when kept."""
         journal = session.journal
-        stats: UploadStats | None = getattr(self._local, "stats", None)
+        stats = self._stats()
         if journal is None or self._aborted or stats is None:
             return False
         if stats.exhausted is not error and not isinstance(error, SourceUnavailable):
@@ -360,7 +361,7 @@ class BlobUploader:
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """``client.request``, counted for the blob this thread uploads."""
-        stats: UploadStats | None = getattr(self._local, "stats", None)
+        stats = self._stats()
         if stats is not None:
             stats.methods[method] = stats.methods.get(method, 0) + 1
         return self.client.request(method, url, **kwargs)
@@ -374,13 +375,18 @@ class BlobUploader:
         try:
             return self.client.retry.run(attempt, on_retry=self._on_retry, budget=budget)
         except RegistryError as e:
-            stats: UploadStats | None = getattr(self._local, "stats", None)
+            stats = self._stats()
             if stats is not None and is_transient(e):
                 stats.exhausted = e
             raise
 
-    def _on_retry(self, error: RegistryError) -> None:
+    def _stats(self) -> UploadStats | None:
+        """The counters of the blob this thread uploads (None outside ``upload``)."""
         stats: UploadStats | None = getattr(self._local, "stats", None)
+        return stats
+
+    def _on_retry(self, error: RegistryError) -> None:
+        stats = self._stats()
         if stats is not None:
             stats.retries += 1
         self.client.on_retry(error)
