@@ -211,7 +211,7 @@ def test_src_cert_dir_usage(tmp_path, capsys):
     missing = tmp_path / "no-certs"
     assert main(["docker://127.0.0.1:1/x:y", "127.0.0.1:1/x:z", "--src-cert-dir", str(missing)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{missing}: not a directory" in err
+    assert err.count("\n") == 1 and f"--src-cert-dir {missing}: not a directory" in err
 
 
 def test_a_registry_source_into_an_oci_layout(fake, image, tmp_path):

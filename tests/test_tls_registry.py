@@ -117,5 +117,6 @@ def test_a_docker_source_trusted_through_src_cert_dir(https_registry, image, rep
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"source registry {https_registry.host}" in err
     assert "CERTIFICATE_VERIFY_FAILED" in err
+    assert "--src-cert-dir DIR" in err and "--src-tls-verify=false" in err  # the source's own options
     assert main([*source, "--src-cert-dir", str(tmp_path / "certs")]) == 0
     assert capsys.readouterr().out.strip().endswith(image.digest)

@@ -93,12 +93,13 @@ class RegistryClient:
     ):
         self.host = host
         self.creds_flag = creds_flag  # the option that gives this registry's credentials, for messages
+        self.flags = creds_flag.removesuffix("creds")  # "--" or "--src-": this side's options, for messages
         self.options = options
         self.loopback = loopback
         self.retry = RetryPolicy() if retry is None else retry
         self.on_retry: Callable[[RegistryError], None] = lambda error: None
         self.base_url = ""
-        self.tls = registry_tls(host, verify=options.tls_verify, cert_dir=options.cert_dir)
+        self.tls = registry_tls(host, verify=options.tls_verify, cert_dir=options.cert_dir, flags=self.flags)
         # Plain HTTP only to this machine (no proxy between), or to a registry the user made insecure.
         local = loopback and not proxied(httpx.URL(f"http://{host}/v2/"))
         self._schemes = ("https", "http") if local or self.tls.insecure else ("https",)
@@ -204,7 +205,8 @@ class RegistryClient:
         """Find the origin that serves ``/v2/`` (``connect.find_origin``): HTTPS, then plain
         HTTP where allowed, the HTTPS probe's handshake cut short there.  Found once: every
         request of this client goes to it, and credentials go to it only."""
-        probe = Probe(self.host, self._schemes, self._exchange, self._describe, self.retry, self.on_retry)
+        probe = Probe(self.host, self._schemes, self._exchange, self._describe, self.retry, self.on_retry,
+                      self.flags)
         self.base_url = find_origin(probe)
         self.auth.bind(self.base_url)
 

@@ -64,6 +64,7 @@ class Probe:
     describe: Callable[[httpx.Response, bytes], str]
     retry: RetryPolicy
     on_retry: Callable[[RegistryError], None]
+    flags: str = "--"  # how this side's options start in messages: "--", or "--src-" for a docker:// source
 
 
 def find_origin(probe: Probe) -> str:
@@ -102,7 +103,8 @@ def _attempt(probe: Probe, scheme: str, handshake: float | None) -> Attempt:
                 finally:
                     cut = cap.cut
     except httpx.HTTPError as e:
-        return Attempt(url, failure_reason(e) + _tls_hint(probe.host, e), cut=cut, tls_refused=_tls_refused(e))
+        reason = failure_reason(e) + _tls_hint(probe.host, e, probe.flags)
+        return Attempt(url, reason, cut=cut, tls_refused=_tls_refused(e))
     return Attempt(url, probe.describe(response, body), response.status_code)
 
 
@@ -155,11 +157,11 @@ def _tls_refused(error: BaseException) -> bool:
     return False
 
 
-def _tls_hint(host: str, error: httpx.HTTPError) -> str:
+def _tls_hint(host: str, error: httpx.HTTPError, flags: str = "--") -> str:
     if "CERTIFICATE_VERIFY_FAILED" not in str(error):
         return ""
-    return (f" (give its CA with --cert-dir DIR or in ~/.config/containers/certs.d/{host}/ca.crt, "
-            "or use --tls-verify=false)")
+    return (f" (give its CA with {flags}cert-dir DIR or in ~/.config/containers/certs.d/{host}/ca.crt, "
+            f"or use {flags}tls-verify=false)")
 
 
 def failure_reason(e: httpx.HTTPError) -> str:

@@ -38,11 +38,14 @@ class RegistryTLS:
     cert_dir: Path | None  # where its CAs and client certificate came from
 
 
-def registry_tls(host: str, *, verify: bool | None = None, cert_dir: Path | None = None) -> RegistryTLS:
-    """``verify`` None: verify unless registries.conf marks ``host`` insecure."""
+def registry_tls(
+    host: str, *, verify: bool | None = None, cert_dir: Path | None = None, flags: str = "--"
+) -> RegistryTLS:
+    """``verify`` None: verify unless registries.conf marks ``host`` insecure; ``flags``: how
+    this side's options start, for messages (``--src-`` for a docker:// source)."""
     insecure = not verify if verify is not None else marked_insecure(host)
     if cert_dir is not None and not cert_dir.is_dir():
-        raise UsageError(f"--cert-dir {cert_dir}: not a directory")
+        raise UsageError(f"{flags}cert-dir {cert_dir}: not a directory")
     cert_dir = cert_dir or find_cert_dir(host)
     context = ssl.create_default_context()  # the system store, like podman and docker
     if cert_dir:
