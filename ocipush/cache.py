@@ -32,12 +32,9 @@ Problems are told through the ``note`` callable given to each call, each message
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import stat
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +46,16 @@ from .digest import Digest
 from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
 from .pgzip import version as gzip_version
-from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
+from .seal import (
+    UnsafeFile,
+    check_private_dirs,
+    default_key_file,
+    document_sum,
+    load_key,
+    read_entry,
+    unsealed,
+    write_private,
+)
 from .zstdchunked import WRITER_VERSION as ZSTD_CHUNKED_VERSION
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
@@ -221,7 +227,7 @@ class BlobCache:
         path = self._path(key)
         try:
             self._check_directories(create=False)
-            data = _read_private(path)
+            data = read_entry(path, _MAX_ENTRY, "entry")
             secret = self.key() if data is not None else b""
         except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
@@ -281,39 +287,18 @@ class BlobCache:
     def _check_directories(self, create: bool) -> None:
         """Raises UnsafeFile when the cache's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
-        for directory in (self.base, self.root):
-            if create:
-                directory.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    directory.mkdir(mode=0o700)
-            try:
-                st = directory.stat()
-            except FileNotFoundError:
-                return  # nothing cached yet
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeFile(f"{directory}: not a directory; not used")
-            check_private(directory, st, "directory")
+        check_private_dirs((self.base, self.root), create)
 
     def _write(self, key: CacheKey, blob: CachedBlob, note: Note) -> None:
-        path = self._path(key)
-        tmp: str | None = None
         try:
             self._check_directories(create=True)
-            document = _document(key, blob, self.key())
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(document)
-            os.replace(tmp, path)
-            tmp = None
+            write_private(self._path(key), _document(key, blob, self.key()))
         except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
         except OSError as e:
             where = e.filename or self.root
             self._note(note, f"blob cache: cannot write {where}: {e.strerror or e}; "
                              "the push goes on without it (only slower next time)")
-        finally:
-            if tmp is not None:
-                _remove(tmp)
 
     def _note(self, note: Note, message: str) -> None:
         if note is _silent:
@@ -323,16 +308,3 @@ class BlobCache:
                 return
             self._said.add(message)
         note(message)
-
-
-def _read_private(path: Path) -> bytes | None:
-    """The entry's bytes (``seal.read_private``'s rules); None when there is none."""
-    try:
-        return read_private(path, _MAX_ENTRY, "entry")
-    except FileNotFoundError:
-        return None
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +51,17 @@ import attrs
 from .content import UploadPoint
 from .digest import Digest
 from .models import strict
-from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
+from .seal import (
+    UnsafeFile,
+    check_private,
+    check_private_dirs,
+    default_key_file,
+    document_sum,
+    load_key,
+    read_entry,
+    unsealed,
+    write_private,
+)
 
 __all__ = ["STALE", "BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
 
@@ -188,7 +197,7 @@ class UploadRecords:
         path = self.path(location, identity)
         try:
             self._check_directory(create=False)
-            data = _read(path)
+            data = read_entry(path, _MAX_ENTRY, "upload record")
             key = self._secret() if data is not None else b""
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
@@ -210,26 +219,15 @@ class UploadRecords:
 
     def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = _silent) -> None:
         """Record ``point``: a temporary file renamed into place, never half an entry."""
-        path = self.path(location, identity)
-        tmp: str | None = None
         try:
             self._check_directory(create=True)
             self._prune_once()
-            document = _document(location, identity, point, self._secret())
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(document)
-            os.replace(tmp, path)
-            tmp = None
+            write_private(self.path(location, identity), _document(location, identity, point, self._secret()))
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
         except OSError as e:
             self._note(note, f"upload record: cannot write {e.filename or self.root}: {e.strerror or e}; "
                              "an interrupted upload will start again from its first byte")
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def remove(self, location: str, identity: BlobIdentity, note: Note = _silent) -> None:
         path = self.path(location, identity)
@@ -284,18 +282,7 @@ class UploadRecords:
     def _check_directory(self, create: bool) -> None:
         """Raises UnsafeFile when the record's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
-        for directory in (self.root.parent, self.root):
-            if create:
-                directory.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    directory.mkdir(mode=0o700)
-            try:
-                st = directory.stat()
-            except FileNotFoundError:
-                return
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeFile(f"{directory}: not a directory; not used")
-            check_private(directory, st, "directory")
+        check_private_dirs((self.root.parent, self.root), create)
 
     def _prune_once(self) -> None:
         """Entries (and leftovers of killed writes, and free locks) untouched for ``STALE``
@@ -355,13 +342,6 @@ def _remove_stale(path: Path) -> None:
             os.close(fd)
     else:
         path.unlink()
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return read_private(path, _MAX_ENTRY, "upload record")
-    except FileNotFoundError:
-        return None
 
 
 class BlobJournal:

@@ -32,12 +32,15 @@ from .models import load_json
 __all__ = [
     "UnsafeFile",
     "check_private",
+    "check_private_dirs",
     "default_key_file",
     "document_sum",
     "load_key",
+    "read_entry",
     "read_private",
     "seal",
     "unsealed",
+    "write_private",
 ]
 
 _KEY_BYTES = 32
@@ -60,6 +63,38 @@ def check_private(path: Path, st: os.stat_result, what: str) -> None:
         raise UnsafeFile(f"{path}: {what} writable by others (mode {stat.S_IMODE(st.st_mode):04o}); not used")
 
 
+def check_private_dirs(directories: tuple[Path, ...], create: bool) -> None:
+    """Raises UnsafeFile when one of ``directories`` (outermost first) is not a directory
+    of the user's alone; with ``create``, makes the missing ones (0700).  The first missing
+    one ends the check: nothing is stored there yet."""
+    for directory in directories:
+        if create:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+        try:
+            st = directory.stat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeFile(f"{directory}: not a directory; not used")
+        check_private(directory, st, "directory")
+
+
+def write_private(path: Path, document: bytes) -> None:
+    """Put ``document`` at ``path`` whole: a temporary file (0600) beside it renamed into
+    place, so no reader ever sees half an entry.  Raises OSError."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")  # 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(document)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def seal(document: bytes, key: bytes) -> str:
     """The seal of ``document`` (canonical bytes) under ``key``, in hex."""
     return hmac.new(key, document, hashlib.sha256).hexdigest()
@@ -69,14 +104,7 @@ def load_key(path: Path) -> bytes:
     """The key in ``path``, made first when there is none.  Raises UnsafeFile for a key
     (or its directory) that others could have written or that is not a plain key file,
     OSError when it cannot be read or made."""
-    directory = path.parent
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        directory.mkdir(mode=0o700)
-    st = directory.stat()
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFile(f"{directory}: not a directory; not used")
-    check_private(directory, st, "directory")
+    check_private_dirs((path.parent,), create=True)
     with contextlib.suppress(FileExistsError):
         _create(path)
     return _read(path)
@@ -113,6 +141,14 @@ def read_private(path: Path, limit: int, what: str) -> bytes:
             raise UnsafeFile(f"{path}: not a regular file; not used")
         check_private(path, st, what)
         return f.read(limit + 1)
+
+
+def read_entry(path: Path, limit: int, what: str) -> bytes | None:
+    """``read_private``'s bytes of an entry; None when there is none."""
+    try:
+        return read_private(path, limit, what)
+    except FileNotFoundError:
+        return None
 
 
 def _read(path: Path) -> bytes:
