@@ -35,8 +35,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -47,20 +45,19 @@ from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
 from .pgzip import version as gzip_version
 from .seal import (
+    Note,
+    SealedStore,
     UnsafeFile,
     check_private_dirs,
-    default_key_file,
     document_sum,
-    load_key,
     read_entry,
+    silent,
     unsealed,
     write_private,
 )
 from .zstdchunked import WRITER_VERSION as ZSTD_CHUNKED_VERSION
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
-
-Note = Callable[[str], None]
 
 _VERSION = 2  # older entries (no key, no checksum) are quiet misses, rewritten by the next push
 _MAX_ENTRY = 64 * 1024
@@ -74,9 +71,6 @@ _LOCATION = re.compile(
     rf"/{_COMPONENT}(?:/{_COMPONENT})*"
 )
 
-
-def _silent(message: str) -> None:
-    pass
 
 
 def compressor_of(fmt: str) -> str:
@@ -201,7 +195,7 @@ def default_cache_dir() -> Path:
     return Path(base) / "ocipush"
 
 
-class BlobCache:
+class BlobCache(SealedStore):
     """The cache under ``root`` (default ``$XDG_CACHE_HOME/ocipush``), its entries sealed
     with the key in ``key_file`` (default ``seal.default_key_file()``); thread-safe."""
 
@@ -210,19 +204,9 @@ class BlobCache:
     def __init__(self, root: Path | None = None, key_file: Path | None = None):
         self.base = Path(root or default_cache_dir())
         self.root = self.base / "blobs"
-        self.key_file = key_file or default_key_file()
-        self._key: bytes | None = None
-        self._said: set[str] = set()
-        self._lock = threading.Lock()
+        super().__init__(key_file)
 
-    def key(self) -> bytes:
-        """The sealing key, read (or made) once. Raises UnsafeFile or OSError."""
-        with self._lock:
-            if self._key is None:
-                self._key = load_key(self.key_file)
-            return self._key
-
-    def lookup(self, key: CacheKey, note: Note = _silent) -> CachedBlob | None:
+    def lookup(self, key: CacheKey, note: Note = silent) -> CachedBlob | None:
         """What an earlier push made from ``key``; None when there is no usable entry."""
         path = self._path(key)
         try:
@@ -249,7 +233,7 @@ class BlobCache:
         return entry.blob
 
     def store(
-        self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = _silent,
+        self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = silent,
         annotations: dict[str, str] | None = None,
     ) -> None:
         """Remember that ``key`` gave ``digest`` of ``size`` bytes, now at ``location``
@@ -264,7 +248,7 @@ class BlobCache:
             annotations = dict(old.annotations) if old and same else {}
         self._write(key, CachedBlob(digest, size, tuple(locations[:_MAX_LOCATIONS]), annotations), note)
 
-    def forget(self, key: CacheKey, location: str | None = None, note: Note = _silent) -> None:
+    def forget(self, key: CacheKey, location: str | None = None, note: Note = silent) -> None:
         """Drop ``location`` from the entry, or the whole entry when ``location`` is None:
         the registry contradicted it."""
         old = self.lookup(key, note)
@@ -299,12 +283,3 @@ class BlobCache:
             where = e.filename or self.root
             self._note(note, f"blob cache: cannot write {where}: {e.strerror or e}; "
                              "the push goes on without it (only slower next time)")
-
-    def _note(self, note: Note, message: str) -> None:
-        if note is _silent:
-            return  # not said: a later call with a reporter must still say it
-        with self._lock:
-            if message in self._said:
-                return
-            self._said.add(message)
-        note(message)

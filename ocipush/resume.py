@@ -43,7 +43,6 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -52,29 +51,25 @@ from .content import UploadPoint
 from .digest import Digest
 from .models import strict
 from .seal import (
+    Note,
+    SealedStore,
     UnsafeFile,
     check_private,
     check_private_dirs,
-    default_key_file,
     document_sum,
-    load_key,
     read_entry,
+    silent,
     unsealed,
     write_private,
 )
 
 __all__ = ["STALE", "BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
 
-Note = Callable[[str], None]
-
 _VERSION = 1
 _MAX_ENTRY = 16 * 1024
 _MAX_SIZE = 2**62
 STALE = 7 * 24 * 3600  # seconds: distribution's uploadpurging age (168h)
 
-
-def _silent(message: str) -> None:
-    pass
 
 
 def default_records_dir() -> Path:
@@ -164,7 +159,7 @@ def _document(location: str, identity: BlobIdentity, point: UploadPoint, key: by
     return json.dumps(doc, sort_keys=True).encode()
 
 
-class UploadRecords:
+class UploadRecords(SealedStore):
     """The record under ``root`` (default ``default_records_dir()``), sealed with the key
     in ``key_file``; thread-safe.  ``resume`` False (``--no-resume``): recorded uploads are
     cancelled instead of continued; ``keep_partial`` (``--keep-partial``): an interrupted
@@ -173,16 +168,13 @@ class UploadRecords:
     def __init__(self, root: Path | None = None, key_file: Path | None = None, *, resume: bool = True,
                  keep_partial: bool = False):
         self.root = Path(root or default_records_dir())
-        self.key_file = key_file or default_key_file()
+        super().__init__(key_file)
         self.resume = resume
         self.keep_partial = keep_partial
-        self._key: bytes | None = None
-        self._said: set[str] = set()
         self._kept: set[Path] = set()
-        self._lock = threading.Lock()
         self._pruned = False
 
-    def journal(self, location: str, identity: BlobIdentity, note: Note = _silent) -> BlobJournal:
+    def journal(self, location: str, identity: BlobIdentity, note: Note = silent) -> BlobJournal:
         """The entry of ``identity``'s upload to ``location`` ("registry/repository")."""
         return BlobJournal(self, location, identity, note)
 
@@ -192,13 +184,13 @@ class UploadRecords:
         with self._lock:
             return len(self._kept)
 
-    def lookup(self, location: str, identity: BlobIdentity, note: Note = _silent) -> UploadPoint | None:
+    def lookup(self, location: str, identity: BlobIdentity, note: Note = silent) -> UploadPoint | None:
         """The recorded upload of ``identity`` to ``location``; None when there is no usable one."""
         path = self.path(location, identity)
         try:
             self._check_directory(create=False)
             data = read_entry(path, _MAX_ENTRY, "upload record")
-            key = self._secret() if data is not None else b""
+            key = self.key() if data is not None else b""
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
             return None
@@ -217,19 +209,19 @@ class UploadRecords:
             return None
         return entry.point
 
-    def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = _silent) -> None:
+    def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = silent) -> None:
         """Record ``point``: a temporary file renamed into place, never half an entry."""
         try:
             self._check_directory(create=True)
             self._prune_once()
-            write_private(self.path(location, identity), _document(location, identity, point, self._secret()))
+            write_private(self.path(location, identity), _document(location, identity, point, self.key()))
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
         except OSError as e:
             self._note(note, f"upload record: cannot write {e.filename or self.root}: {e.strerror or e}; "
                              "an interrupted upload will start again from its first byte")
 
-    def remove(self, location: str, identity: BlobIdentity, note: Note = _silent) -> None:
+    def remove(self, location: str, identity: BlobIdentity, note: Note = silent) -> None:
         path = self.path(location, identity)
         with self._lock:
             self._kept.discard(path)
@@ -238,7 +230,7 @@ class UploadRecords:
         except OSError as e:
             self._note(note, f"upload record: cannot remove {path}: {e.strerror or e}")
 
-    def claim(self, location: str, identity: BlobIdentity, note: Note = _silent) -> int | None:
+    def claim(self, location: str, identity: BlobIdentity, note: Note = silent) -> int | None:
         """The entry's lock, taken without waiting: an open descriptor to hand back to
         ``release``, or None when another run holds it (or it cannot be taken)."""
         path = self.path(location, identity).with_suffix(".lock")
@@ -273,12 +265,6 @@ class UploadRecords:
 
     # -- on disk ------------------------------------------------------------------------
 
-    def _secret(self) -> bytes:
-        with self._lock:
-            if self._key is None:
-                self._key = load_key(self.key_file)
-            return self._key
-
     def _check_directory(self, create: bool) -> None:
         """Raises UnsafeFile when the record's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
@@ -298,15 +284,6 @@ class UploadRecords:
                     st = item.stat(follow_symlinks=False)
                     if stat.S_ISREG(st.st_mode) and st.st_mtime < limit and item.name.endswith((".json", ".lock")):
                         _remove_stale(Path(item.path))
-
-    def _note(self, note: Note, message: str) -> None:
-        if note is _silent:
-            return
-        with self._lock:
-            if message in self._said:
-                return
-            self._said.add(message)
-        note(message)
 
 
 def _lock(path: Path) -> int:

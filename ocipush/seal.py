@@ -24,12 +24,16 @@ import os
 import secrets
 import stat
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .models import load_json
 
 __all__ = [
+    "Note",
+    "SealedStore",
     "UnsafeFile",
     "check_private",
     "check_private_dirs",
@@ -39,15 +43,50 @@ __all__ = [
     "read_entry",
     "read_private",
     "seal",
+    "silent",
     "unsealed",
     "write_private",
 ]
 
 _KEY_BYTES = 32
 
+Note = Callable[[str], None]
+
+
+def silent(message: str) -> None:
+    """The note of a caller that has no reporter: says nothing, and is not remembered as said."""
+
 
 class UnsafeFile(Exception):
     """A file or directory that others could have written: not to be used."""
+
+
+class SealedStore:
+    """What the blob cache and the record of open uploads share: the sealing key in
+    ``key_file`` (default ``default_key_file()``), read (or made) once, and notes said once
+    per run; thread-safe."""
+
+    def __init__(self, key_file: Path | None):
+        self.key_file = key_file or default_key_file()
+        self._key: bytes | None = None
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
+
+    def key(self) -> bytes:
+        """The sealing key, read (or made) once. Raises UnsafeFile or OSError."""
+        with self._lock:
+            if self._key is None:
+                self._key = load_key(self.key_file)
+            return self._key
+
+    def _note(self, note: Note, message: str) -> None:
+        if note is silent:
+            return  # not said: a later call with a reporter must still say it
+        with self._lock:
+            if message in self._said:
+                return
+            self._said.add(message)
+        note(message)
 
 
 def default_key_file() -> Path:
