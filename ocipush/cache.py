@@ -33,7 +33,6 @@ Problems are told through the ``note`` callable given to each call, each message
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from .seal import (
     Note,
     SealedStore,
     UnsafeFile,
+    cache_home,
     check_private_dirs,
     document_sum,
     read_entry,
@@ -191,8 +191,7 @@ def _document(key: CacheKey, blob: CachedBlob, secret: bytes) -> bytes:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ocipush"
+    return cache_home()
 
 
 class BlobCache(SealedStore):

@@ -54,6 +54,7 @@ from .seal import (
     Note,
     SealedStore,
     UnsafeFile,
+    cache_home,
     check_private,
     check_private_dirs,
     document_sum,
@@ -74,8 +75,7 @@ STALE = 7 * 24 * 3600  # seconds: distribution's uploadpurging age (168h)
 
 def default_records_dir() -> Path:
     """``$XDG_CACHE_HOME/ocipush/uploads``: beside the blob cache's ``blobs/``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ocipush" / "uploads"
+    return cache_home() / "uploads"
 
 
 @attrs.frozen

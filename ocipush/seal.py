@@ -35,6 +35,7 @@ __all__ = [
     "Note",
     "SealedStore",
     "UnsafeFile",
+    "cache_home",
     "check_private",
     "check_private_dirs",
     "default_key_file",
@@ -87,6 +88,13 @@ class SealedStore:
                 return
             self._said.add(message)
         note(message)
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME/ocipush`` (``~/.cache/ocipush``): the blob cache and the record of
+    open uploads live there, each in its own directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ocipush"
 
 
 def default_key_file() -> Path:
