@@ -11,6 +11,10 @@ purpose, keep the key with it (then whoever can write either is trusted).
 
 The key file gets the cache's own rules: a regular file, not a symlink, owned by the
 user and writable by nobody else, read without blocking and up to a few bytes.
+
+The blob cache and the record of open uploads share the rest of what is here: their
+directories' checks (``check_private_dirs``), entries written whole (``write_private``)
+and read under those rules (``read_entry``), and the key and notes of ``SealedStore``.
 """
 
 from __future__ import annotations
