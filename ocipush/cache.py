@@ -32,14 +32,8 @@ Problems are told through the ``note`` callable given to each call, each message
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import stat
-import tempfile
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -49,12 +43,21 @@ from .digest import Digest
 from .mediatypes import ZSTD_CHUNKED_KEYS
 from .models import load_json, strict
 from .pgzip import version as gzip_version
-from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
+from .seal import (
+    Note,
+    SealedStore,
+    UnsafeFile,
+    cache_home,
+    check_private_dirs,
+    document_sum,
+    read_entry,
+    silent,
+    unsealed,
+    write_private,
+)
 from .zstdchunked import WRITER_VERSION as ZSTD_CHUNKED_VERSION
 
 __all__ = ["BlobCache", "CacheKey", "CachedBlob", "compressor_of", "default_cache_dir"]
-
-Note = Callable[[str], None]
 
 _VERSION = 2  # older entries (no key, no checksum) are quiet misses, rewritten by the next push
 _MAX_ENTRY = 64 * 1024
@@ -68,9 +71,6 @@ _LOCATION = re.compile(
     rf"/{_COMPONENT}(?:/{_COMPONENT})*"
 )
 
-
-def _silent(message: str) -> None:
-    pass
 
 
 def compressor_of(fmt: str) -> str:
@@ -191,11 +191,10 @@ def _document(key: CacheKey, blob: CachedBlob, secret: bytes) -> bytes:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ocipush"
+    return cache_home()
 
 
-class BlobCache:
+class BlobCache(SealedStore):
     """The cache under ``root`` (default ``$XDG_CACHE_HOME/ocipush``), its entries sealed
     with the key in ``key_file`` (default ``seal.default_key_file()``); thread-safe."""
 
@@ -204,24 +203,14 @@ class BlobCache:
     def __init__(self, root: Path | None = None, key_file: Path | None = None):
         self.base = Path(root or default_cache_dir())
         self.root = self.base / "blobs"
-        self.key_file = key_file or default_key_file()
-        self._key: bytes | None = None
-        self._said: set[str] = set()
-        self._lock = threading.Lock()
+        super().__init__(key_file)
 
-    def key(self) -> bytes:
-        """The sealing key, read (or made) once. Raises UnsafeFile or OSError."""
-        with self._lock:
-            if self._key is None:
-                self._key = load_key(self.key_file)
-            return self._key
-
-    def lookup(self, key: CacheKey, note: Note = _silent) -> CachedBlob | None:
+    def lookup(self, key: CacheKey, note: Note = silent) -> CachedBlob | None:
         """What an earlier push made from ``key``; None when there is no usable entry."""
         path = self._path(key)
         try:
             self._check_directories(create=False)
-            data = _read_private(path)
+            data = read_entry(path, _MAX_ENTRY, "entry")
             secret = self.key() if data is not None else b""
         except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
@@ -243,7 +232,7 @@ class BlobCache:
         return entry.blob
 
     def store(
-        self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = _silent,
+        self, key: CacheKey, digest: Digest, size: int, location: str, note: Note = silent,
         annotations: dict[str, str] | None = None,
     ) -> None:
         """Remember that ``key`` gave ``digest`` of ``size`` bytes, now at ``location``
@@ -258,7 +247,7 @@ class BlobCache:
             annotations = dict(old.annotations) if old and same else {}
         self._write(key, CachedBlob(digest, size, tuple(locations[:_MAX_LOCATIONS]), annotations), note)
 
-    def forget(self, key: CacheKey, location: str | None = None, note: Note = _silent) -> None:
+    def forget(self, key: CacheKey, location: str | None = None, note: Note = silent) -> None:
         """Drop ``location`` from the entry, or the whole entry when ``location`` is None:
         the registry contradicted it."""
         old = self.lookup(key, note)
@@ -281,58 +270,15 @@ class BlobCache:
     def _check_directories(self, create: bool) -> None:
         """Raises UnsafeFile when the cache's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
-        for directory in (self.base, self.root):
-            if create:
-                directory.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    directory.mkdir(mode=0o700)
-            try:
-                st = directory.stat()
-            except FileNotFoundError:
-                return  # nothing cached yet
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeFile(f"{directory}: not a directory; not used")
-            check_private(directory, st, "directory")
+        check_private_dirs((self.base, self.root), create)
 
     def _write(self, key: CacheKey, blob: CachedBlob, note: Note) -> None:
-        path = self._path(key)
-        tmp: str | None = None
         try:
             self._check_directories(create=True)
-            document = _document(key, blob, self.key())
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(document)
-            os.replace(tmp, path)
-            tmp = None
+            write_private(self._path(key), _document(key, blob, self.key()))
         except UnsafeFile as e:
             self._note(note, f"blob cache: {e}")
         except OSError as e:
             where = e.filename or self.root
             self._note(note, f"blob cache: cannot write {where}: {e.strerror or e}; "
                              "the push goes on without it (only slower next time)")
-        finally:
-            if tmp is not None:
-                _remove(tmp)
-
-    def _note(self, note: Note, message: str) -> None:
-        if note is _silent:
-            return  # not said: a later call with a reporter must still say it
-        with self._lock:
-            if message in self._said:
-                return
-            self._said.add(message)
-        note(message)
-
-
-def _read_private(path: Path) -> bytes | None:
-    """The entry's bytes (``seal.read_private``'s rules); None when there is none."""
-    try:
-        return read_private(path, _MAX_ENTRY, "entry")
-    except FileNotFoundError:
-        return None
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -41,10 +41,8 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -52,11 +50,21 @@ import attrs
 from .content import UploadPoint
 from .digest import Digest
 from .models import strict
-from .seal import UnsafeFile, check_private, default_key_file, document_sum, load_key, read_private, unsealed
+from .seal import (
+    Note,
+    SealedStore,
+    UnsafeFile,
+    cache_home,
+    check_private,
+    check_private_dirs,
+    document_sum,
+    read_entry,
+    silent,
+    unsealed,
+    write_private,
+)
 
 __all__ = ["STALE", "BlobIdentity", "BlobJournal", "UploadRecords", "default_records_dir"]
-
-Note = Callable[[str], None]
 
 _VERSION = 1
 _MAX_ENTRY = 16 * 1024
@@ -64,14 +72,10 @@ _MAX_SIZE = 2**62
 STALE = 7 * 24 * 3600  # seconds: distribution's uploadpurging age (168h)
 
 
-def _silent(message: str) -> None:
-    pass
-
 
 def default_records_dir() -> Path:
     """``$XDG_CACHE_HOME/ocipush/uploads``: beside the blob cache's ``blobs/``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ocipush" / "uploads"
+    return cache_home() / "uploads"
 
 
 @attrs.frozen
@@ -155,7 +159,7 @@ def _document(location: str, identity: BlobIdentity, point: UploadPoint, key: by
     return json.dumps(doc, sort_keys=True).encode()
 
 
-class UploadRecords:
+class UploadRecords(SealedStore):
     """The record under ``root`` (default ``default_records_dir()``), sealed with the key
     in ``key_file``; thread-safe.  ``resume`` False (``--no-resume``): recorded uploads are
     cancelled instead of continued; ``keep_partial`` (``--keep-partial``): an interrupted
@@ -164,16 +168,13 @@ class UploadRecords:
     def __init__(self, root: Path | None = None, key_file: Path | None = None, *, resume: bool = True,
                  keep_partial: bool = False):
         self.root = Path(root or default_records_dir())
-        self.key_file = key_file or default_key_file()
+        super().__init__(key_file)
         self.resume = resume
         self.keep_partial = keep_partial
-        self._key: bytes | None = None
-        self._said: set[str] = set()
         self._kept: set[Path] = set()
-        self._lock = threading.Lock()
         self._pruned = False
 
-    def journal(self, location: str, identity: BlobIdentity, note: Note = _silent) -> BlobJournal:
+    def journal(self, location: str, identity: BlobIdentity, note: Note = silent) -> BlobJournal:
         """The entry of ``identity``'s upload to ``location`` ("registry/repository")."""
         return BlobJournal(self, location, identity, note)
 
@@ -183,13 +184,13 @@ class UploadRecords:
         with self._lock:
             return len(self._kept)
 
-    def lookup(self, location: str, identity: BlobIdentity, note: Note = _silent) -> UploadPoint | None:
+    def lookup(self, location: str, identity: BlobIdentity, note: Note = silent) -> UploadPoint | None:
         """The recorded upload of ``identity`` to ``location``; None when there is no usable one."""
         path = self.path(location, identity)
         try:
             self._check_directory(create=False)
-            data = _read(path)
-            key = self._secret() if data is not None else b""
+            data = read_entry(path, _MAX_ENTRY, "upload record")
+            key = self.key() if data is not None else b""
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
             return None
@@ -208,30 +209,19 @@ class UploadRecords:
             return None
         return entry.point
 
-    def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = _silent) -> None:
+    def write(self, location: str, identity: BlobIdentity, point: UploadPoint, note: Note = silent) -> None:
         """Record ``point``: a temporary file renamed into place, never half an entry."""
-        path = self.path(location, identity)
-        tmp: str | None = None
         try:
             self._check_directory(create=True)
             self._prune_once()
-            document = _document(location, identity, point, self._secret())
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")  # 0600
-            with os.fdopen(fd, "wb") as f:
-                f.write(document)
-            os.replace(tmp, path)
-            tmp = None
+            write_private(self.path(location, identity), _document(location, identity, point, self.key()))
         except UnsafeFile as e:
             self._note(note, f"upload record: {e}")
         except OSError as e:
             self._note(note, f"upload record: cannot write {e.filename or self.root}: {e.strerror or e}; "
                              "an interrupted upload will start again from its first byte")
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
-    def remove(self, location: str, identity: BlobIdentity, note: Note = _silent) -> None:
+    def remove(self, location: str, identity: BlobIdentity, note: Note = silent) -> None:
         path = self.path(location, identity)
         with self._lock:
             self._kept.discard(path)
@@ -240,7 +230,7 @@ class UploadRecords:
         except OSError as e:
             self._note(note, f"upload record: cannot remove {path}: {e.strerror or e}")
 
-    def claim(self, location: str, identity: BlobIdentity, note: Note = _silent) -> int | None:
+    def claim(self, location: str, identity: BlobIdentity, note: Note = silent) -> int | None:
         """The entry's lock, taken without waiting: an open descriptor to hand back to
         ``release``, or None when another run holds it (or it cannot be taken)."""
         path = self.path(location, identity).with_suffix(".lock")
@@ -275,27 +265,10 @@ class UploadRecords:
 
     # -- on disk ------------------------------------------------------------------------
 
-    def _secret(self) -> bytes:
-        with self._lock:
-            if self._key is None:
-                self._key = load_key(self.key_file)
-            return self._key
-
     def _check_directory(self, create: bool) -> None:
         """Raises UnsafeFile when the record's directories are not the user's alone; with
         ``create``, makes the missing ones (0700)."""
-        for directory in (self.root.parent, self.root):
-            if create:
-                directory.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileExistsError):
-                    directory.mkdir(mode=0o700)
-            try:
-                st = directory.stat()
-            except FileNotFoundError:
-                return
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeFile(f"{directory}: not a directory; not used")
-            check_private(directory, st, "directory")
+        check_private_dirs((self.root.parent, self.root), create)
 
     def _prune_once(self) -> None:
         """Entries (and leftovers of killed writes, and free locks) untouched for ``STALE``
@@ -311,15 +284,6 @@ class UploadRecords:
                     st = item.stat(follow_symlinks=False)
                     if stat.S_ISREG(st.st_mode) and st.st_mtime < limit and item.name.endswith((".json", ".lock")):
                         _remove_stale(Path(item.path))
-
-    def _note(self, note: Note, message: str) -> None:
-        if note is _silent:
-            return
-        with self._lock:
-            if message in self._said:
-                return
-            self._said.add(message)
-        note(message)
 
 
 def _lock(path: Path) -> int:
@@ -355,13 +319,6 @@ def _remove_stale(path: Path) -> None:
             os.close(fd)
     else:
         path.unlink()
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return read_private(path, _MAX_ENTRY, "upload record")
-    except FileNotFoundError:
-        return None
 
 
 class BlobJournal:

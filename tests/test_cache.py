@@ -201,7 +201,7 @@ def test_directories_are_created_private_whatever_the_umask(cache):
 
 @pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EIO, "I/O error")])
 def test_a_failed_write_leaves_nothing_and_says_so_once(cache, monkeypatch, error):
-    import ocipush.cache as module
+    import ocipush.seal as module  # the entry is written there
 
     real = module.os.fdopen
 
@@ -228,7 +228,7 @@ def test_a_failed_write_leaves_nothing_and_says_so_once(cache, monkeypatch, erro
 
 
 def test_an_interrupted_write_leaves_nothing(cache, monkeypatch):
-    import ocipush.cache as module
+    import ocipush.seal as module  # the entry is written there
 
     def interrupted(*args):
         raise KeyboardInterrupt

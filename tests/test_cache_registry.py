@@ -245,12 +245,12 @@ def test_cache_directory_is_created_private(image, proxy, repo, cache_dir, capsy
 
 
 def test_full_disk_costs_only_speed(image, proxy, repo, cache_dir, tmp_path, capsys, monkeypatch):
-    import ocipush.cache
+    import ocipush.seal
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ocipush.cache.os, "replace", full)
+    monkeypatch.setattr(ocipush.seal.os, "replace", full)
     code, err = run(image, f"{proxy.host}/{repo}:v1", capsys)
     assert code == 0, err
     pulled_image_is_correct(proxy.host, repo, "v1", tmp_path)
@@ -262,12 +262,12 @@ def test_full_disk_costs_only_speed(image, proxy, repo, cache_dir, tmp_path, cap
 @pytest.mark.parametrize("error", [errno.EROFS, errno.EACCES, errno.EIO])
 def test_unwritable_cache_costs_only_speed(image, proxy, repo, cache_dir, tmp_path, capsys, monkeypatch, error):
     """A read-only or broken cache directory (simulated: tests may run as root, who writes anyway)."""
-    import ocipush.cache
+    import ocipush.seal
 
     def refused(*args, **kwargs):
         raise OSError(error, os.strerror(error))
 
-    monkeypatch.setattr(ocipush.cache.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(ocipush.seal.tempfile, "mkstemp", refused)
     code, err = run(image, f"{proxy.host}/{repo}:v1", capsys)
     assert code == 0, err
     pulled_image_is_correct(proxy.host, repo, "v1", tmp_path)
