@@ -47,7 +47,6 @@ from .transcode import TranscodedContent
 
 __all__ = ["BlobResult", "PushOptions", "PushResult", "push"]
 
-_IMAGE_CONFIGS = {mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG}
 
 
 @attrs.frozen
@@ -271,7 +270,7 @@ def _diff_ids(source: Source, image: ImageNode) -> dict[Digest, list[Digest]]:
     """Each image config's rootfs.diff_ids: what every layer must decompress to."""
     found: dict[Digest, list[Digest]] = {}
     for node in image.walk():
-        if not isinstance(node.parsed, Manifest) or node.parsed.config.media_type not in _IMAGE_CONFIGS:
+        if not isinstance(node.parsed, Manifest) or node.parsed.config.media_type not in mediatypes.IMAGE_CONFIG_TYPES:
             continue
         config = node.parsed.config
         if config.digest in found:
